@@ -1,0 +1,3 @@
+"""agentmeter: the composition root — configuration, CLI and wiring."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from agentmeter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The agentmeter exporter: Prometheus collectors for the ledger, Kubernetes and self-health."""

@@ -1,0 +1,1 @@
+"""The agentmeter ledger: schema, money, pricing, periods, limits and usage queries."""

@@ -1,0 +1,169 @@
+"""Models, their aliases and prices, and the gaps in pricing that under-report spend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from ledger.dialect import upsert
+from ledger.pricing import Pricing
+from ledger.schema import model_aliases, models, usage_totals
+from ledger.tokens import TOKEN_KINDS, TokenKind
+
+PRICE_COLUMNS = {kind: f"price_{kind.value}" for kind in TOKEN_KINDS}
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    id: int
+    name: str
+    provider: str
+    enabled: bool
+    declared: bool
+    max_output_tokens: int | None
+    # None: the model has no pricing block at all.
+    pricing: Pricing | None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPricingGap:
+    model: str
+    # Kinds without a price (all of them when the model has no pricing).
+    missing_kinds: tuple[TokenKind, ...]
+    reason: str  # "no_pricing" | "no_input_or_output_price" | "undeclared"
+
+
+def pricing_from_row(row: Any) -> Pricing | None:
+    if not row.has_pricing:
+        return None
+    return Pricing(**{kind.value: getattr(row, column) for kind, column in PRICE_COLUMNS.items()})
+
+
+def pricing_values(pricing: Pricing | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"has_pricing": pricing is not None}
+    for kind, column in PRICE_COLUMNS.items():
+        values[column] = None if pricing is None else pricing.price(kind)
+    return values
+
+
+def _aliases(conn: Connection, model_ids: list[int]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    if not model_ids:
+        return found
+    stmt = (select(model_aliases.c.model_id, model_aliases.c.alias)
+            .where(model_aliases.c.model_id.in_(model_ids)).order_by(model_aliases.c.alias))
+    for row in conn.execute(stmt):
+        found.setdefault(row.model_id, []).append(row.alias)
+    return found
+
+
+def _models(conn: Connection, rows: list[Any]) -> list[Model]:
+    aliases = _aliases(conn, [row.id for row in rows])
+    return [Model(id=row.id, name=row.name, provider=row.provider, enabled=bool(row.enabled),
+                  declared=bool(row.declared), max_output_tokens=row.max_output_tokens,
+                  pricing=pricing_from_row(row), aliases=tuple(aliases.get(row.id, ())))
+            for row in rows]
+
+
+def find_model(conn: Connection, name_or_alias: str) -> Model | None:
+    """The model named so or aliased so, enabled or not."""
+    alias_of = select(model_aliases.c.model_id).where(model_aliases.c.alias == name_or_alias)
+    stmt = select(models).where(or_(models.c.name == name_or_alias, models.c.id.in_(alias_of)))
+    rows = list(conn.execute(stmt))
+    # A name beats an alias if both exist.
+    rows.sort(key=lambda row: row.name != name_or_alias)
+    found = _models(conn, rows[:1])
+    return found[0] if found else None
+
+
+def all_models(conn: Connection) -> list[Model]:
+    return _models(conn, list(conn.execute(select(models).order_by(models.c.name))))
+
+
+def enabled_models(conn: Connection) -> list[Model]:
+    stmt = select(models).where(models.c.enabled.is_(True)).order_by(models.c.name)
+    return _models(conn, list(conn.execute(stmt)))
+
+
+def ensure_traffic_model(conn: Connection, name: str, provider: str) -> int:
+    """Id of the model used by traffic, creating an undeclared, disabled row on first sight."""
+    found = find_model(conn, name)
+    if found is not None:
+        if not found.declared:
+            conn.execute(update(models).where(models.c.id == found.id)
+                         .values(seen_in_traffic=True))
+        return found.id
+    stmt = upsert(conn, models).values(
+        name=name, provider=provider, enabled=False, declared=False, seen_in_traffic=True,
+        created_at=datetime.now(UTC), **pricing_values(None))
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    model_id = conn.execute(select(models.c.id).where(models.c.name == name)).scalar_one()
+    return int(model_id)
+
+
+def models_without_pricing(conn: Connection) -> list[ModelPricingGap]:
+    """Enabled models with no usable pricing, plus undeclared models seen in traffic.
+
+    A priced model that lacks a price for some kind is not listed here (it is still priced);
+    `pricing_gaps` lists those kinds for the per-kind metric.
+    """
+    stmt = select(models).where(or_(
+        and_(models.c.enabled.is_(True),
+             or_(models.c.has_pricing.is_(False),
+                 and_(models.c.price_input.is_(None), models.c.price_output.is_(None)))),
+        and_(models.c.declared.is_(False), models.c.seen_in_traffic.is_(True)),
+    )).order_by(models.c.name)
+    gaps = []
+    for row in conn.execute(stmt):
+        pricing = pricing_from_row(row)
+        if not row.declared:
+            reason = "undeclared"
+        elif pricing is None:
+            reason = "no_pricing"
+        else:
+            reason = "no_input_or_output_price"
+        missing = TOKEN_KINDS if pricing is None else tuple(pricing.missing_kinds())
+        gaps.append(ModelPricingGap(model=row.name, missing_kinds=tuple(missing), reason=reason))
+    return gaps
+
+
+def pricing_gaps(conn: Connection) -> list[ModelPricingGap]:
+    """Every enabled or traffic-seen model with at least one kind unpriced, and which kinds."""
+    stmt = select(models).where(or_(models.c.enabled.is_(True),
+                                    models.c.seen_in_traffic.is_(True))).order_by(models.c.name)
+    gaps = []
+    for row in conn.execute(stmt):
+        pricing = pricing_from_row(row)
+        missing = TOKEN_KINDS if pricing is None else tuple(pricing.missing_kinds())
+        if missing:
+            reason = ("undeclared" if not row.declared else
+                      "no_pricing" if pricing is None else "partial_pricing")
+            gaps.append(ModelPricingGap(model=row.name, missing_kinds=tuple(missing),
+                                        reason=reason))
+    return gaps
+
+
+@dataclass(frozen=True, slots=True)
+class UnpricedUsage:
+    model: str
+    messages: int
+    tokens: dict[TokenKind, int]
+
+
+def unpriced_usage_by_model(conn: Connection) -> list[UnpricedUsage]:
+    """Unpriced messages and tokens per model over all time, from the lifetime totals."""
+    columns = [func.coalesce(func.sum(getattr(usage_totals.c, f"unpriced_{k.value}_tokens")), 0)
+               .label(k.value) for k in TOKEN_KINDS]
+    stmt = (select(models.c.name,
+                   func.coalesce(func.sum(usage_totals.c.unpriced_messages), 0).label("messages"),
+                   *columns)
+            .select_from(models.outerjoin(usage_totals, usage_totals.c.model_id == models.c.id))
+            .where(or_(models.c.enabled.is_(True), models.c.seen_in_traffic.is_(True)))
+            .group_by(models.c.name).order_by(models.c.name))
+    return [UnpricedUsage(model=row.name, messages=int(row.messages),
+                          tokens={k: int(getattr(row, k.value)) for k in TOKEN_KINDS})
+            for row in conn.execute(stmt)]

@@ -1,0 +1,83 @@
+"""Engines for the ledger: operator-style URLs in, the right sync or async driver out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from ledger.settings import DatabaseSettings
+
+_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _backend(url: str) -> str:
+    backend = make_url(url).get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in _SYNC_DRIVERS:
+        raise ValueError(f"unsupported database URL scheme {backend!r}: use sqlite:/// or "
+                         "postgresql://")
+    return backend
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> str:
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    return parsed.set(drivername=drivers[_backend(url)]).render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def async_url(url: str) -> str:
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def is_sqlite(url: str) -> bool:
+    return _backend(url) == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; the busy timeout makes concurrent writers wait.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _engine_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
+    if is_sqlite(settings.url):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    return {
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.pool_size,
+        "pool_recycle": 1800,
+        "connect_args": {"connect_timeout": max(1, round(settings.connect_timeout_seconds))},
+    }
+
+
+def create_sync_engine(settings: DatabaseSettings) -> Engine:
+    engine = create_engine(sync_url(settings.url), **_engine_kwargs(settings))
+    if is_sqlite(settings.url):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_async_engine(settings: DatabaseSettings) -> AsyncEngine:
+    engine = _create_async_engine(async_url(settings.url), **_engine_kwargs(settings))
+    if is_sqlite(settings.url):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def from_db(moment: datetime) -> datetime:
+    """SQLite hands back naive timestamps; everything the ledger stores is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,53 @@
+"""Money is integer micro-dollars; USD amounts convert exactly or not at all."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from ledger.errors import InvalidValue
+
+MICROS_PER_USD = 1_000_000
+
+
+def to_decimal(value: object) -> Decimal:
+    """An exact decimal from an int, a decimal string or a Decimal (floats are refused)."""
+    if isinstance(value, bool):
+        raise InvalidValue(f"not an amount: {value!r}")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, float):
+        # YAML and JSON give floats for "0.3"; repr() is the shortest string that round-trips,
+        # so this recovers exactly what the operator wrote.
+        result = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidValue(f"not a decimal amount: {value!r}") from None
+    else:
+        raise InvalidValue(f"not an amount: {value!r}")
+    if not result.is_finite():
+        raise InvalidValue(f"not a finite amount: {value!r}")
+    return result
+
+
+def usd_to_micros(value: object) -> int:
+    """USD to micro-dollars, exactly; an amount finer than one micro-dollar is an error."""
+    micros = to_decimal(value) * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise InvalidValue(f"{value} USD is not a whole number of micro-dollars")
+    return int(micros)
+
+
+def micros_to_usd(micros: int) -> float:
+    """For display and Prometheus only; never feed the result back into arithmetic."""
+    return micros / MICROS_PER_USD
+
+
+def format_usd(micros: int) -> str:
+    """`$12.345678` with trailing zeros trimmed to cents."""
+    text = f"{Decimal(micros) / MICROS_PER_USD:.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"

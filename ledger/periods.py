@@ -1,0 +1,39 @@
+"""UTC-aligned, half-open limit periods: day, week (Monday) and month (the 1st)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+
+class Period(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Any aware datetime converted to UTC; naive datetimes are ambiguous and refused."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime refused (give a timezone): {moment.isoformat()}")
+    return moment.astimezone(UTC)
+
+
+def period_bounds(period: Period | str, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of the period containing `now`; `end` is when the limit resets."""
+    now = as_utc(now)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    match Period(period):
+        case Period.DAY:
+            return midnight, midnight + timedelta(days=1)
+        case Period.WEEK:
+            start = midnight - timedelta(days=midnight.weekday())
+            return start, start + timedelta(days=7)
+        case Period.MONTH:
+            start = midnight.replace(day=1)
+            if start.month == 12:
+                end = start.replace(year=start.year + 1, month=1)
+            else:
+                end = start.replace(month=start.month + 1)
+            return start, end
+    raise AssertionError(period)  # pragma: no cover - exhaustive match

@@ -1,0 +1,290 @@
+"""Reading the policy file: YAML in, a validated `Policy` out, or an error naming file:line: key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ledger.errors import InvalidValue, LedgerError
+from ledger.limits import GroupPolicy, LimitConfig, UserOverride
+from ledger.money import usd_to_micros
+from ledger.periods import Period
+from ledger.pricing import Pricing
+from ledger.tokens import TOKEN_KINDS
+
+PROVIDERS = ("anthropic", "openai")
+
+
+class PolicyError(LedgerError):
+    """A bad policy file; the message names the file, the line and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyGroup:
+    name: str
+    limit_micros: int | None
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyUser:
+    username: str
+    name: str
+    email: str
+    override: UserOverride | None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyModel:
+    name: str
+    provider: str
+    enabled: bool
+    aliases: tuple[str, ...]
+    max_output_tokens: int | None
+    pricing: Pricing | None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    limits: LimitConfig
+    groups: tuple[PolicyGroup, ...]
+    users: tuple[PolicyUser, ...]
+    models: tuple[PolicyModel, ...]
+
+
+class _Node(dict[str, Any]):
+    """A YAML mapping that remembers the line of each key."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Node:
+    mapping = _Node()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Reader:
+    """Walks the document, turning every problem into `file:line: path: message`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: _Node | None, key: str | None, path: str, message: str) -> PolicyError:
+        line = node.key_lines.get(key, node.line) if node is not None and key else (
+            node.line if node is not None else 1)
+        return PolicyError(f"{self.source}:{line}: {path}: {message}")
+
+    def mapping(self, value: Any, parent: _Node | None, key: str | None, path: str,
+                allowed: set[str]) -> _Node:
+        if not isinstance(value, _Node):
+            raise self.fail(parent, key, path, "must be a mapping")
+        for name in value:
+            if name not in allowed:
+                raise self.fail(value, name, f"{path}.{name}" if path else str(name),
+                                f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def field(self, node: _Node, key: str, path: str, convert: Callable[[Any], Any],
+              default: Any = None, required: bool = False) -> Any:
+        where = f"{path}.{key}" if path else key
+        if key not in node:
+            if required:
+                raise self.fail(node, None, where, "is required")
+            return default
+        try:
+            return convert(node[key])
+        except (InvalidValue, ValueError, TypeError) as exc:
+            raise self.fail(node, key, where, f"{exc} (got {node[key]!r})") from None
+
+    def items(self, node: _Node, key: str, path: str) -> list[Any]:
+        value = node.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(node, key, f"{path}{key}", "must be a list")
+        return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _positive_micros(value: Any) -> int | None:
+    if value is None:
+        return None
+    micros = usd_to_micros(value)
+    if micros <= 0:
+        raise ValueError("must be a positive USD amount")
+    return micros
+
+
+def _price(value: Any) -> int | None:
+    if value is None:
+        return None
+    micros = usd_to_micros(value)  # USD per 1M tokens -> micro-USD per 1M tokens
+    if micros < 0:
+        raise ValueError("must not be negative")
+    return micros
+
+
+def _positive_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _user_override(value: Any) -> UserOverride | None:
+    if value is None:
+        return None
+    if value == "unlimited":
+        return UserOverride(unlimited=True)
+    return UserOverride(limit_micros=_positive_micros(value))
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of names")
+    if len(set(value)) != len(value):
+        raise ValueError("lists a name twice")
+    return tuple(value)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(value)
+    return convert
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        document = yaml.load(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise PolicyError(f"{source}:{line}: not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+    r = _Reader(source)
+    if document is None:
+        document = _Node()
+        document.line, document.key_lines = 1, {}
+    root = r.mapping(document, None, None, "", {"limits", "groups", "users", "models"})
+
+    limits = LimitConfig()
+    if root.get("limits") is not None:
+        node = r.mapping(root["limits"], root, "limits", "limits",
+                         {"enabled", "period", "default_limit_usd", "group_policy"})
+        limits = LimitConfig(
+            enabled=r.field(node, "enabled", "limits", _bool, False),
+            period=Period(r.field(node, "period", "limits", _choice(*Period), "month")),
+            default_limit_micros=r.field(node, "default_limit_usd", "limits", _positive_micros),
+            group_policy=GroupPolicy(r.field(node, "group_policy", "limits",
+                                             _choice(*GroupPolicy), "lowest")),
+        )
+
+    groups: dict[str, PolicyGroup] = {}
+    for i, item in enumerate(r.items(root, "groups", "")):
+        path = f"groups[{i}]"
+        node = r.mapping(item, root, "groups", path, {"name", "limit_usd", "members"})
+        name = r.field(node, "name", path, _text, required=True)
+        if name in groups:
+            raise r.fail(node, "name", f"{path}.name", f"group {name!r} is declared twice")
+        groups[name] = PolicyGroup(name=name,
+                                   limit_micros=r.field(node, "limit_usd", path, _positive_micros),
+                                   members=r.field(node, "members", path, _names, ()))
+
+    users: dict[str, PolicyUser] = {}
+    for i, item in enumerate(r.items(root, "users", "")):
+        path = f"users[{i}]"
+        node = r.mapping(item, root, "users", path, {"username", "name", "email", "limit_usd"})
+        username = r.field(node, "username", path, _text, required=True)
+        if username in users:
+            raise r.fail(node, "username", f"{path}.username",
+                         f"user {username!r} is declared twice")
+        users[username] = PolicyUser(
+            username=username, name=r.field(node, "name", path, _optional_text, ""),
+            email=r.field(node, "email", path, _optional_text, ""),
+            override=r.field(node, "limit_usd", path, _user_override))
+
+    models: dict[str, PolicyModel] = {}
+    taken: dict[str, str] = {}
+    price_keys = {kind.value for kind in TOKEN_KINDS}
+    for i, item in enumerate(r.items(root, "models", "")):
+        path = f"models[{i}]"
+        node = r.mapping(item, root, "models", path,
+                         {"name", "aliases", "provider", "enabled", "max_output_tokens",
+                          "pricing"})
+        name = r.field(node, "name", path, _text, required=True)
+        aliases = r.field(node, "aliases", path, _names, ())
+        for label in (name, *aliases):
+            if label in taken:
+                raise r.fail(node, "name" if label == name else "aliases", path,
+                             f"{label!r} already names model {taken[label]!r}")
+            taken[label] = name
+        pricing = None
+        if "pricing" in node:
+            pnode = r.mapping(node["pricing"], node, "pricing", f"{path}.pricing", price_keys)
+            pricing = Pricing(**{k: r.field(pnode, k, f"{path}.pricing", _price)
+                                 for k in price_keys})
+        models[name] = PolicyModel(
+            name=name, aliases=aliases,
+            provider=r.field(node, "provider", path, _choice(*PROVIDERS), required=True),
+            enabled=r.field(node, "enabled", path, _bool, True),
+            max_output_tokens=r.field(node, "max_output_tokens", path, _positive_int),
+            pricing=pricing)
+
+    return Policy(limits=limits, groups=tuple(groups.values()), users=tuple(users.values()),
+                  models=tuple(models.values()))
+
+
+def load_policy(path: str | Path) -> Policy:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{file}: cannot read policy file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"{file}: not UTF-8 text") from None
+    return parse_policy(text, str(file))

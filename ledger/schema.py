@@ -1,0 +1,208 @@
+"""The ledger's tables (SQLAlchemy Core), shared by the sync and async engines.
+
+Tables are created only by the Alembic migrations in ledger/migrations; this module is what the
+queries are written against, and a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                 "cache_write_1h_tokens")
+UNPRICED_TOKEN_COLUMNS = tuple("unpriced_" + name for name in TOKEN_COLUMNS)
+
+
+def _token_columns(prefix: str = "") -> list[Column[int]]:
+    return [Column(prefix + name, BigInteger, nullable=False, server_default="0")
+            for name in TOKEN_COLUMNS]
+
+
+def _ts(name: str, **kw: object) -> Column:  # type: ignore[type-arg]
+    return Column(name, DateTime(timezone=True), **kw)  # type: ignore[arg-type]
+
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(1024), nullable=False, unique=True),
+    Column("name", String(1024), nullable=False, server_default=""),
+    Column("email", String(1024), nullable=False, server_default=""),
+    _ts("created_at", nullable=False),
+)
+
+groups = Table(
+    "groups", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    _ts("created_at", nullable=False),
+)
+
+group_members = Table(
+    "group_members", metadata,
+    Column("group_id", Integer, ForeignKey("groups.id"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True, index=True),
+)
+
+limit_config = Table(
+    "limit_config", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("enabled", Boolean, nullable=False, server_default="0"),
+    Column("period", String(16), nullable=False, server_default="month"),
+    Column("default_limit_micros", BigInteger, nullable=True),
+    Column("group_policy", String(16), nullable=False, server_default="lowest"),
+    _ts("updated_at", nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("period IN ('day', 'week', 'month')", name="period"),
+    CheckConstraint("group_policy IN ('lowest', 'highest')", name="group_policy"),
+    CheckConstraint("default_limit_micros IS NULL OR default_limit_micros > 0", name="default"),
+)
+
+# A row is an override; limit_micros NULL means `unlimited` (exempt).
+user_limits = Table(
+    "user_limits", metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("limit_micros", BigInteger, nullable=True),
+    CheckConstraint("limit_micros IS NULL OR limit_micros > 0", name="positive"),
+)
+
+group_limits = Table(
+    "group_limits", metadata,
+    Column("group_id", Integer, ForeignKey("groups.id"), primary_key=True),
+    Column("limit_micros", BigInteger, nullable=False),
+    CheckConstraint("limit_micros > 0", name="positive"),
+)
+
+# Prices are integer micro-dollars per 1M tokens (USD per 1M x 1e6), NULL where missing.
+models = Table(
+    "models", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("provider", String(32), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    # True while the policy file declares it; false for models only seen in traffic or removed.
+    Column("declared", Boolean, nullable=False),
+    Column("seen_in_traffic", Boolean, nullable=False, server_default="0"),
+    Column("max_output_tokens", Integer, nullable=True),
+    Column("has_pricing", Boolean, nullable=False, server_default="0"),
+    Column("price_input", BigInteger, nullable=True),
+    Column("price_output", BigInteger, nullable=True),
+    Column("price_cache_read", BigInteger, nullable=True),
+    Column("price_cache_write", BigInteger, nullable=True),
+    Column("price_cache_write_1h", BigInteger, nullable=True),
+    _ts("created_at", nullable=False),
+)
+
+model_aliases = Table(
+    "model_aliases", metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False, index=True),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    # SHA-256 of the key; the key itself is shown once and never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("revoked_at", nullable=True),
+)
+
+chats = Table(
+    "chats", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    _ts("created_at", nullable=False),
+    UniqueConstraint("user_id", "external_id"),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", String(64), primary_key=True),  # idempotency key of the usage record
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("chat_id", Integer, ForeignKey("chats.id"), nullable=True, index=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("provider", String(32), nullable=False),
+    *_token_columns(),
+    Column("unpriced_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_micros", BigInteger, nullable=True),  # NULL: unpriced
+    Column("partial", Boolean, nullable=False, server_default="0"),
+    _ts("created_at", nullable=False),
+    Index("ix_messages_user_id_created_at", "user_id", "created_at"),
+)
+
+_rollup_measures = [
+    Column("messages", BigInteger, nullable=False, server_default="0"),
+    Column("unpriced_messages", BigInteger, nullable=False, server_default="0"),
+    Column("cost_micros", BigInteger, nullable=False, server_default="0"),
+]
+
+# One row per (user, UTC day, model), written in the same transaction as each message.
+daily_usage = Table(
+    "daily_usage", metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    *[c.copy() for c in _rollup_measures],
+    *_token_columns(),
+    *_token_columns("unpriced_"),
+    Index("ix_daily_usage_day", "day"),
+)
+
+# Lifetime totals per (user, model): the exporter's counters, O(users x models) per scrape.
+usage_totals = Table(
+    "usage_totals", metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    *[c.copy() for c in _rollup_measures],
+    *_token_columns(),
+    *_token_columns("unpriced_"),
+)
+
+# One row per (chat, UTC day): chat counts over a range and the per-chat breakdown.
+chat_daily_usage = Table(
+    "chat_daily_usage", metadata,
+    Column("chat_id", Integer, ForeignKey("chats.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    *[c.copy() for c in _rollup_measures],
+    *_token_columns(),
+    Index("ix_chat_daily_usage_user_id_day", "user_id", "day"),
+)
+
+# Strict enforcement: upper bounds held for requests in flight.
+reservations = Table(
+    "reservations", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("amount_micros", BigInteger, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("expires_at", nullable=False),
+)

@@ -1,0 +1,112 @@
+"""Bulk reads for the exporter: every figure per user and model in O(users x models) rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, or_, select
+
+from ledger.limit_store import load_limit_config
+from ledger.limits import LimitConfig, UserOverride, resolve_effective_limit
+from ledger.periods import period_bounds
+from ledger.schema import (
+    chats,
+    daily_usage,
+    group_limits,
+    group_members,
+    models,
+    usage_totals,
+    user_limits,
+    users,
+)
+from ledger.spend import LimitStatus
+from ledger.tokens import TokenUsage
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeTotal:
+    username: str
+    model: str
+    cost_micros: int
+    messages: int
+    unpriced_messages: int
+    tokens: TokenUsage
+    unpriced_tokens: TokenUsage
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    username: str
+    name: str
+    status: LimitStatus
+
+
+def _usage(row: Any, prefix: str = "") -> TokenUsage:
+    return TokenUsage(**{k: int(getattr(row, f"{prefix}{k}_tokens"))
+                         for k in ("input", "output", "cache_read", "cache_write",
+                                   "cache_write_1h")})
+
+
+def lifetime_totals(conn: Connection) -> list[LifetimeTotal]:
+    stmt = (select(users.c.username, models.c.name.label("model"), usage_totals)
+            .join(users, users.c.id == usage_totals.c.user_id)
+            .join(models, models.c.id == usage_totals.c.model_id)
+            .order_by(users.c.username, models.c.name))
+    return [LifetimeTotal(username=row.username, model=row.model,
+                          cost_micros=int(row.cost_micros), messages=int(row.messages),
+                          unpriced_messages=int(row.unpriced_messages), tokens=_usage(row),
+                          unpriced_tokens=_usage(row, "unpriced_"))
+            for row in conn.execute(stmt)]
+
+
+def chats_per_user(conn: Connection) -> dict[str, int]:
+    stmt = (select(users.c.username, func.count(chats.c.id).label("chats"))
+            .join(chats, chats.c.user_id == users.c.id).group_by(users.c.username))
+    return {row.username: int(row.chats) for row in conn.execute(stmt)}
+
+
+def user_snapshots(conn: Connection, now: datetime, active_since: date,
+                   config: LimitConfig | None = None) -> list[UserSnapshot]:
+    """Limit status of every user who has a limit or spent since `active_since`.
+
+    Sorted by spend (highest first), so a cap on series keeps the users that matter most.
+    """
+    config = load_limit_config(conn) if config is None else config
+    start, end = period_bounds(config.period, now)
+    spend = dict(conn.execute(
+        select(daily_usage.c.user_id, func.sum(daily_usage.c.cost_micros))
+        .where(daily_usage.c.day >= start.date(), daily_usage.c.day < end.date())
+        .group_by(daily_usage.c.user_id)).tuples())
+    active = {row[0] for row in conn.execute(
+        select(daily_usage.c.user_id).where(daily_usage.c.day >= active_since).distinct())}
+    overrides = {row.user_id: UserOverride(limit_micros=row.limit_micros,
+                                           unlimited=row.limit_micros is None)
+                 for row in conn.execute(select(user_limits))}
+    groups_of: dict[int, list[int | None]] = defaultdict(list)
+    for row in conn.execute(select(group_members.c.user_id, group_limits.c.limit_micros)
+                            .select_from(group_members.outerjoin(
+                                group_limits,
+                                group_limits.c.group_id == group_members.c.group_id))):
+        groups_of[row.user_id].append(row.limit_micros)
+
+    snapshots = []
+    for user in conn.execute(select(users.c.id, users.c.username, users.c.name)):
+        limit = resolve_effective_limit(config, overrides.get(user.id), groups_of.get(user.id, []))
+        if limit.limit_micros is None and user.id not in active:
+            continue
+        status = LimitStatus(user_id=user.id, username=user.username, period=config.period,
+                             limit_micros=limit.limit_micros, limit_source=limit.source,
+                             spent_micros=int(spend.get(user.id, 0)), period_start=start,
+                             period_end=end)
+        snapshots.append(UserSnapshot(username=user.username, name=user.name, status=status))
+    snapshots.sort(key=lambda s: (-s.status.spent_micros, s.username))
+    return snapshots
+
+
+def models_in_use(conn: Connection) -> list[str]:
+    stmt = select(models.c.name).where(or_(models.c.enabled.is_(True),
+                                           models.c.seen_in_traffic.is_(True)))
+    return [row.name for row in conn.execute(stmt.order_by(models.c.name))]

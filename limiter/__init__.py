@@ -1,0 +1,1 @@
+"""The agentmeter limiter: an aiohttp gateway that holds per-user LLM spend limits."""
