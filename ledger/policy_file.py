@@ -98,7 +98,7 @@ class _Reader:
     def mapping(self, value: Any, parent: _Node | None, key: str | None, path: str,
                 allowed: set[str]) -> _Node:
         if not isinstance(value, _Node):
-            raise self.fail(parent, key, path, "must be a mapping")
+            raise self.fail(parent, key, path or "the policy file", "must be a mapping")
         for name in value:
             if name not in allowed:
                 raise self.fail(value, name, f"{path}.{name}" if path else str(name),

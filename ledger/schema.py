@@ -158,11 +158,9 @@ messages = Table(
     Index("ix_messages_user_id_created_at", "user_id", "created_at"),
 )
 
-_rollup_measures = [
-    Column("messages", BigInteger, nullable=False, server_default="0"),
-    Column("unpriced_messages", BigInteger, nullable=False, server_default="0"),
-    Column("cost_micros", BigInteger, nullable=False, server_default="0"),
-]
+def _rollup_measures() -> list[Column[int]]:
+    return [Column(name, BigInteger, nullable=False, server_default="0")
+            for name in ("messages", "unpriced_messages", "cost_micros")]
 
 # One row per (user, UTC day, model), written in the same transaction as each message.
 daily_usage = Table(
@@ -170,7 +168,7 @@ daily_usage = Table(
     Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
     Column("day", Date, primary_key=True),
     Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
-    *[c.copy() for c in _rollup_measures],
+    *_rollup_measures(),
     *_token_columns(),
     *_token_columns("unpriced_"),
     Index("ix_daily_usage_day", "day"),
@@ -181,7 +179,7 @@ usage_totals = Table(
     "usage_totals", metadata,
     Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
     Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
-    *[c.copy() for c in _rollup_measures],
+    *_rollup_measures(),
     *_token_columns(),
     *_token_columns("unpriced_"),
 )
@@ -192,7 +190,7 @@ chat_daily_usage = Table(
     Column("chat_id", Integer, ForeignKey("chats.id"), primary_key=True),
     Column("day", Date, primary_key=True),
     Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
-    *[c.copy() for c in _rollup_measures],
+    *_rollup_measures(),
     *_token_columns(),
     Index("ix_chat_daily_usage_user_id_day", "user_id", "day"),
 )

@@ -82,8 +82,8 @@ def record_usage(conn: Connection, record: UsageRecord) -> RecordResult:
         provider=record.provider, **_token_values(record.usage),
         unpriced_tokens=priced.unpriced.total, cost_micros=priced.cost_micros,
         partial=record.partial, created_at=created_at,
-    ).on_conflict_do_nothing(index_elements=["id"])
-    if conn.execute(insert).rowcount == 0:
+    ).on_conflict_do_nothing(index_elements=["id"]).returning(messages.c.id)
+    if conn.execute(insert).first() is None:
         _release(conn, record.reservation_id)
         return RecordResult(inserted=False, cost_micros=priced.cost_micros)
 

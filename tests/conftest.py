@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.databases import PgTemplates, SqliteTemplate, pg_available
+from tests.support.databases import PgLedger, SqliteTemplate, pg_available
 from tests.support.requirements import missing
 
 
@@ -17,14 +17,14 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate
 
 
 @pytest.fixture(scope="session")
-def _pg_templates() -> Iterator[PgTemplates | str]:
+def _pg_ledger() -> Iterator[PgLedger | str]:
     reason = pg_available()
     if reason is not None:
         yield reason
         return
-    templates = PgTemplates()
-    yield templates
-    templates.close()
+    ledger = PgLedger()
+    yield ledger
+    ledger.close()
 
 
 @pytest.fixture
@@ -34,16 +34,12 @@ def sqlite_url(_sqlite_template: SqliteTemplate, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url(_pg_templates: PgTemplates | str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database on the shared server, dropped afterwards."""
-    if isinstance(_pg_templates, str):
-        missing(_pg_templates)
-        return
-    from tests.support.databases import pg_database_url
-
-    name = _pg_templates.create()
-    yield pg_database_url(name)
-    _pg_templates.drop(name)
+def pg_url(_pg_ledger: PgLedger | str) -> str:
+    """A migrated, empty PostgreSQL ledger on the shared server (emptied before each test)."""
+    if isinstance(_pg_ledger, str):
+        missing(_pg_ledger)
+        raise AssertionError("unreachable")
+    return _pg_ledger.fresh()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,110 @@
+"""The `agentmeter` command as an operator runs it: real processes, real ledger."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ledger.engine import create_sync_engine
+from ledger.keys import hash_key
+from ledger.schema import api_keys
+from ledger.settings import DatabaseSettings
+from ledger.tokens import TokenUsage
+from tests.support.ledger_seed import record
+
+EXAMPLE = str(Path("examples/policy.yaml").resolve())
+
+
+def run(url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTMETER_DATABASE_URL": url}
+    env.pop("AGENTMETER_CONFIG", None)
+    result = subprocess.run([sys.executable, "-m", "agentmeter", *args], capture_output=True,
+                            text=True, env=env, timeout=60)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result
+
+
+@pytest.fixture
+def fresh_sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/cli.db"
+
+
+def test_upgrade_apply_keys_and_usage(fresh_sqlite: str) -> None:
+    url = fresh_sqlite
+    missing_tables = run(url, "apply", "-f", EXAMPLE, ok=False)
+    assert "agentmeter db upgrade" in missing_tables.stderr
+    run(url, "db", "upgrade")
+    dry = run(url, "apply", "-f", EXAMPLE, "--dry-run")
+    assert "~ user alice: limit none -> $500.00" in dry.stdout
+    assert run(url, "apply", "-f", EXAMPLE, "--dry-run").stdout == dry.stdout  # wrote nothing
+    applied = run(url, "apply", "-f", EXAMPLE)
+    assert applied.stdout.strip().endswith("changed")
+    assert run(url, "apply", "-f", EXAMPLE).stdout.strip() == "nothing to change"
+
+    created = run(url, "keys", "create", "alice")
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("am-") and " " not in key
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    with engine.connect() as conn:
+        stored = conn.execute(select(api_keys)).one()
+    assert stored.key_hash == hash_key(key) and key not in str(tuple(stored))
+    listed = run(url, "keys", "list", "alice").stdout
+    assert stored.id in listed and key not in listed and "active" in listed
+    assert "revoked 1 key of alice" in run(url, "keys", "revoke", "alice").stdout
+    assert "revoked" in run(url, "keys", "list").stdout
+    run(url, "keys", "revoke", "alice", "--key-id", "key_nope", ok=False)
+
+    record(engine, "alice", "claude-sonnet-4-5", TokenUsage(input=1_000_000, output=10),
+           datetime.now(UTC), chat="x")
+    engine.dispose()
+    table = json.loads(run(url, "usage", "--json", "--search", "liddell").stdout)
+    assert table["total"] == 1
+    assert table["users"][0] | {} == table["users"][0]
+    row = table["users"][0]
+    assert (row["username"], row["cost_micros"], row["messages"], row["chats"]) == (
+        "alice", 3_000_150, 1, 1)
+    text = run(url, "usage").stdout
+    assert "alice" in text and "$3.00015" in text
+
+
+@pytest.mark.parametrize("args", [
+    ("keys", "create", "nobody"),
+    ("usage", "--from", "yesterday"),
+    ("usage", "--from", "2026-11-02", "--to", "2026-11-01"),
+    ("apply", "-f", "/nonexistent.yaml"),
+    ("--config", "/nonexistent.yaml", "usage"),
+])
+def test_errors_are_one_line_without_traceback(fresh_sqlite: str, args: tuple[str, ...]) -> None:
+    run(fresh_sqlite, "db", "upgrade")
+    run(fresh_sqlite, "apply", "-f", EXAMPLE)
+    result = run(fresh_sqlite, *args, ok=False)
+    assert result.stderr.startswith("agentmeter: error: ")
+
+
+def test_bad_policy_names_file_line_and_key(fresh_sqlite: str, tmp_path: Path) -> None:
+    run(fresh_sqlite, "db", "upgrade")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("limits:\n  enabled: true\n  group_policy: median\n")
+    result = run(fresh_sqlite, "apply", "-f", str(bad), ok=False)
+    assert f"{bad}:3: limits.group_policy" in result.stderr
+
+
+def test_cli_on_postgresql(pg_url: str) -> None:
+    run(pg_url, "db", "upgrade")
+    run(pg_url, "apply", "-f", EXAMPLE)
+    assert run(pg_url, "keys", "create", "bob").stdout.strip().splitlines()[-1].startswith("am-")
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    result = run("postgresql://postgres@127.0.0.1:1/none", "db", "upgrade", ok=False)
+    assert "database error" in result.stderr

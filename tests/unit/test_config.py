@@ -1,0 +1,65 @@
+"""The one config model: defaults, the file, then AGENTMETER_* variables; errors name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from agentmeter.config import ConfigError, load_config
+
+
+def test_defaults_without_file_or_environment() -> None:
+    config = load_config(environ={})
+    assert config.database.url == "sqlite:///./agentmeter.db"
+    assert config.limiter.listen == "127.0.0.1:8787"
+    assert config.exporter.listen == "127.0.0.1:9787"
+    assert config.limiter.max_body_bytes == 32 * 1024 * 1024
+    assert config.limiter.unknown_models == "deny"
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("limiter:\n  unknown_models: deny\n  providers:\n    openai:\n"
+                    "      base_url: http://file\n")
+    config = load_config(file, environ={
+        "AGENTMETER_LIMITER_UNKNOWN_MODELS": "allow",
+        "AGENTMETER_DATABASE_URL": "postgresql://u@h/db",
+        "AGENTMETER_OPENAI_API_KEY": "sk-secret",
+        "AGENTMETER_ANTHROPIC_BASE_URL": "http://anthropic.local",
+        "AGENTMETER_EXPORTER_KUBERNETES_ENABLED": "true",
+        "AGENTMETER_EXPORTER_MAX_USERS": "5",
+    })
+    assert config.limiter.unknown_models == "allow"
+    assert config.database.url == "postgresql://u@h/db"
+    assert config.limiter.providers["openai"].base_url == "http://file"
+    assert config.limiter.providers["openai"].api_key == "sk-secret"
+    assert config.limiter.providers["anthropic"].base_url == "http://anthropic.local"
+    assert config.exporter.kubernetes.enabled is True
+    assert config.exporter.max_users == 5
+    assert "sk-secret" not in repr(config)
+
+
+def test_config_file_from_environment_variable(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("exporter:\n  listen: 0.0.0.0:1234\n")
+    assert load_config(environ={"AGENTMETER_CONFIG": str(file)}).exporter.listen == "0.0.0.0:1234"
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ("limiter:\n  fail_mode: maybe\n", {}, "limiter.fail_mode"),
+    ("limiter:\n  listn: x\n", {}, "unknown setting 'limiter.listn'"),
+    ("nope: 1\n", {}, "unknown setting 'nope'"),
+    ("", {"AGENTMETER_EXPORTER_MAX_USERS": "many"}, "exporter.max_users"),
+    ("[1]\n", {}, "must be a mapping"),
+    ("a: [\n", {}, "not valid YAML"),
+])
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, env: dict[str, str],
+                                   message: str) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(file, environ=env)
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config("/nonexistent.yaml", environ={})
