@@ -34,6 +34,7 @@ lint: setup
 
 # Regenerate committed files (dashboard JSON, the chart's copies of rules and dashboards).
 generate: setup
+	$(BIN)/python -m agentmeter.alert_rules
 	$(BIN)/agentmeter dashboards build --out dashboards/generated
 	$(BIN)/python -m agentmeter.chart_sync
 

@@ -1,0 +1,38 @@
+"""Exporter alerts: without the exporter there are no spend, pricing or compute alerts at all."""
+
+from __future__ import annotations
+
+from agentmeter.alert_rules.settings import AlertSettings
+from agentmeter.alert_rules.spec import Alert, series
+from ledger import metric_names as m
+
+
+def alerts(s: AlertSettings) -> list[Alert]:
+    e = s.exporter_selector
+    return [
+        Alert(
+            name="AgentmeterExporterDown",
+            expr=f"sum by (job) ({series('up', e)}) == 0\nor\nabsent({series('up', e)})",
+            for_=s.exporter_down_for,
+            severity="critical",
+            summary="No agentmeter exporter is up; spend, pricing and compute alerts are blind.",
+            description=(
+                f"Prometheus has had no healthy target matching {{{e}}} for "
+                f"{s.exporter_down_for}. Every alert built on the exporter's metrics is silent "
+                "while it is down."
+            ),
+            settings=("exporter_selector", "exporter_down_for"),
+        ),
+        Alert(
+            name="AgentmeterCollectorFailing",
+            expr=f"{series(m.COLLECTOR_SUCCESS, e)} == 0",
+            for_=s.collector_failing_for,
+            severity="warning",
+            summary="An exporter collector keeps failing; its metrics are missing or stale.",
+            description=(
+                "Collector {{ $labels.collector }} of exporter {{ $labels.instance }} has failed "
+                f"every scrape for {s.collector_failing_for}; the metrics it provides are missing."
+            ),
+            settings=("collector_failing_for",),
+        ),
+    ]

@@ -1,0 +1,59 @@
+"""Pricing alerts: usage without a price is spend that neither reports nor limits can see."""
+
+from __future__ import annotations
+
+from agentmeter.alert_rules.settings import AlertSettings
+from agentmeter.alert_rules.spec import LIMITS, Alert, label_value, series
+from ledger import metric_names as m
+
+
+def alerts(s: AlertSettings) -> list[Alert]:
+    e = s.exporter_selector
+    w = s.unpriced_usage_window
+    missing = f"max by (model) ({series(m.MODEL_PRICING_MISSING, e)})"
+    models = (
+        "{{ range $i, $gap := query `" + missing + '` | sortByLabel "model" }}'
+        "{{ if $i }}, {{ end }}{{ $gap.Labels.model }}{{ end }}"
+    )
+    messages = f"sum by (model) (increase({series(m.UNPRICED_MESSAGES + '_total', e)}[{w}]))"
+    tokens = f"sum by (model) (increase({series(m.UNPRICED_TOKENS + '_total', e)}[{w}]))"
+
+    def of_model(total: str) -> str:
+        promql = f"sum(increase({series(total, e, 'model=%q')}[{w}]))"
+        return label_value(promql, "model", 'value | printf "%.0f"', empty="0")
+
+    return [
+        Alert(
+            name="AgentmeterModelsWithoutPricing",
+            expr=f"max({series(m.MODELS_WITHOUT_PRICING, e)}) > 0",
+            for_=s.models_without_pricing_for,
+            severity="warning",
+            summary="Models without pricing are enabled or used; their spend is not counted.",
+            description=(
+                f"Models without pricing: {{{{ $value }}}} ({models}). They are enabled or seen "
+                "in traffic; their messages are recorded at no cost, so spend reports and limits "
+                "under-count them."
+            ),
+            dashboard=LIMITS,
+            settings=("models_without_pricing_for",),
+        ),
+        Alert(
+            name="AgentmeterUnpricedUsage",
+            expr=f"""
+{messages} > 0
+or
+{tokens} > 0
+""",
+            for_=s.unpriced_usage_for,
+            severity="warning",
+            summary="Usage was recorded without a price; spend and limits under-count it.",
+            description=(
+                f"In the last {w}, model {{{{ $labels.model }}}} was used without a price. "
+                f"Unpriced messages (no price at all, recorded at no cost): about "
+                f"{of_model(m.UNPRICED_MESSAGES + '_total')}. Unpriced tokens (of kinds it has "
+                f"no price for): about {of_model(m.UNPRICED_TOKENS + '_total')}."
+            ),
+            dashboard=LIMITS,
+            settings=("unpriced_usage_window", "unpriced_usage_for"),
+        ),
+    ]
