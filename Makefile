@@ -32,11 +32,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Regenerate committed files (dashboard JSON, the chart's copies of rules and dashboards).
+# Regenerate committed files: alert rules, dashboard JSON, the chart's copies of both and the
+# chart's golden renderings. CI runs this and fails on any diff.
 generate: setup
 	$(BIN)/python -m agentmeter.alert_rules
 	$(BIN)/agentmeter dashboards build --out dashboards/generated
 	$(BIN)/python -m agentmeter.chart_sync
+	$(BIN)/python -m tests.support.chart_render
 
 clean:
 	rm -rf $(VENV) agentmeter.db agentmeter.db-* spool
