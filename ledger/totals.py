@@ -76,10 +76,10 @@ def user_snapshots(conn: Connection, now: datetime, active_since: date,
     """
     config = load_limit_config(conn) if config is None else config
     start, end = period_bounds(config.period, now)
-    spend = dict(conn.execute(
+    spend = {row[0]: int(row[1]) for row in conn.execute(
         select(daily_usage.c.user_id, func.sum(daily_usage.c.cost_micros))
         .where(daily_usage.c.day >= start.date(), daily_usage.c.day < end.date())
-        .group_by(daily_usage.c.user_id)).tuples())
+        .group_by(daily_usage.c.user_id))}
     active = {row[0] for row in conn.execute(
         select(daily_usage.c.user_id).where(daily_usage.c.day >= active_since).distinct())}
     overrides = {row.user_id: UserOverride(limit_micros=row.limit_micros,
