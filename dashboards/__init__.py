@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: grafanalib modules, one per dashboard, rendered by `build`."""

@@ -1,0 +1,132 @@
+"""Control plane: is the limiter healthy, and is coderd?
+
+Errors and warnings first (log events by severity), then the API answers (status codes) and how
+long they take (p50/p95/p99), for agentmeter's limiter and for coderd side by side.
+"""
+
+from __future__ import annotations
+
+from grafanalib import core
+
+from dashboards import common as c
+from dashboards import external_metrics as x
+from dashboards.config import UID_CONTROL_PLANE, DashboardConfig
+from dashboards.layout import Layout, dashboard
+from ledger import metric_names as m
+
+CODERD_REQUESTS = x.CODERD_API_REQUESTS_PROCESSED_TOTAL
+CODERD_LATENCY = x.CODERD_API_REQUEST_LATENCIES_SECONDS
+WARNING_OR_WORSE = 'level=~"warning|error|critical"'
+
+
+def build(config: DashboardConfig) -> core.Dashboard:
+    both = c.selector(config.agentmeter_selector)
+    lim = c.selector(config.limiter_selector)
+    coderd = c.selector(config.coderd_selector)
+    coderd_5xx = c.selector(config.coderd_selector, 'code=~"5.."')
+    limiter_5xx = c.selector(config.limiter_selector, 'code=~"5.."')
+    layout = Layout()
+
+    layout.row("Log events")
+    layout.add(c.timeseries(
+        "agentmeter log events by severity", unit="short", stacked=True,
+        axis_label="events per second",
+        description="Log records written by the limiter and the exporter, by level. Warnings "
+        "include fail-open limit checks and spooled usage records; errors need a look.",
+        targets=[c.PromQuery(
+            f"sum by (level) (rate({c.total(m.LOG_EVENTS)}{both}[$__rate_interval]))",
+            legend="{{level}}")],
+        overrides=[
+            _colour("error", c.RED), _colour("critical", "dark-red"),
+            _colour("warning", c.ORANGE),
+        ],
+    ), w=16, h=8)
+    layout.add(c.table(
+        "Warnings and errors in range", unit="short", sort_by="Events",
+        description="Log events at warning level or above over the dashboard range, by "
+        "component and level.",
+        targets=[c.PromQuery(
+            f"sum by (component, level) (increase({c.total(m.LOG_EVENTS)}"
+            f"{c.selector(config.agentmeter_selector, WARNING_OR_WORSE)}"
+            "[$__range]))", instant=True, table=True)],
+        transformations=c.merge_and_rename(
+            {"component": "Component", "level": "Level", "Value": "Events"}),
+    ), w=8, h=8)
+
+    layout.row("API status codes")
+    layout.add(c.timeseries(
+        "Limiter responses by status code", unit="reqps", stacked=True,
+        description="Responses of the limiter per second by HTTP status code: 409 means a spend "
+        "limit was reached, 502/504 an upstream provider failed.",
+        targets=[c.PromQuery(
+            f"sum by (code) (rate({c.total(m.LIMITER_REQUESTS)}{lim}[$__rate_interval]))",
+            legend="{{code}}")],
+    ), w=12, h=8)
+    layout.add(c.timeseries(
+        "coderd API responses by status code", unit="reqps", stacked=True,
+        description="coderd API responses per second by HTTP status code "
+        "(coderd_api_requests_processed_total).",
+        targets=[c.PromQuery(
+            f"sum by (code) (rate({CODERD_REQUESTS}{coderd}[$__rate_interval]))",
+            legend="{{code}}")],
+    ), w=12, h=8)
+    layout.add(c.stat(
+        "Limiter 5xx ratio", unit="percentunit", decimals=2,
+        thresholds=c.steps(c.GREEN, (0.01, c.ORANGE), (0.05, c.RED)),
+        description="Share of limiter responses that were server errors over the range.",
+        targets=[c.PromQuery(
+            f"(sum(increase({c.total(m.LIMITER_REQUESTS)}{limiter_5xx}[$__range])) or vector(0))"
+            f" / sum(increase({c.total(m.LIMITER_REQUESTS)}{lim}[$__range]))", instant=True)],
+    ), w=12, h=4)
+    layout.add(c.stat(
+        "coderd 5xx ratio", unit="percentunit", decimals=2,
+        thresholds=c.steps(c.GREEN, (0.01, c.ORANGE), (0.05, c.RED)),
+        description="Share of coderd API responses that were server errors over the range.",
+        targets=[c.PromQuery(
+            f"(sum(increase({CODERD_REQUESTS}{coderd_5xx}[$__range])) or vector(0))"
+            f" / sum(increase({CODERD_REQUESTS}{coderd}[$__range]))", instant=True)],
+    ), w=12, h=4)
+
+    layout.row("HTTP latency")
+    layout.add(c.timeseries(
+        "Limiter request duration", unit="s",
+        description="p50, p95 and p99 of the limiter's request duration, including the "
+        "upstream provider's answer (streams last as long as the generation).",
+        targets=c.quantiles(m.LIMITER_REQUEST_DURATION_SECONDS, lim),
+    ), w=8, h=8)
+    layout.add(c.timeseries(
+        "Limiter overhead", unit="s",
+        description="p50, p95 and p99 of the time the limiter itself adds (authentication, limit "
+        "check, recording), excluding the upstream provider.",
+        targets=c.quantiles(m.LIMITER_OVERHEAD_SECONDS, lim),
+    ), w=8, h=8)
+    layout.add(c.timeseries(
+        "coderd API latency", unit="s",
+        description="p50, p95 and p99 of coderd's API request latency "
+        "(coderd_api_request_latencies_seconds).",
+        targets=c.quantiles(CODERD_LATENCY, coderd),
+    ), w=8, h=8)
+
+    layout.row("coderd logs (Loki, optional)", collapsed=True)
+    layout.add(c.logs(
+        "coderd warnings and errors",
+        description="coderd's log lines at warning level or above, from the Loki datasource "
+        "chosen in the 'loki' variable. Leave the row folded when there is no Loki.",
+        targets=[c.LokiQuery(
+            f'{config.coderd_loki_selector} |~ "(?i)(warn|error|fatal|crit)"')],
+    ), w=24, h=10)
+
+    return dashboard(
+        uid=UID_CONTROL_PLANE, title="agentmeter / Control plane", config=config,
+        time_from="now-6h",
+        description="Log events by severity, API status codes and HTTP latency for the limiter "
+        "and coderd.",
+        variables=[c.prometheus_variable(), c.loki_variable()], layout=layout,
+    )
+
+
+def _colour(series: str, colour: str) -> dict:
+    return {
+        "matcher": {"id": "byName", "options": series},
+        "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}],
+    }
