@@ -10,7 +10,10 @@ from ledger import metric_names as m
 def alerts(s: AlertSettings) -> list[Alert]:
     e = s.exporter_selector
     w = s.unpriced_usage_window
-    missing = f"max by (model) ({series(m.MODEL_PRICING_MISSING, e)})"
+    # Without pricing = neither an input nor an output price; a model that lacks only, say, a
+    # cache price is still priced and must not be named here.
+    io_missing = series(m.MODEL_PRICING_MISSING, e, 'token_type=~"input|output"')
+    missing = f"count by (model) ({io_missing}) == 2"
     models = (
         "{{ range $i, $gap := query `" + missing + '` | sortByLabel "model" }}'
         "{{ if $i }}, {{ end }}{{ $gap.Labels.model }}{{ end }}"
