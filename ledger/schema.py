@@ -182,6 +182,23 @@ usage_totals = Table(
     *_rollup_measures(),
     *_token_columns(),
     *_token_columns("unpriced_"),
+    # The latest UTC day with usage: "active users" without scanning the daily rollup.
+    Column("last_day", Date, nullable=True),
+)
+
+PERIOD_KINDS = ("day", "week", "month")
+
+# Priced spend per (user, period kind, period start), for all three kinds at once, so a limit
+# check reads one row whatever the configured period, and a scrape one row per user.
+period_spend = Table(
+    "period_spend", metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("period_start", Date, primary_key=True),
+    Column("cost_micros", BigInteger, nullable=False, server_default="0"),
+    Column("messages", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("period IN ('day', 'week', 'month')", name="period"),
+    Index("ix_period_spend_period_period_start", "period", "period_start"),
 )
 
 # One row per (chat, UTC day): chat counts over a range and the per-chat breakdown.

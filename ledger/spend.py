@@ -1,20 +1,33 @@
-"""Spend in the current period and the limit status a check or a status page needs.
+"""Spend in the current period and the limit status that a check or a status page needs.
 
-Every period starts at 00:00 UTC, so the period's spend is a sum over whole days of the daily
-rollup: O(days x models) whatever the number of messages.
+`period_spend` holds each user's spend per day, week and month as they happen, so the status of
+a user is one statement reading one row of spend whatever the configured period; the daily
+rollup answers arbitrary ranges (`spend_in_period`) in O(days x models).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, and_, case, func, literal, select
 
-from ledger.limit_store import effective_limit, load_limit_config
-from ledger.limits import LimitConfig, LimitSource
+from ledger.keys import KeyOwner, hash_key
+from ledger.limits import GroupPolicy, LimitConfig, LimitSource, UserOverride
+from ledger.limits import resolve_effective_limit as _resolve
 from ledger.periods import Period, as_utc, period_bounds
-from ledger.schema import daily_usage, reservations, users
+from ledger.schema import (
+    api_keys,
+    daily_usage,
+    group_limits,
+    group_members,
+    limit_config,
+    period_spend,
+    reservations,
+    user_limits,
+    users,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +75,80 @@ def reserved_micros(conn: Connection, user_id: int, now: datetime) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
-def limit_status(conn: Connection, user_id: int, now: datetime,
-                 include_reservations: bool = False,
-                 config: LimitConfig | None = None) -> LimitStatus:
-    config = load_limit_config(conn) if config is None else config
-    start, end = period_bounds(config.period, now)
-    limit = effective_limit(conn, user_id, config)
-    username = conn.execute(select(users.c.username).where(users.c.id == user_id)).scalar_one()
-    spent = spend_in_period(conn, user_id, start, end)
+def _status_select(now: datetime, include_reservations: bool) -> Select[Any]:
+    """Everything a status needs, for the users the caller selects, in one statement."""
+    now = as_utc(now)
+    period = func.coalesce(limit_config.c.period, literal(Period.MONTH.value))
+    starts = {p: period_bounds(p, now)[0].date() for p in Period}
+    current_start = case((period == Period.DAY.value, starts[Period.DAY]),
+                         (period == Period.WEEK.value, starts[Period.WEEK]),
+                         else_=starts[Period.MONTH])
+    spent = (select(period_spend.c.cost_micros)
+             .where(period_spend.c.user_id == users.c.id, period_spend.c.period == period,
+                    period_spend.c.period_start == current_start)
+             .scalar_subquery())
+
+    def group_limit(aggregate: Any) -> Any:
+        return (select(aggregate(group_limits.c.limit_micros))
+                .select_from(group_limits.join(
+                    group_members, group_members.c.group_id == group_limits.c.group_id))
+                .where(group_members.c.user_id == users.c.id).scalar_subquery())
+
+    columns = [
+        users.c.id.label("user_id"), users.c.username,
+        limit_config.c.enabled, period.label("period"), limit_config.c.default_limit_micros,
+        limit_config.c.group_policy,
+        user_limits.c.user_id.label("has_override"), user_limits.c.limit_micros.label("override"),
+        group_limit(func.min).label("lowest_group"),
+        group_limit(func.max).label("highest_group"),
+        func.coalesce(spent, 0).label("spent"),
+    ]
     if include_reservations:
-        spent += reserved_micros(conn, user_id, now)
-    return LimitStatus(user_id=user_id, username=username, period=config.period,
+        held = (select(func.coalesce(func.sum(reservations.c.amount_micros), 0))
+                .where(reservations.c.user_id == users.c.id, reservations.c.expires_at > now)
+                .scalar_subquery())
+        columns.append(held.label("reserved"))
+    return (select(*columns)
+            .select_from(users.outerjoin(limit_config, limit_config.c.id == 1)
+                         .outerjoin(user_limits, user_limits.c.user_id == users.c.id)))
+
+
+def _status_from_row(row: Any, now: datetime) -> LimitStatus:
+    period = Period(row.period)
+    config = LimitConfig(enabled=bool(row.enabled), period=period,
+                         default_limit_micros=row.default_limit_micros,
+                         group_policy=GroupPolicy(row.group_policy or GroupPolicy.LOWEST.value))
+    override = (UserOverride(limit_micros=row.override, unlimited=row.override is None)
+                if row.has_override is not None else None)
+    limit = _resolve(config, override, [row.lowest_group, row.highest_group])
+    start, end = period_bounds(period, now)
+    spent = int(row.spent) + int(getattr(row, "reserved", 0) or 0)
+    return LimitStatus(user_id=row.user_id, username=row.username, period=period,
                        limit_micros=limit.limit_micros, limit_source=limit.source,
                        spent_micros=spent, period_start=start, period_end=end)
+
+
+def limit_status(conn: Connection, user_id: int, now: datetime,
+                 include_reservations: bool = False) -> LimitStatus:
+    """Effective limit and spend in the current period (one statement)."""
+    row = conn.execute(_status_select(now, include_reservations)
+                       .where(users.c.id == user_id)).one()
+    return _status_from_row(row, now)
+
+
+def check_key(conn: Connection, secret: str, now: datetime,
+              include_reservations: bool = False) -> tuple[KeyOwner, LimitStatus] | None:
+    """The key's owner and their status in one statement; None for an unknown or revoked key.
+
+    This is the limiter's hot path: one round trip to the ledger per request.
+    """
+    stmt = (_status_select(now, include_reservations)
+            .add_columns(api_keys.c.id.label("key_id"))
+            .join(api_keys, and_(api_keys.c.user_id == users.c.id,
+                                 api_keys.c.key_hash == hash_key(secret),
+                                 api_keys.c.revoked_at.is_(None))))
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    status = _status_from_row(row, now)
+    return KeyOwner(user_id=row.user_id, username=row.username, key_id=row.key_id), status

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -15,6 +15,7 @@ class TokenKind(StrEnum):
 
 
 TOKEN_KINDS: tuple[TokenKind, ...] = tuple(TokenKind)
+_FIELD_NAMES: tuple[str, ...] = tuple(kind.value for kind in TOKEN_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +29,11 @@ class TokenUsage:
     cache_write_1h: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"token count {f.name} must be a non-negative integer: {value!r}")
+        # Runs for every row a scrape reads: plain loops over a constant tuple, no reflection.
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"token count {name} must be a non-negative integer: {value!r}")
 
     def get(self, kind: TokenKind) -> int:
         return int(getattr(self, kind.value))

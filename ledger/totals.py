@@ -14,10 +14,10 @@ from ledger.limits import LimitConfig, UserOverride, resolve_effective_limit
 from ledger.periods import period_bounds
 from ledger.schema import (
     chats,
-    daily_usage,
     group_limits,
     group_members,
     models,
+    period_spend,
     usage_totals,
     user_limits,
     users,
@@ -73,15 +73,17 @@ def user_snapshots(conn: Connection, now: datetime, active_since: date,
     """Limit status of every user who has a limit or spent since `active_since`.
 
     Sorted by spend (highest first), so a cap on series keeps the users that matter most.
+    Reads one period row per user and the lifetime rows, never the daily rollup.
     """
     config = load_limit_config(conn) if config is None else config
     start, end = period_bounds(config.period, now)
-    spend = {row[0]: int(row[1]) for row in conn.execute(
-        select(daily_usage.c.user_id, func.sum(daily_usage.c.cost_micros))
-        .where(daily_usage.c.day >= start.date(), daily_usage.c.day < end.date())
-        .group_by(daily_usage.c.user_id))}
-    active = {row[0] for row in conn.execute(
-        select(daily_usage.c.user_id).where(daily_usage.c.day >= active_since).distinct())}
+    # One row per user of the period rollup, and the lifetime rows' last day: O(users x models).
+    spend = {row.user_id: int(row.cost_micros) for row in conn.execute(
+        select(period_spend.c.user_id, period_spend.c.cost_micros)
+        .where(period_spend.c.period == config.period.value,
+               period_spend.c.period_start == start.date()))}
+    active = {row.user_id for row in conn.execute(
+        select(usage_totals.c.user_id).where(usage_totals.c.last_day >= active_since).distinct())}
     overrides = {row.user_id: UserOverride(limit_micros=row.limit_micros,
                                            unlimited=row.limit_micros is None)
                  for row in conn.execute(select(user_limits))}

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, case, select
 
 from ledger.catalog import ensure_traffic_model, pricing_from_row
 from ledger.dialect import upsert
-from ledger.periods import as_utc
+from ledger.periods import Period, as_utc, period_bounds
 from ledger.pricing import PricedUsage, price_usage
 from ledger.schema import (
     chat_daily_usage,
@@ -18,6 +18,7 @@ from ledger.schema import (
     daily_usage,
     messages,
     models,
+    period_spend,
     reservations,
     usage_totals,
 )
@@ -95,14 +96,25 @@ def record_usage(conn: Connection, record: UsageRecord) -> RecordResult:
     }
     with_unpriced = {**measures, **_token_values(priced.unpriced, "unpriced_")}
     day = created_at.date()
-    for table, keys, values in (
-        (daily_usage, {"user_id": record.user_id, "day": day, "model_id": model_id},
-         with_unpriced),
-        (usage_totals, {"user_id": record.user_id, "model_id": model_id}, with_unpriced),
-    ):
-        stmt = upsert(conn, table).values(**keys, **values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys),
-                                                set_=_increment(table, values)))
+    stmt = upsert(conn, daily_usage).values(user_id=record.user_id, day=day, model_id=model_id,
+                                            **with_unpriced)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["user_id", "day", "model_id"],
+                                            set_=_increment(daily_usage, with_unpriced)))
+    stmt = upsert(conn, usage_totals).values(user_id=record.user_id, model_id=model_id,
+                                             last_day=day, **with_unpriced)
+    later = case((usage_totals.c.last_day < day, day), else_=usage_totals.c.last_day)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=["user_id", "model_id"],
+        set_={**_increment(usage_totals, with_unpriced),
+              "last_day": case((usage_totals.c.last_day.is_(None), day), else_=later)}))
+    spend = {"cost_micros": priced.cost_micros or 0, "messages": 1}
+    for period in Period:
+        start = period_bounds(period, created_at)[0].date()
+        stmt = upsert(conn, period_spend).values(user_id=record.user_id, period=period.value,
+                                                 period_start=start, **spend)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["user_id", "period", "period_start"],
+            set_=_increment(period_spend, spend)))
     if chat_id is not None:
         stmt = upsert(conn, chat_daily_usage).values(chat_id=chat_id, day=day,
                                                      user_id=record.user_id, **measures)

@@ -8,11 +8,13 @@ from sqlalchemy import Engine, func, select
 
 from ledger.catalog import find_model, models_without_pricing, unpriced_usage_by_model
 from ledger.engine import create_sync_engine
-from ledger.limit_store import set_group_limit, set_user_override
-from ledger.limits import LimitSource
+from ledger.keys import create_key, revoke_keys
+from ledger.limit_store import save_limit_config, set_group_limit, set_user_override
+from ledger.limits import LimitConfig, LimitSource
+from ledger.periods import Period, period_bounds
 from ledger.schema import daily_usage, messages, usage_totals
 from ledger.settings import DatabaseSettings
-from ledger.spend import limit_status, spend_in_period
+from ledger.spend import check_key, limit_status, spend_in_period
 from ledger.tokens import TokenKind, TokenUsage
 from ledger.users import get_user
 from tests.support.ledger_seed import record, seed_policy
@@ -129,3 +131,40 @@ def test_unpriced_model_is_stored_and_listed(engine: Engine) -> None:
         assert unpriced["claude-sonnet-4-5"].messages == 0
     # unpriced cost never counts towards spend
     assert status(engine, "bob").spent_micros == 2  # 1 input token at 1.25/1M, rounded up
+
+
+@pytest.mark.parametrize("period", ["day", "week", "month"])
+def test_period_rollup_equals_the_daily_rollup_for_every_period(engine: Engine,
+                                                                period: str) -> None:
+    with engine.begin() as conn:
+        save_limit_config(conn, LimitConfig(enabled=True, period=Period(period)))
+    # Sunday 23:59 and Monday 00:00 fall in different weeks; Nov 30 and Dec 1 in different months.
+    moments = [datetime(2026, 11, 29, 23, 59, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC),
+               datetime(2026, 11, 30, 18, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)]
+    for i, moment in enumerate(moments):
+        record(engine, "bob", "gpt-5", TokenUsage(output=1000 * (i + 1)), moment,
+               provider="openai")
+    with engine.connect() as conn:
+        bob = get_user(conn, "bob").id
+        for moment in moments:
+            start, end = period_bounds(Period(period), moment)
+            status = limit_status(conn, bob, moment)
+            assert status.spent_micros == spend_in_period(conn, bob, start, end)
+            assert (status.period_start, status.period_end) == (start, end)
+
+
+def test_check_key_is_owner_and_status_in_one_answer(engine: Engine) -> None:
+    with engine.begin() as conn:
+        key = create_key(conn, "carol")
+        other = create_key(conn, "carol")
+        revoke_keys(conn, "carol", other.key_id)
+    record(engine, "carol", "gpt-5", TokenUsage(output=100_000), NOW, provider="openai")
+    with engine.connect() as conn:
+        found = check_key(conn, key.secret, NOW)
+        assert found is not None
+        owner, status = found
+        assert (owner.username, owner.key_id) == ("carol", key.key_id)
+        assert (status.limit_micros, status.limit_source, status.spent_micros) == (
+            20_000_000, LimitSource.GROUP, 1_000_000)
+        assert check_key(conn, other.secret, NOW) is None
+        assert check_key(conn, "am-unknown", NOW) is None

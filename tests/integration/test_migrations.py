@@ -26,3 +26,47 @@ def test_upgrade_creates_the_ledger_and_is_repeatable(tmp_path: object) -> None:
     engine = create_sync_engine(DatabaseSettings(url=url))
     assert set(metadata.tables) <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_period_rollup_migration_backfills_existing_usage(ledger_url: str, tmp_path: object) -> None:
+    """A ledger at 0001 with usage gets its period rows and last days from the daily rollup."""
+    from datetime import UTC, date, datetime
+
+    from sqlalchemy import select, text
+
+    from ledger.schema import period_spend, usage_totals
+    from tests.support.databases import create_database, drop_database, pg_database_url
+
+    if ledger_url.startswith("postgresql"):
+        name = create_database("am_migrate")
+        url = pg_database_url(name)
+    else:
+        name, url = "", f"sqlite:///{tmp_path}/old.db"
+    try:
+        upgrade(url, "0001")
+        engine = create_sync_engine(DatabaseSettings(url=url))
+        now = datetime(2026, 11, 1, tzinfo=UTC)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO users (id, username, name, email, created_at) "
+                              "VALUES (1, 'u', '', '', :t)"), {"t": now})
+            conn.execute(text("INSERT INTO models (id, name, provider, enabled, declared, "
+                              "created_at) VALUES (1, 'm', 'openai', true, true, :t)"), {"t": now})
+            for day, cost in ((date(2026, 10, 31), 5), (date(2026, 11, 1), 7),
+                              (date(2026, 11, 2), 11)):
+                conn.execute(text("INSERT INTO daily_usage (user_id, day, model_id, messages, "
+                                  "cost_micros) VALUES (1, :d, 1, 1, :c)"), {"d": day, "c": cost})
+            conn.execute(text("INSERT INTO usage_totals (user_id, model_id, messages, cost_micros)"
+                              " VALUES (1, 1, 3, 23)"))
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = {(r.period, str(r.period_start)): r.cost_micros
+                    for r in conn.execute(select(period_spend))}
+            assert rows[("month", "2026-10-01")] == 5 and rows[("month", "2026-11-01")] == 18
+            # 2026-10-26 is the Monday of Oct 31 and Nov 1; Nov 2 starts a new week.
+            assert rows[("week", "2026-10-26")] == 12 and rows[("week", "2026-11-02")] == 11
+            assert rows[("day", "2026-11-02")] == 11
+            assert str(conn.execute(select(usage_totals.c.last_day)).scalar_one()) == "2026-11-02"
+        engine.dispose()
+    finally:
+        if name:
+            drop_database(name)
