@@ -1,0 +1,98 @@
+"""The limiter's application factory.
+
+`create_app` builds the app from settings; the database engine, the one shared upstream HTTP
+session and the spool replayer are opened and closed in `cleanup_ctx`, so a test (or the CLI)
+gets a fully wired gateway from one call and nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from ledger.engine import create_async_engine
+from ledger.settings import DatabaseSettings
+from limiter.app_keys import (
+    CATALOG,
+    CLOCK,
+    DATABASE,
+    ENFORCER,
+    ENGINE,
+    METRICS,
+    RECORDER,
+    REGISTRY,
+    SESSION,
+    SETTINGS,
+    Clock,
+)
+from limiter.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
+from limiter.enforcement import Enforcer
+from limiter.metrics import LimiterMetrics
+from limiter.middleware import error_middleware, metrics_middleware
+from limiter.recording import DEFAULT_REPLAY_INTERVAL_SECONDS, Recorder
+from limiter.routes import setup_routes
+from limiter.settings import LimiterSettings
+from limiter.spool import Spool
+
+# Concurrent upstream connections (long streams hold one each for minutes).
+UPSTREAM_CONNECTIONS = 1000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(config: LimiterSettings, database: DatabaseSettings, *,
+               registry: CollectorRegistry | None = None, clock: Clock | None = None,
+               replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
+               catalog_ttl_s: float = DEFAULT_TTL_SECONDS) -> web.Application:
+    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    app[SETTINGS] = config
+    app[DATABASE] = database
+    app[REGISTRY] = registry if registry is not None else CollectorRegistry()
+    app[CLOCK] = clock if clock is not None else utc_now
+    app[METRICS] = LimiterMetrics(app[REGISTRY])
+
+    async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = create_async_engine(database)
+        metrics = app[METRICS]
+        spool = Spool(config.spool_dir, on_pending=metrics.spool_pending.set)
+        await asyncio.to_thread(spool.open)
+        app[ENGINE] = engine
+        app[CATALOG] = CatalogCache(engine, database.connect_timeout_seconds, catalog_ttl_s)
+        app[ENFORCER] = Enforcer(engine, config, database, metrics)
+        app[RECORDER] = Recorder(engine, spool, database, replay_interval_s)
+        try:
+            yield
+        finally:
+            spool.close()
+            await engine.dispose()
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS)
+        # trust_env=False: no proxy or netrc settings from the environment reach provider calls.
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+            app[SESSION] = session
+            yield
+
+    async def replayer_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Replays the spool at start-up and then every few seconds while it is not empty."""
+        recorder = app[RECORDER]
+        task = asyncio.create_task(recorder.run_replayer(), name="agentmeter-spool-replay")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await recorder.idle()
+
+    app.cleanup_ctx.extend([ledger_ctx, session_ctx, replayer_ctx])
+    setup_routes(app)
+    return app

@@ -1,0 +1,40 @@
+"""Typed keys for what the limiter application holds (no string keys, no module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.settings import DatabaseSettings
+from limiter.settings import LimiterSettings
+
+if TYPE_CHECKING:
+    from limiter.catalog_cache import CatalogCache
+    from limiter.enforcement import Enforcer
+    from limiter.metrics import LimiterMetrics
+    from limiter.recording import Recorder
+
+Clock = Callable[[], datetime]
+
+SETTINGS = web.AppKey("settings", LimiterSettings)
+DATABASE = web.AppKey("database", DatabaseSettings)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+METRICS: web.AppKey[LimiterMetrics] = web.AppKey("metrics")
+CATALOG: web.AppKey[CatalogCache] = web.AppKey("catalog")
+ENFORCER: web.AppKey[Enforcer] = web.AppKey("enforcer")
+RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
+
+# Set by the proxy handler for the metrics middleware: which provider, how long upstream took.
+PROVIDER = web.RequestKey("provider", str)
+UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
+# perf_counter() when the answer was complete for the client (recording may follow).
+RESPONDED_AT = web.RequestKey("responded_at", float)

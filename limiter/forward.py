@@ -1,0 +1,301 @@
+"""Sending a request on to the provider and relaying its answer, reading the usage on the way.
+
+Non-streamed answers are read whole and handed back for the caller to send. Streams are relayed
+chunk by chunk as the upstream delivers them (each chunk is written to the client first, then fed
+to the provider's incremental usage parser; nothing is buffered or re-encoded). The stream runs in
+its own task so that a client that goes away can stop it at once, wherever it waits: connecting,
+waiting for the first token or between events. aiohttp does not tell a handler that its client
+left, so a light timer checks the client's connection every `DISCONNECT_POLL_SECONDS`; a failed
+write to the client is noticed immediately. (Non-streamed calls are not watched: their answer
+comes whole, and the provider has usually done the work by the time a client could notice.)
+
+What is known is always returned: a stream cut by either side is flagged `partial`, with the
+provider's exact counts where it already sent them and the estimate of
+`limiter.providers.base.settle_usage` for the rest (`estimated`). An upstream that drops a stream
+midway has its client connection closed too, so the client sees a broken stream and not a
+seemingly finished answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ledger.tokens import TokenUsage
+from limiter.errors import UpstreamError, UpstreamTimeout
+from limiter.providers.base import Provider, relayable_headers, settle_usage
+from limiter.settings import ProviderSettings
+from limiter.sse import StreamUsageParser, load_json
+
+DISCONNECT_POLL_SECONDS = 0.05
+# Status reported when the client left before the provider answered (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
+
+
+@dataclass(slots=True)
+class ForwardResult:
+    # Already written and finished for relayed streams; a web.Response ready to return otherwise.
+    response: web.StreamResponse
+    status: int
+    usage: TokenUsage | None
+    partial: bool
+    estimated: bool
+    upstream_seconds: float
+    first_byte_seconds: float | None
+    # The client went away before the answer was complete (the upstream was closed at once).
+    client_gone: bool = False
+    # The provider's error object when the answer reported one (an error body or stream event).
+    error: dict[str, Any] | None = None
+
+
+async def forward(*, session: aiohttp.ClientSession, provider: Provider,
+                  settings: ProviderSettings, request: web.Request, body: dict[str, Any],
+                  timeout_s: float, on_first_byte: Callable[[], None] | None = None,
+                  raw_body: bytes | None = None) -> ForwardResult:
+    """Send `body` to the provider and relay its answer to `request`'s client.
+
+    `raw_body`, the bytes the client sent, is forwarded as is when the provider needs no change
+    to the body (saving a re-encode of large agent contexts) and sizes the input estimate.
+    `timeout_s` bounds connecting and every wait for upstream data (not a whole long stream).
+    Raises UpstreamError / UpstreamTimeout when the provider fails before any byte reached the
+    client; afterwards a failure yields a partial result instead.
+    """
+    payload = provider.upstream_payload(body, raw_body)
+    call = _UpstreamCall(
+        session=session,
+        url=_upstream_url(settings, provider, request),
+        payload=payload,
+        headers=provider.upstream_headers(request.headers, settings),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s),
+        request_bytes=len(raw_body) if raw_body is not None else len(payload),
+        provider=provider,
+        on_first_byte=on_first_byte,
+    )
+    if provider.is_stream(body):
+        return await _relay_stream(call, request)
+    return await _exchange(call)
+
+
+def _upstream_url(settings: ProviderSettings, provider: Provider, request: web.Request) -> str:
+    url = settings.base_url.rstrip("/") + provider.path
+    return f"{url}?{request.query_string}" if request.query_string else url
+
+
+@dataclass(slots=True)
+class _UpstreamCall:
+    session: aiohttp.ClientSession
+    url: str
+    payload: bytes
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout
+    request_bytes: int
+    provider: Provider
+    on_first_byte: Callable[[], None] | None
+
+    async def send(self) -> aiohttp.ClientResponse:
+        try:
+            return await self.session.post(self.url, data=self.payload, headers=self.headers,
+                                           timeout=self.timeout, auto_decompress=True)
+        except TimeoutError as exc:
+            raise self.timeout_error() from exc
+        except aiohttp.ClientError as exc:
+            raise self.unreachable_error() from exc
+
+    def timeout_error(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"The {self.provider.name} provider did not answer in time.")
+
+    def unreachable_error(self) -> UpstreamError:
+        return UpstreamError(f"The {self.provider.name} provider could not be reached.")
+
+    async def read_whole(self, upstream: aiohttp.ClientResponse, started: float,
+                         first_byte: float) -> ForwardResult:
+        """A complete (non-SSE) answer: success or error body, usage read from its JSON."""
+        try:
+            data = await upstream.read()
+        except TimeoutError as exc:
+            raise self.timeout_error() from exc
+        except aiohttp.ClientError as exc:
+            raise self.unreachable_error() from exc
+        finally:
+            upstream.release()
+        elapsed = asyncio.get_running_loop().time() - started
+        parsed = load_json(data) if data else None
+        usage = self.provider.usage_from_body(parsed)
+        estimated = False
+        if usage is None and 200 <= upstream.status < 300:
+            # A success without counts: estimate rather than record a free answer.
+            usage, estimated = settle_usage(None, output_final=False,
+                                            request_bytes=self.request_bytes,
+                                            output_chars=len(data))
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        response = web.Response(body=data, status=upstream.status,
+                                headers=relayable_headers(upstream.headers))
+        return ForwardResult(
+            response=response, status=upstream.status, usage=usage, partial=False,
+            estimated=estimated, upstream_seconds=elapsed, first_byte_seconds=first_byte,
+            error=error if isinstance(error, dict) else None)
+
+
+async def _exchange(call: _UpstreamCall) -> ForwardResult:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    upstream = await call.send()
+    first_byte = loop.time() - started
+    if call.on_first_byte is not None:
+        call.on_first_byte()
+    return await call.read_whole(upstream, started, first_byte)
+
+
+def _is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
+    return upstream.content_type == "text/event-stream"
+
+
+class _StreamRelay:
+    """State of one relayed stream, shared by the relaying task and the function awaiting it."""
+
+    __slots__ = ("call", "client_gone", "first_byte", "parser", "request", "response", "started",
+                 "status", "upstream_cut", "upstream_seconds", "whole")
+
+    def __init__(self, call: _UpstreamCall, request: web.Request) -> None:
+        self.call = call
+        self.request = request
+        self.parser: StreamUsageParser = call.provider.stream_parser()
+        self.response: web.StreamResponse | None = None
+        self.status = CLIENT_CLOSED_REQUEST
+        self.started = asyncio.get_running_loop().time()
+        self.first_byte: float | None = None
+        self.upstream_seconds = 0.0
+        self.client_gone = False
+        self.upstream_cut = False
+        # Set when the provider answered with a complete body instead of a stream (errors).
+        self.whole: ForwardResult | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        upstream = await self.call.send()
+        self.status = upstream.status
+        if not _is_event_stream(upstream):
+            self.first_byte = loop.time() - self.started
+            if self.call.on_first_byte is not None:
+                self.call.on_first_byte()
+            self.whole = await self.call.read_whole(upstream, self.started, self.first_byte)
+            return
+        finished = False
+        try:
+            await self._relay(upstream)
+            finished = True
+        finally:
+            self.upstream_seconds = loop.time() - self.started
+            if finished and not self.client_gone:
+                upstream.release()
+            else:
+                upstream.close()  # stop the provider's work (and the spend) now
+
+    async def _relay(self, upstream: aiohttp.ClientResponse) -> None:
+        content = upstream.content
+        parser = self.parser
+        while True:
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if self.response is None:
+                    raise (self.call.timeout_error() if isinstance(exc, TimeoutError)
+                           else self.call.unreachable_error()) from exc
+                self.upstream_cut = True
+                break
+            if not chunk:
+                break
+            try:
+                response = self.response
+                if response is None:
+                    response = await self._start(upstream)
+                await response.write(chunk)
+            except ConnectionError:
+                self.client_gone = True
+                parser.feed(chunk)
+                return
+            parser.feed(chunk)
+        parser.close()
+        try:
+            response = self.response
+            if response is None:
+                response = await self._start(upstream)
+            if not self.upstream_cut:
+                await response.write_eof()
+        except ConnectionError:
+            self.client_gone = not parser.complete
+
+    async def _start(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        self.first_byte = asyncio.get_running_loop().time() - self.started
+        if self.call.on_first_byte is not None:
+            self.call.on_first_byte()
+        response = web.StreamResponse(status=upstream.status,
+                                      headers=relayable_headers(upstream.headers))
+        self.response = response
+        await response.prepare(self.request)
+        return response
+
+    def result(self) -> ForwardResult:
+        if self.whole is not None:
+            return self.whole
+        parser = self.parser
+        usage, estimated = settle_usage(
+            parser.usage, output_final=parser.output_final,
+            request_bytes=self.call.request_bytes, output_chars=parser.output_text_chars)
+        response = self.response
+        if response is None:  # the client left before anything could be sent
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
+        return ForwardResult(
+            response=response, status=self.status, usage=usage, partial=not parser.complete,
+            estimated=estimated, upstream_seconds=self.upstream_seconds,
+            first_byte_seconds=self.first_byte, client_gone=self.client_gone,
+            error=parser.error)
+
+
+class _ClientWatch:
+    """Cancels the relay task as soon as the client's connection is found closed."""
+
+    __slots__ = ("_handle", "_request", "_task", "fired")
+
+    def __init__(self, request: web.Request, task: asyncio.Task[None]) -> None:
+        self._request = request
+        self._task = task
+        self.fired = False
+        self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_SECONDS, self._check)
+
+    def _check(self) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self.fired = True
+            self._task.cancel()
+            return
+        self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_SECONDS, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+async def _relay_stream(call: _UpstreamCall, request: web.Request) -> ForwardResult:
+    relay = _StreamRelay(call, request)
+    task = asyncio.get_running_loop().create_task(relay.run())
+    watch = _ClientWatch(request, task)
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not watch.fired or (current is not None and current.cancelling()):
+            raise  # the handler itself is being cancelled
+        relay.client_gone = True
+        if relay.upstream_seconds == 0.0:
+            relay.upstream_seconds = asyncio.get_running_loop().time() - relay.started
+    finally:
+        watch.stop()
+    if relay.upstream_cut and request.transport is not None:
+        # Mirror the provider's failure: a clean end would pass a cut answer off as complete.
+        request.transport.close()
+    return relay.result()

@@ -1,0 +1,65 @@
+"""The limiter's own Prometheus metrics, registered on a registry the caller owns.
+
+Names come from `ledger.metric_names` (the contract dashboards and alerts use). Label sets that
+will exist are created at 0 up front, so `rate()` and alerts work before the first event.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ledger import metric_names as names
+
+# Why the limit check failed and the request went through anyway (fail_mode: open).
+FAIL_OPEN_REASONS = ("database_error", "timeout")
+PROVIDER_NAMES = ("openai", "anthropic")
+PROXY_ROUTES = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+
+# Request latencies: agent requests run from milliseconds (409s) to minutes (long streams).
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Overhead the limiter adds: the bench target is p50 <= 1 ms, p99 <= 5 ms.
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class LimiterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            names.LIMITER_REQUESTS, "HTTP requests answered by the limiter.",
+            ["route", "code", "provider"], registry=registry)
+        self.request_duration = Histogram(
+            names.LIMITER_REQUEST_DURATION_SECONDS,
+            "Time from the request's arrival to the end of the answer (streams included).",
+            ["route"], buckets=_REQUEST_BUCKETS, registry=registry)
+        self.overhead = Histogram(
+            names.LIMITER_OVERHEAD_SECONDS,
+            "Time the limiter adds to a proxied request: request time minus upstream time.",
+            ["route"], buckets=_OVERHEAD_BUCKETS, registry=registry)
+        self.upstream_duration = Histogram(
+            names.LIMITER_UPSTREAM_DURATION_SECONDS,
+            "Time spent waiting on the provider, from sending the request to its last byte.",
+            ["provider"], buckets=_REQUEST_BUCKETS, registry=registry)
+        self.time_to_first_token = Histogram(
+            names.LIMITER_TIME_TO_FIRST_TOKEN_SECONDS,
+            "Time from sending the request to the provider's first response byte.",
+            ["provider"], buckets=_REQUEST_BUCKETS, registry=registry)
+        self.blocked = Counter(
+            names.LIMITER_BLOCKED, "Requests refused with 409 because spend reached the limit.",
+            ["user"], registry=registry)
+        self.fail_open = Counter(
+            names.LIMITER_FAIL_OPEN,
+            "Requests let through although the limit check failed (fail_mode: open).",
+            ["reason"], registry=registry)
+        self.spool_pending = Gauge(
+            names.LIMITER_SPOOL_PENDING,
+            "Usage records waiting in the local spool for the ledger to come back.",
+            registry=registry)
+        for reason in FAIL_OPEN_REASONS:
+            self.fail_open.labels(reason=reason)
+        for provider in PROVIDER_NAMES:
+            self.upstream_duration.labels(provider=provider)
+            self.time_to_first_token.labels(provider=provider)
+        for provider, route in PROXY_ROUTES.items():
+            self.request_duration.labels(route=route)
+            self.overhead.labels(route=route)
+            for code in ("200", "409"):
+                self.requests.labels(route=route, code=code, provider=provider)

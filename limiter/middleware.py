@@ -1,0 +1,99 @@
+"""The two middlewares: request metrics (outermost) and domain errors -> JSON answers.
+
+Every error a client sees is `{"error": {"code": ..., "message": ...}}` (the 409 carries the
+documented limit body instead). Unexpected exceptions are logged with their traceback and
+answered with a generic 500: no traceback, query or secret ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger.errors import InvalidValue, LedgerError, NotFoundError
+from limiter.app_keys import METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
+from limiter.errors import LimiterError
+
+log = logging.getLogger("agentmeter.limiter")
+
+# nginx's convention for "the client closed the connection before the answer was complete".
+CLIENT_CLOSED = 499
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
+
+
+def _code_for(reason: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except LimiterError as exc:
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    except NotFoundError as exc:
+        return error_response(404, "not_found", str(exc))
+    except InvalidValue as exc:
+        return error_response(400, "invalid_value", str(exc))
+    except LedgerError as exc:
+        return error_response(400, "ledger_error", str(exc))
+    except (SQLAlchemyError, TimeoutError) as exc:  # only the ledger raises these here
+        log.warning("ledger unreachable while answering %s %s: %s", request.method,
+                    request.path, type(exc).__name__)
+        return error_response(503, "ledger_unavailable",
+                              "The spend ledger is unreachable; try again shortly.")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, _code_for(exc.reason), f"{exc.reason}.", headers)
+    except Exception:
+        log.exception("unexpected error while answering %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Internal error.")
+
+
+def _route_label(request: web.Request) -> str:
+    """The route template, never the raw path (usernames in paths would explode cardinality)."""
+    match_info = request.match_info
+    resource = match_info.route.resource
+    if resource is None or match_info.http_exception is not None:  # 404 and 405
+        return "unmatched"
+    return resource.canonical
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        # Until the client had the whole answer: recording after it is not client latency.
+        elapsed = request.get(RESPONDED_AT, time.perf_counter()) - started
+        route = _route_label(request)
+        metrics.requests.labels(route=route, code=str(status),
+                                provider=request.get(PROVIDER, "")).inc()
+        metrics.request_duration.labels(route=route).observe(elapsed)
+        upstream = request.get(UPSTREAM_SECONDS)
+        if upstream is not None:
+            metrics.overhead.labels(route=route).observe(max(0.0, elapsed - upstream))

@@ -1,0 +1,222 @@
+"""The proxy handler: identify, check the limit, forward, then record what the answer cost.
+
+Order matters: the limit check runs before the body is read (an unknown key or a blocked user
+costs no upload); the body is read within `max_body_bytes`; the model must be declared (unless
+`unknown_models: allow`); strict mode holds an upper bound; the answer is sent to the client
+before the usage is written, so recording adds nothing to the latency the client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from aiohttp import web
+
+from ledger.catalog import Model
+from ledger.usage import UsageRecord
+from limiter.app_keys import (
+    CATALOG,
+    CLOCK,
+    ENFORCER,
+    METRICS,
+    PROVIDER,
+    RECORDER,
+    RESPONDED_AT,
+    SESSION,
+    SETTINGS,
+    UPSTREAM_SECONDS,
+)
+from limiter.auth import credential_of
+from limiter.catalog_cache import CatalogUnavailable
+from limiter.enforcement import Admission, strict_upper_bound
+from limiter.errors import BadRequest, ServiceUnavailable
+from limiter.forward import ForwardResult, forward
+from limiter.providers import Provider, provider_for_path
+from limiter.request_body import parse_json_object, read_capped
+from limiter.settings import ProviderSettings
+
+log = logging.getLogger("agentmeter.limiter")
+
+CHAT_HEADER = "X-Chat-ID"
+MAX_CHAT_ID_LENGTH = 200
+
+
+def chat_of(request: web.Request) -> str | None:
+    chat = request.headers.get(CHAT_HEADER, "").strip()
+    if not chat:
+        return None
+    if len(chat) > MAX_CHAT_ID_LENGTH:
+        raise BadRequest(f"{CHAT_HEADER} is longer than {MAX_CHAT_ID_LENGTH} characters.",
+                         code="invalid_chat_id")
+    return chat
+
+
+async def resolve_model(request: web.Request, name: str, admission: Admission) -> Model | None:
+    """The declared model for `name`, None for an unknown one that may pass; 400 otherwise."""
+    try:
+        catalog = await request.app[CATALOG].get()
+    except CatalogUnavailable:
+        if admission.failed_open:
+            return None  # the ledger is away and nothing is cached: fail open, unpriced
+        raise
+    model = catalog.find(name)
+    if model is not None and model.enabled:
+        return model
+    if model is not None and model.declared:
+        raise BadRequest(f"Model {name!r} is disabled on this gateway.",
+                         code="model_not_allowed")
+    if request.app[SETTINGS].unknown_models == "allow":
+        return model
+    raise BadRequest(f"Model {name!r} is not declared on this gateway.", code="model_not_allowed")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One admitted request on its way to the provider, and what its record needs."""
+
+    request: web.Request
+    provider: Provider
+    upstream: ProviderSettings
+    body: dict[str, Any] | None
+    raw: bytearray | None
+    admission: Admission
+    model: Model | None
+    model_name: str
+    chat: str | None
+    reservation_id: str | None
+    # The idempotency key of the usage record, fixed when the request arrived.
+    record_id: str
+    arrived: datetime
+    # Resolved as soon as the client has the whole answer (before the usage is recorded).
+    answered: asyncio.Future[web.StreamResponse]
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    provider: Provider = provider_for_path(request.path)
+    request[PROVIDER] = provider.name
+    record_id = str(uuid.uuid4())
+    now = app[CLOCK]()
+    enforcer = app[ENFORCER]
+
+    admission = await enforcer.admit(credential_of(request, settings), now)
+    raw = await read_capped(request, settings.max_body_bytes)
+    body = parse_json_object(raw)
+    model_name = provider.request_model(body)
+    model = await resolve_model(request, model_name, admission)
+    chat = chat_of(request)
+    upstream = settings.providers.get(provider.name)
+    if upstream is None:
+        raise ServiceUnavailable(f"No upstream is configured for {provider.name}.",
+                                 code="provider_not_configured")
+
+    reservation_id: str | None = None
+    if enforcer.strict:
+        bound = strict_upper_bound(model, len(raw), provider.requested_max_tokens(body))
+        reservation_id = await enforcer.hold(admission, bound, now)
+
+    answered: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
+    exchange = Exchange(request, provider, upstream, body, raw, admission, model, model_name,
+                        chat, reservation_id, record_id, now, answered)
+    del body, raw
+    # The exchange runs as its own task: the handler returns (freeing the keep-alive
+    # connection for the agent's next request) once the answer is out, while the task records
+    # the usage; and a handler cancelled because its client left cannot stop that recording.
+    task = app[RECORDER].spawn(_forward_and_record(exchange))
+    task.add_done_callback(lambda done: _settle(answered, done))
+    return await asyncio.shield(answered)
+
+
+def _settle(answered: asyncio.Future[web.StreamResponse],
+            task: asyncio.Task[web.StreamResponse]) -> None:
+    """Hand the task's outcome to the handler if the answer was not handed over already."""
+    if task.cancelled():
+        if not answered.done():
+            answered.cancel()
+        return
+    error = task.exception()  # also marks it retrieved
+    if answered.done():
+        if error is not None:
+            log.error("recording a usage record failed", exc_info=error)
+        return
+    if error is not None:
+        answered.set_exception(error)
+    else:
+        answered.set_result(task.result())
+
+
+async def _forward_and_record(x: Exchange) -> web.StreamResponse:
+    request = x.request
+    app = request.app
+    recorder = app[RECORDER]
+    assert x.body is not None and x.raw is not None
+    try:
+        result = await forward(session=app[SESSION], provider=x.provider, settings=x.upstream,
+                               request=request, body=x.body,
+                               # bytearray is sent as is by aiohttp; no copy of a large body
+                               raw_body=cast(bytes, x.raw),
+                               timeout_s=app[SETTINGS].upstream_timeout_seconds)
+    except BaseException:
+        # 502/504 or the client went away before any answer: nothing was spent.
+        await asyncio.shield(recorder.release(x.reservation_id))
+        raise
+    x.body = x.raw = None
+    _observe_upstream(request, x.provider, result)
+
+    response = result.response
+    if not response.prepared and not result.client_gone:
+        # The provider has charged whatever happens to the client now: record regardless.
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write_eof()
+    request[RESPONDED_AT] = time.perf_counter()
+    if not x.answered.done():
+        x.answered.set_result(response)
+
+    if result.usage is None:
+        await recorder.release(x.reservation_id)
+        if result.status < 400:
+            log.warning("the provider answered without usage; nothing recorded",
+                        extra={"provider": x.provider.name, "model": x.model_name})
+        return response
+    await recorder.record(UsageRecord(
+        id=x.record_id,
+        user_id=x.admission.identity.user_id,
+        model=x.model.name if x.model is not None else x.model_name,
+        provider=x.provider.name,
+        usage=result.usage,
+        created_at=x.arrived,
+        chat=x.chat,
+        partial=result.partial,
+        reservation_id=x.reservation_id,
+    ))
+    return response
+
+
+def _observe_upstream(request: web.Request, provider: Provider, result: ForwardResult) -> None:
+    metrics = request.app[METRICS]
+    request[UPSTREAM_SECONDS] = result.upstream_seconds
+    metrics.upstream_duration.labels(provider=provider.name).observe(result.upstream_seconds)
+    if result.first_byte_seconds is not None:
+        metrics.time_to_first_token.labels(provider=provider.name).observe(
+            result.first_byte_seconds)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models in OpenAI's list shape: the policy's enabled models."""
+    app = request.app
+    await app[ENFORCER].identify(credential_of(request, app[SETTINGS]))
+    catalog = await app[CATALOG].get()
+    data: list[dict[str, Any]] = [
+        {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
+        for m in catalog.enabled() if m.declared
+    ]
+    return web.json_response({"object": "list", "data": data})

@@ -1,0 +1,152 @@
+"""Recording each answered request in the ledger, or in the spool when the ledger is away.
+
+No usage record is ever lost: a record the ledger cannot take right now is fsync'ed to the
+local spool before the request is finished, and a background task replays the spool (at
+start-up and every few seconds while it is not empty). Replays are idempotent because every
+record carries the uuid generated when its request arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.reservations import release
+from ledger.settings import DatabaseSettings
+from ledger.tokens import TOKEN_KINDS, TokenUsage
+from ledger.usage import UsageRecord, record_usage
+from limiter.database import DATABASE_ERRORS, in_transaction
+from limiter.spool import Entry, Spool
+
+log = logging.getLogger("agentmeter.limiter")
+
+T = TypeVar("T")
+
+DEFAULT_REPLAY_INTERVAL_SECONDS = 5.0
+# A write may take longer than a read (rollups); a record that times out is spooled and its
+# replay is harmless even if the first attempt did commit.
+WRITE_TIMEOUT_FACTOR = 5
+
+
+def to_entry(record: UsageRecord) -> Entry:
+    return {
+        "id": record.id,
+        "user_id": record.user_id,
+        "model": record.model,
+        "provider": record.provider,
+        "usage": {kind.value: count for kind, count in record.usage.items()},
+        "created_at": record.created_at.isoformat(),
+        "chat": record.chat,
+        "partial": record.partial,
+        "reservation_id": record.reservation_id,
+    }
+
+
+def from_entry(entry: Entry) -> UsageRecord:
+    usage: dict[str, Any] = entry.get("usage") or {}
+    return UsageRecord(
+        id=str(entry["id"]),
+        user_id=int(entry["user_id"]),
+        model=str(entry["model"]),
+        provider=str(entry["provider"]),
+        usage=TokenUsage(**{k.value: int(usage.get(k.value, 0)) for k in TOKEN_KINDS}),
+        created_at=datetime.fromisoformat(entry["created_at"]),
+        chat=entry.get("chat"),
+        partial=bool(entry.get("partial", False)),
+        reservation_id=entry.get("reservation_id"),
+    )
+
+
+def _record_all(conn: Connection, records: list[UsageRecord]) -> None:
+    for record in records:
+        record_usage(conn, record)
+
+
+class Recorder:
+    def __init__(self, engine: AsyncEngine, spool: Spool, database: DatabaseSettings,
+                 replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS) -> None:
+        self._engine = engine
+        self.spool = spool
+        self._timeout = database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR
+        self._interval = replay_interval_s
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+
+    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run `work` as a task that `idle()` (and so shutdown) waits for.
+
+        The proxy runs forward-and-record this way: if aiohttp cancels a handler whose client
+        left, the task still sees the answer through and records what it cost.
+        """
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return task
+
+    async def record(self, record: UsageRecord) -> None:
+        """Write the record (ledger or spool); survives the caller being cancelled."""
+        await asyncio.shield(self.spawn(self._record(record)))
+
+    async def _record(self, record: UsageRecord) -> None:
+        try:
+            await in_transaction(self._engine, self._timeout, record_usage, record)
+            return
+        except DATABASE_ERRORS as exc:
+            log.warning("ledger unreachable, spooling the usage record: %s",
+                        type(exc).__name__, extra={"record_id": record.id})
+        # Not replayed at once: the loop retries every few seconds rather than on each record.
+        await asyncio.to_thread(self.spool.append, to_entry(record))
+
+    async def release(self, reservation_id: str | None) -> None:
+        """Give back a strict-mode hold for a request that ended without usage."""
+        if reservation_id is None:
+            return
+        try:
+            await in_transaction(self._engine, self._timeout, release, reservation_id)
+        except DATABASE_ERRORS:
+            log.warning("could not release a reservation; it expires on its own")
+
+    def wake(self) -> None:
+        """Try a replay now instead of at the next interval."""
+        self._wake.set()
+
+    async def idle(self) -> None:
+        """Wait until every record already handed over is in the ledger or the spool."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def _write(self, entries: list[Entry]) -> None:
+        records = []
+        for entry in entries:
+            try:
+                records.append(from_entry(entry))
+            except (KeyError, TypeError, ValueError):
+                log.error("dropping a malformed spool entry", extra={"entry_id": entry.get("id")})
+        await in_transaction(self._engine, self._timeout, _record_all, records)
+
+    async def replay(self) -> int:
+        """Replay the spool now; raises a database error if the ledger is still away."""
+        replayed = await self.spool.replay(self._write)
+        if replayed:
+            log.info("replayed %d spooled usage records into the ledger", replayed)
+        return replayed
+
+    async def run_replayer(self) -> None:
+        """Background loop: replay at start-up, then whenever records wait in the spool."""
+        while True:
+            self._wake.clear()
+            if self.spool.pending:
+                try:
+                    await self.replay()
+                except DATABASE_ERRORS as exc:
+                    log.debug("spool replay postponed, ledger still unreachable: %s",
+                              type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)

@@ -1,0 +1,67 @@
+"""Every route of the limiter in one table (the OpenAPI file documents the same list)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from limiter import api_admin
+from limiter.api_status import usage_status
+from limiter.app_keys import DATABASE, ENGINE, REGISTRY
+from limiter.database import reachable
+from limiter.proxy import list_models, proxy
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("limiter").joinpath("openapi.json").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving (no dependency is checked: that is /readyz)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    if await reachable(app[ENGINE], app[DATABASE].connect_timeout_seconds):
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest(request.app[REGISTRY]))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes([
+        web.post("/v1/chat/completions", proxy),
+        web.post("/v1/messages", proxy),
+        web.get("/v1/models", list_models, allow_head=False),
+        web.get("/api/v1/usage/status", usage_status, allow_head=False),
+        web.get("/api/v1/limits", api_admin.get_limits, allow_head=False),
+        web.put("/api/v1/limits", api_admin.put_limits),
+        web.put("/api/v1/limits/users/{username}", api_admin.put_user_limit),
+        web.delete("/api/v1/limits/users/{username}", api_admin.delete_user_limit),
+        web.put("/api/v1/limits/groups/{group}", api_admin.put_group_limit),
+        web.delete("/api/v1/limits/groups/{group}", api_admin.delete_group_limit),
+        web.get("/api/v1/usage/users", api_admin.usage_users, allow_head=False),
+        web.get("/api/v1/usage/users/{username}", api_admin.usage_user, allow_head=False),
+        web.get("/healthz", healthz, allow_head=False),
+        web.get("/readyz", readyz, allow_head=False),
+        web.get("/metrics", metrics, allow_head=False),
+        web.get("/openapi.json", openapi, allow_head=False),
+    ])

@@ -1,0 +1,169 @@
+"""A durable local spool for usage records the ledger could not take (database unreachable).
+
+No usage record may be lost, so each record is one JSON line, written and fsync'ed before the
+caller moves on. A file is only removed after every record in it reached the ledger; replay is
+safe to repeat because the ledger ignores a record id it already has.
+
+Several limiter processes may share a spool directory: each writes its own file and holds an
+exclusive `flock` on it while it is open, and a replayer only takes files it can lock, so a file
+being written is never replayed (and removed) under its writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger("agentmeter.limiter")
+
+SUFFIX = ".jsonl"
+# Records sent to the ledger per transaction during replay.
+REPLAY_BATCH = 200
+
+Entry = dict[str, Any]
+
+
+class Spool:
+    def __init__(self, directory: str | os.PathLike[str],
+                 on_pending: Callable[[int], None] | None = None) -> None:
+        self.directory = Path(directory)
+        self._on_pending = on_pending or (lambda _n: None)
+        self._lock = threading.Lock()
+        self._file: IO[bytes] | None = None
+        self._pending = 0
+        self._replay_lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def open(self) -> None:
+        """Create the directory and count what earlier runs left behind."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._pending = sum(_count_lines(p) for p in self._files())
+        self._on_pending(self._pending)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_current()
+
+    def append(self, entry: Entry) -> None:
+        """Write one record durably (blocking: call it from a thread)."""
+        line = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        with self._lock:
+            if self._file is None:
+                self._file = self._new_file()
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._pending += 1
+            pending = self._pending
+        self._on_pending(pending)
+
+    async def replay(self, write: Callable[[list[Entry]], Awaitable[None]]) -> int:
+        """Send every spooled record to `write`; return how many were replayed.
+
+        Stops at the first failure of `write` (the ledger is still away) and raises it; the
+        files not yet confirmed stay on disk for the next attempt.
+        """
+        async with self._replay_lock:
+            # Our own file is closed first, so its records become replayable and new records
+            # go to a fresh file meanwhile.
+            await asyncio.to_thread(self.close)
+            done = 0
+            for path in self._files():
+                handle = _lock_existing(path)
+                if handle is None:
+                    continue  # another process is writing or replaying it
+                try:
+                    entries, lines = _read_entries(path)
+                    for start in range(0, len(entries), REPLAY_BATCH):
+                        await write(entries[start:start + REPLAY_BATCH])
+                    path.unlink()
+                finally:
+                    handle.close()
+                done += len(entries)
+                with self._lock:
+                    self._pending = max(0, self._pending - lines)
+                    pending = self._pending
+                self._on_pending(pending)
+            return done
+
+    def _files(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return sorted(self.directory.glob(f"*{SUFFIX}"))
+
+    def _new_file(self) -> IO[bytes]:
+        name = f"spool-{os.getpid()}-{uuid.uuid4().hex}{SUFFIX}"
+        handle = open(self.directory / name, "ab")  # noqa: SIM115 - kept open across appends
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        _fsync_dir(self.directory)
+        return handle
+
+    def _close_current(self) -> None:
+        if self._file is not None:
+            self._file.close()  # also releases the flock
+            self._file = None
+
+
+def _lock_existing(path: Path) -> IO[bytes] | None:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the caller after replay
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    if not path.exists():  # replayed and removed by another process meanwhile
+        handle.close()
+        return None
+    return handle
+
+
+def _read_entries(path: Path) -> tuple[list[Entry], int]:
+    """The records of a file and its count of non-empty lines (what `pending` counted)."""
+    entries: list[Entry] = []
+    lines = 0
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        lines += 1
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            # Only a crash in the middle of an append leaves a torn line; it was never
+            # acknowledged as spooled, so skipping it loses nothing that was promised.
+            log.warning("skipping unreadable spool line", extra={"file": str(path),
+                                                                 "line": number})
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries, lines
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return sum(1 for line in path.read_bytes().splitlines() if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the new file's directory entry durable too, not only its contents."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,378 @@
+"""forward() over real HTTP: a tiny app serving it on a port, the fake provider on another."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from ledger.tokens import TokenUsage
+from limiter.errors import LimiterError
+from limiter.forward import ForwardResult, forward
+from limiter.providers import provider_for_path
+from limiter.settings import ProviderSettings
+from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
+
+OPENAI_KEY = "sk-provider-openai"
+ANTHROPIC_KEY = "sk-provider-anthropic"
+CLIENT_KEY = "am-client-key"
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+class Harness:
+    """A minimal gateway: reads the body, calls forward(), returns its response."""
+
+    def __init__(self, upstream_url: str, timeout_s: float = 5.0) -> None:
+        self.providers = {"openai": ProviderSettings(upstream_url, OPENAI_KEY),
+                          "anthropic": ProviderSettings(upstream_url, ANTHROPIC_KEY)}
+        self.timeout_s = timeout_s
+        self.results: asyncio.Queue[ForwardResult] = asyncio.Queue()
+        self.errors: list[LimiterError] = []
+        self.first_bytes = 0
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        provider = provider_for_path(request.path)
+        try:
+            result = await forward(
+                session=self.session, provider=provider,
+                settings=self.providers[provider.name], request=request, body=json.loads(raw),
+                timeout_s=self.timeout_s, on_first_byte=self._first_byte, raw_body=raw)
+        except LimiterError as exc:
+            self.errors.append(exc)
+            return web.json_response(exc.body(), status=exc.status)
+        self.results.put_nowait(result)
+        return result.response
+
+    def _first_byte(self) -> None:
+        self.first_bytes += 1
+
+    async def result(self) -> ForwardResult:
+        return await asyncio.wait_for(self.results.get(), 5)
+
+    async def __aenter__(self) -> Harness:
+        self.session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/v1/messages", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = int(self.runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+        await self.session.close()
+
+
+@pytest.fixture
+async def harness(fake_upstream: FakeUpstream) -> AsyncIterator[Harness]:  # noqa: F811
+    async with Harness(fake_upstream.base_url) as h:
+        yield h
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {CLIENT_KEY}",
+                                              "x-api-key": CLIENT_KEY}) as session:
+        yield session
+
+
+OPENAI_BODY: dict[str, Any] = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
+ANTHROPIC_BODY: dict[str, Any] = {"model": "claude-x", "max_tokens": 100,
+                  "messages": [{"role": "user", "content": "hi"}]}
+PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
+USAGE = {"openai": TokenUsage(input=90, output=40, cache_read=300, cache_write=20),
+         "anthropic": TokenUsage(input=90, output=40, cache_read=300, cache_write=20,
+                                 cache_write_1h=10)}
+PROVIDER_NAMES = ["openai", "anthropic"]
+
+
+def body_for(provider: str, stream: bool) -> bytes:
+    return json.dumps({**BODIES[provider], "stream": stream}).encode()
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+async def test_answer_is_relayed_with_exact_usage(provider: str, harness: Harness,
+                                                  fake_upstream: FakeUpstream,  # noqa: F811
+                                                  client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(text="the answer", usage=USAGE[provider], reasoning_tokens=25))
+    sent = body_for(provider, False)
+    async with client.post(harness.url + PATHS[provider], data=sent,
+                           headers={"Content-Type": "application/json",
+                                    "X-Chat-ID": "chat-1"}) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+        answer = await response.json()
+    assert "the answer" in json.dumps(answer)
+    result = await harness.result()
+    assert (result.status, result.usage, result.partial, result.estimated) == (
+        200, USAGE[provider], False, False)
+    assert result.first_byte_seconds is not None and result.upstream_seconds > 0
+    assert harness.first_bytes == 1
+    received = fake_upstream.received[-1]
+    assert received.raw == sent  # unchanged bodies are forwarded byte for byte
+    assert CLIENT_KEY not in json.dumps(dict(received.headers))
+    if provider == "openai":
+        assert received.headers["Authorization"] == f"Bearer {OPENAI_KEY}"
+        assert "x-api-key" not in received.headers
+    else:
+        assert received.headers["x-api-key"] == ANTHROPIC_KEY
+        assert "Authorization" not in received.headers
+    assert "X-Chat-ID" not in received.headers
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+async def test_stream_is_relayed_with_exact_usage(provider: str, harness: Harness,
+                                                  fake_upstream: FakeUpstream,  # noqa: F811
+                                                  client: aiohttp.ClientSession) -> None:
+    # Small writes and CRLF line ends: events reach the parser cut at arbitrary bytes.
+    fake_upstream.queue(Answer(text="streamed words here", usage=USAGE[provider],
+                               write_size=7, line_ending="\r\n"))
+    async with client.post(harness.url + PATHS[provider],
+                           data=body_for(provider, True)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+        assert response.headers["x-request-id"] == "req_fake"
+        text = (await response.read()).decode()
+    assert "streamed " in text and "words " in text
+    result = await harness.result()
+    assert (result.usage, result.partial, result.estimated, result.client_gone) == (
+        USAGE[provider], False, False, False)
+    received = fake_upstream.received[-1].body
+    if provider == "openai":
+        assert received["stream_options"] == {"include_usage": True}
+        assert "data: [DONE]" in text
+    else:
+        assert "stream_options" not in received
+        assert "event: message_stop" in text
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+async def test_stream_reaches_the_client_before_the_upstream_finishes(
+        provider: str, harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        client: aiohttp.ClientSession) -> None:
+    answer = Answer(text="first then the rest", usage=USAGE[provider], pause_after=3)
+    fake_upstream.queue(answer)
+    async with client.post(harness.url + PATHS[provider],
+                           data=body_for(provider, True)) as response:
+        first = await asyncio.wait_for(response.content.readany(), 5)
+        assert first
+        assert harness.results.empty()  # forward() is still relaying
+        assert not answer.resume.is_set()
+        answer.resume.set()
+        rest = await response.read()
+    assert b"rest" in first + rest
+    result = await harness.result()
+    assert result.usage == USAGE[provider] and not result.partial
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+async def test_client_abort_closes_the_upstream_and_returns_partial(
+        provider: str, harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(text="never finished answer", usage=USAGE[provider],
+                               pause_after=5))
+    async with client.post(harness.url + PATHS[provider],
+                           data=body_for(provider, True)) as response:
+        await asyncio.wait_for(response.content.readany(), 5)
+        response.close()
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    result = await harness.result()
+    assert result.partial and result.client_gone and result.estimated
+    assert result.usage is not None and result.usage.output >= 1
+    if provider == "anthropic":
+        # message_start already carried the exact input side.
+        reference = USAGE[provider]
+        assert (result.usage.input, result.usage.cache_read, result.usage.cache_write,
+                result.usage.cache_write_1h) == (reference.input, reference.cache_read,
+                                                 reference.cache_write, reference.cache_write_1h)
+    else:
+        assert result.usage.input > 0 and result.usage.cache_read == 0
+
+
+async def test_client_abort_before_the_first_token_closes_the_upstream(
+        harness: Harness, fake_upstream: FakeUpstream) -> None:  # noqa: F811
+    fake_upstream.queue(Answer(hang_seconds=30))
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(session.post(harness.url + PATHS["anthropic"],
+                                                data=body_for("anthropic", True)))
+        while not fake_upstream.received:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    result = await harness.result()
+    assert result.status == 499 and result.partial and result.client_gone
+    assert result.estimated and result.usage == TokenUsage(
+        input=-(-len(body_for("anthropic", True)) // 4))
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_refused_upstream_is_an_upstream_error(provider: str, stream: bool,
+                                                     client: aiohttp.ClientSession) -> None:
+    async with Harness(closed_port_url()) as h:
+        async with client.post(h.url + PATHS[provider], data=body_for(provider, stream)) as r:
+            assert r.status == 502
+            assert (await r.json())["error"]["code"] == "upstream_error"
+        assert h.results.empty()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_hanging_upstream_is_an_upstream_timeout(stream: bool,
+                                                       fake_upstream: FakeUpstream,  # noqa: F811
+                                                       client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(hang_seconds=10))
+    async with (Harness(fake_upstream.base_url, timeout_s=0.3) as h,
+                client.post(h.url + PATHS["openai"], data=body_for("openai", stream)) as r):
+        assert r.status == 504
+        assert (await r.json())["error"]["code"] == "upstream_timeout"
+    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+
+
+async def test_upstream_silent_mid_stream_past_timeout_gives_partial(
+        fake_upstream: FakeUpstream, client: aiohttp.ClientSession) -> None:  # noqa: F811
+    fake_upstream.queue(Answer(text="a b c d", usage=USAGE["anthropic"], pause_after=4))
+    async with Harness(fake_upstream.base_url, timeout_s=0.3) as h:
+        async with client.post(h.url + PATHS["anthropic"],
+                               data=body_for("anthropic", True)) as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        result = await h.result()
+    assert result.partial and result.estimated and not result.client_gone
+    assert result.usage is not None and result.usage.input == USAGE["anthropic"].input
+    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+async def test_upstream_dropping_mid_stream_gives_partial_with_known_usage(
+        provider: str, harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(text="one two three four five", usage=USAGE[provider],
+                               drop_after=5))
+    async with client.post(harness.url + PATHS[provider],
+                           data=body_for(provider, True)) as response:
+        assert response.status == 200
+        # The client sees a broken stream, not a clean end of a cut answer.
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    result = await harness.result()
+    assert result.partial and result.estimated and not result.client_gone
+    assert result.usage is not None
+    if provider == "anthropic":
+        assert result.usage.input == USAGE[provider].input
+        assert result.usage.cache_write_1h == USAGE[provider].cache_write_1h
+
+
+async def test_usage_before_an_openai_drop_is_exact(harness: Harness,
+                                                    fake_upstream: FakeUpstream,  # noqa: F811
+                                                    client: aiohttp.ClientSession) -> None:
+    # Dropped right after the usage chunk, before [DONE]: the counts are the provider's.
+    fake_upstream.queue(Answer(text="x y", usage=USAGE["openai"], drop_after=5))
+    async with client.post(harness.url + PATHS["openai"], data=body_for("openai", True)) as r:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
+    result = await harness.result()
+    assert result.partial and not result.estimated and result.usage == USAGE["openai"]
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+async def test_error_event_after_output_keeps_the_usage(provider: str, harness: Harness,
+                                                        fake_upstream: FakeUpstream,  # noqa: F811
+                                                        client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(text="partial answer text", usage=USAGE[provider],
+                               error_after=4))
+    async with client.post(harness.url + PATHS[provider],
+                           data=body_for(provider, True)) as response:
+        assert response.status == 200
+        text = (await response.read()).decode()
+    assert "fake" in text and "mid-stream" in text
+    result = await harness.result()
+    assert result.partial and result.error is not None and result.usage is not None
+    assert result.usage.output >= 1
+    if provider == "anthropic":
+        assert result.usage.input == USAGE[provider].input
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_error_answer_is_relayed_and_keeps_its_usage(provider: str, stream: bool,
+                                                           harness: Harness,
+                                                           fake_upstream: FakeUpstream,  # noqa: F811
+                                                           client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(status=500, usage=USAGE[provider], usage_on_error=True),
+                        Answer(status=429))
+    async with client.post(harness.url + PATHS[provider], data=body_for(provider, stream)) as r:
+        assert r.status == 500
+        assert "fake failure" in json.dumps(await r.json())
+    with_usage = await harness.result()
+    assert (with_usage.status, with_usage.usage, with_usage.estimated) == (
+        500, USAGE[provider], False)
+    assert with_usage.error is not None and not with_usage.partial
+    async with client.post(harness.url + PATHS[provider], data=body_for(provider, stream)) as r:
+        assert r.status == 429
+    without = await harness.result()
+    assert (without.status, without.usage, without.estimated) == (429, None, False)
+
+
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answer_without_counts_is_estimated(provider: str, stream: bool, harness: Harness,
+                                                  fake_upstream: FakeUpstream,  # noqa: F811
+                                                  client: aiohttp.ClientSession) -> None:
+    fake_upstream.queue(Answer(text="x" * 400, omit_usage=True))
+    async with client.post(harness.url + PATHS[provider], data=body_for(provider, stream)) as r:
+        assert r.status == 200
+        await r.read()
+    result = await harness.result()
+    assert result.estimated and not result.partial and result.usage is not None
+    assert result.usage.input > 0 and result.usage.output >= 100
+
+
+async def test_query_string_is_forwarded(harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+                                         client: aiohttp.ClientSession) -> None:
+    async with client.post(harness.url + PATHS["anthropic"] + "?beta=true",
+                           data=body_for("anthropic", False)) as r:
+        assert r.status == 200
+    await harness.result()
+    assert fake_upstream.received[-1].path == "/v1/messages"
+
+
+async def test_compressed_answer_is_relayed_decompressed_with_its_own_framing(
+        harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        client: aiohttp.ClientSession) -> None:
+    text = "compressible " * 500
+    fake_upstream.queue(Answer(text=text, usage=USAGE["openai"], compress=True))
+    async with client.post(harness.url + PATHS["openai"], data=body_for("openai", False),
+                           headers={"Accept-Encoding": "identity"}) as r:
+        assert r.status == 200
+        assert "Content-Encoding" not in r.headers
+        raw = await r.read()
+        assert int(r.headers["Content-Length"]) == len(raw)
+    assert json.loads(raw)["choices"][0]["message"]["content"] == text
+    assert (await harness.result()).usage == USAGE["openai"]
+    # The client's Accept-Encoding is not passed on; the upstream client asks for what it reads.
+    assert "gzip" in fake_upstream.received[-1].headers["Accept-Encoding"]

@@ -1,0 +1,49 @@
+"""Records a previous run left in the spool reach the ledger at start-up, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ledger.tokens import TokenUsage
+from ledger.usage import UsageRecord
+from limiter.recording import to_entry
+from limiter.spool import Spool
+from tests.support.gateway import gateway_app, limiter_settings, metric, query, seed_ledger
+
+
+async def test_spool_left_by_a_previous_run_is_replayed_at_start_up(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path) -> None:
+    seed_ledger(ledger_url)
+    alice_id = int(query(ledger_url, "SELECT id FROM users WHERE username = 'alice'")[0][0])
+    at = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+    records = [UsageRecord(id=str(uuid.uuid4()), user_id=alice_id, model="gpt-test",
+                           provider="openai", usage=TokenUsage(input=10, output=n),
+                           created_at=at, chat="chat-s", partial=n == 2) for n in range(3)]
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    for record in records:
+        spool.append(to_entry(record))
+    spool.append(to_entry(records[0]))  # a record spooled twice still counts once
+    spool.close()
+
+    registry = CollectorRegistry()
+    settings = limiter_settings(tmp_path, "http://127.0.0.1:9")
+    client = await aiohttp_client(gateway_app(ledger_url, settings, registry=registry,
+                                              replay_interval_s=0.1))
+    deadline = asyncio.get_running_loop().time() + 10
+    while list((tmp_path / "spool").glob("*.jsonl")):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    rows = query(ledger_url, "SELECT id, output_tokens, cost_micros, partial FROM messages "
+                             "ORDER BY output_tokens")
+    assert [(r.id, r.output_tokens, r.cost_micros, bool(r.partial)) for r in rows] == [
+        (records[0].id, 0, 10, False), (records[1].id, 1, 12, False),
+        (records[2].id, 2, 14, True)]
+    assert metric(registry, "agentmeter_limiter_spool_pending") == 0
+    await client.close()

@@ -1,0 +1,106 @@
+"""Strict enforcement: concurrent requests from a user just below the limit never take spend
+past it, because each holds its upper bound before it is forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ledger.engine import create_sync_engine
+from ledger.settings import DatabaseSettings
+from ledger.tokens import TokenUsage
+from ledger.usage import UsageRecord, record_usage
+from tests.support.fake_upstream import Answer, FakeUpstream
+from tests.support.gateway import (
+    MovableClock,
+    bearer,
+    gateway_app,
+    limiter_settings,
+    openai_request,
+    policy,
+    query,
+    seed_ledger,
+    settled,
+)
+
+CHAT = "/v1/chat/completions"
+LIMIT = 10_000  # micros
+ALREADY_SPENT = 5_000
+
+
+@pytest.fixture
+async def upstream() -> Any:
+    # Slow answers, so that all the requests are in flight together; each costs almost its
+    # bound: 100 input tokens at 1 micro + 500 output tokens at 2 micros = 1,100 micros.
+    fake = FakeUpstream(Answer(usage=TokenUsage(input=100, output=500), hang_seconds=0.3))
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+def spend(url: str) -> int:
+    return int(query(url, "SELECT coalesce(sum(cost_micros), 0) FROM messages")[0][0])
+
+
+async def test_fifty_concurrent_requests_never_pass_the_limit(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    users = [{"username": "alice", "limit_usd": f"{LIMIT / 1_000_000:.6f}"}, {"username": "bob"}]
+    keys = seed_ledger(ledger_url, policy(users=users))
+    clock = MovableClock()
+    engine = create_sync_engine(DatabaseSettings(url=ledger_url))
+    with engine.begin() as conn:
+        alice_id = conn.exec_driver_sql("SELECT id FROM users WHERE username = 'alice'").scalar()
+        record_usage(conn, UsageRecord(id=str(uuid.uuid4()), user_id=int(alice_id or 0),
+                                       model="gpt-test", provider="openai",
+                                       usage=TokenUsage(input=ALREADY_SPENT),
+                                       created_at=clock()))
+    engine.dispose()
+
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, upstream.base_url,
+                                                   enforcement="strict"),
+                      clock=clock, registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    body = openai_request(max_tokens=500)
+    bound = len(json.dumps(body).encode()) + 500 * 2
+    assert 1_100 <= bound < 1_250  # the answer costs nearly what was held for it
+
+    async def one() -> int:
+        resp = await client.post(CHAT, json=body, headers=bearer(keys["alice"]))
+        await resp.read()
+        return resp.status
+
+    statuses = await asyncio.gather(*(one() for _ in range(50)))
+    await settled(app)
+    answered = statuses.count(200)
+    assert set(statuses) == {200, 409}
+    assert 1 <= answered <= (LIMIT - ALREADY_SPENT) // 1_100
+    assert spend(ledger_url) == ALREADY_SPENT + answered * 1_100 <= LIMIT
+    assert len(upstream.received) == answered
+    # Every hold was settled with its answer: nothing is left reserved.
+    assert query(ledger_url, "SELECT count(*) FROM reservations")[0][0] == 0
+
+
+async def test_strict_bound_uses_model_max_output_tokens(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    # Without max_tokens the bound is the model's max_output_tokens (1,000 at 2 micros):
+    # a user with 1,500 micros left cannot start a request whose bound is about 2,100.
+    users = [{"username": "alice", "limit_usd": "0.0015"}]
+    keys = seed_ledger(sqlite_url, policy(users=users), keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url,
+                                                   enforcement="strict"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    refused = await client.post(CHAT, json=openai_request(), headers=bearer(keys["alice"]))
+    assert refused.status == 409
+    assert refused.headers["x-should-retry"] == "false"
+    allowed = await client.post(CHAT, json=openai_request(max_tokens=100),
+                                headers=bearer(keys["alice"]))
+    assert allowed.status == 200
+    await settled(app)
+    assert query(sqlite_url, "SELECT count(*) FROM reservations")[0][0] == 0

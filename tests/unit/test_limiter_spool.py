@@ -1,0 +1,120 @@
+"""The durable spool: one fsync'ed JSON line per record, removed only after a full replay."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ledger.tokens import TokenUsage
+from ledger.usage import UsageRecord
+from limiter.recording import from_entry, to_entry
+from limiter.spool import Entry, Spool
+
+
+def entry(n: int) -> Entry:
+    return {"id": f"rec-{n}", "n": n}
+
+
+def lines(directory: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for path in sorted(directory.glob("*.jsonl"))
+            for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_append_writes_one_line_per_record_and_counts_pending(tmp_path: Path) -> None:
+    seen: list[int] = []
+    spool = Spool(tmp_path / "spool", on_pending=seen.append)
+    spool.open()
+    for n in range(3):
+        spool.append(entry(n))
+    assert lines(tmp_path / "spool") == [entry(0), entry(1), entry(2)]
+    assert spool.pending == 3 and seen == [0, 1, 2, 3]
+    spool.close()
+    # A new process finds what the old one left.
+    again = Spool(tmp_path / "spool")
+    again.open()
+    assert again.pending == 3
+
+
+async def test_replay_sends_everything_then_removes_the_files(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    for n in range(5):
+        spool.append(entry(n))
+    received: list[Entry] = []
+
+    async def write(batch: list[Entry]) -> None:
+        received.extend(batch)
+
+    assert await spool.replay(write) == 5
+    assert received == [entry(n) for n in range(5)]
+    assert list(tmp_path.glob("*.jsonl")) == [] and spool.pending == 0
+    # New records after a replay go to a new file and replay too.
+    spool.append(entry(9))
+    assert await spool.replay(write) == 1
+    assert received[-1] == entry(9)
+
+
+async def test_failed_replay_keeps_every_record(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    for n in range(3):
+        spool.append(entry(n))
+
+    async def down(batch: list[Entry]) -> None:
+        raise ConnectionRefusedError("ledger down")
+
+    with pytest.raises(ConnectionRefusedError):
+        await spool.replay(down)
+    assert spool.pending == 3
+    assert lines(tmp_path) == [entry(0), entry(1), entry(2)]
+
+
+async def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(entry(1))
+    spool.close()
+    path = next(tmp_path.glob("*.jsonl"))
+    with path.open("ab") as handle:
+        handle.write(b'{"id": "rec-2", "n"')  # a crash in the middle of an append
+    received: list[Entry] = []
+
+    async def write(batch: list[Entry]) -> None:
+        received.extend(batch)
+
+    reopened = Spool(tmp_path)
+    reopened.open()
+    await reopened.replay(write)
+    assert received == [entry(1)]
+    assert list(tmp_path.glob("*.jsonl")) == []
+
+
+async def test_a_file_another_process_is_writing_is_left_alone(tmp_path: Path) -> None:
+    writer = Spool(tmp_path)  # stands for a second limiter sharing the directory
+    writer.open()
+    writer.append(entry(1))
+    replayer = Spool(tmp_path)
+    replayer.open()
+    received: list[Entry] = []
+
+    async def write(batch: list[Entry]) -> None:
+        received.extend(batch)
+
+    assert await replayer.replay(write) == 0  # locked by its writer
+    writer.close()
+    assert await replayer.replay(write) == 1
+    assert received == [entry(1)]
+
+
+def test_usage_records_round_trip_through_the_spool_format() -> None:
+    record = UsageRecord(id=str(uuid.uuid4()), user_id=7, model="claude-test",
+                         provider="anthropic",
+                         usage=TokenUsage(input=1, output=2, cache_read=3, cache_write=4,
+                                          cache_write_1h=5),
+                         created_at=datetime(2026, 3, 14, 12, 30, 1, 5, tzinfo=UTC),
+                         chat="chat-9", partial=True, reservation_id="res-1")
+    assert from_entry(json.loads(json.dumps(to_entry(record)))) == record
