@@ -8,11 +8,15 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def upsert(conn: Connection, table: Table) -> Any:
-    """An INSERT that supports on_conflict_do_update / on_conflict_do_nothing on both backends."""
-    if conn.dialect.name == "postgresql":
+def upsert_for(dialect_name: str, table: Table) -> Any:
+    """An INSERT with on_conflict_do_update / on_conflict_do_nothing for the given backend."""
+    if dialect_name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def upsert(conn: Connection, table: Table) -> Any:
+    return upsert_for(conn.dialect.name, table)
 
 
 def is_postgresql(conn: Connection) -> bool:

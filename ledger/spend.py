@@ -7,11 +7,12 @@ rollup answers arbitrary ranges (`spend_in_period`) in O(days x models).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, case, func, literal, select
+from sqlalchemy import Connection, DateTime, Select, and_, bindparam, case, func, literal, select
 
 from ledger.keys import KeyOwner, hash_key
 from ledger.limits import GroupPolicy, LimitConfig, LimitSource, UserOverride
@@ -75,14 +76,16 @@ def reserved_micros(conn: Connection, user_id: int, now: datetime) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
-def _status_select(now: datetime, include_reservations: bool) -> Select[Any]:
-    """Everything a status needs, for the users the caller selects, in one statement."""
-    now = as_utc(now)
+@functools.cache
+def _status_statement(by: str, include_reservations: bool) -> Select[Any]:
+    """Everything a status needs for one user (`by` "user" or "key"), built once.
+
+    Binds: day_start, week_start, month_start, now, and user_id or key_hash.
+    """
     period = func.coalesce(limit_config.c.period, literal(Period.MONTH.value))
-    starts = {p: period_bounds(p, now)[0].date() for p in Period}
-    current_start = case((period == Period.DAY.value, starts[Period.DAY]),
-                         (period == Period.WEEK.value, starts[Period.WEEK]),
-                         else_=starts[Period.MONTH])
+    current_start = case((period == Period.DAY.value, bindparam("day_start")),
+                         (period == Period.WEEK.value, bindparam("week_start")),
+                         else_=bindparam("month_start"))
     spent = (select(period_spend.c.cost_micros)
              .where(period_spend.c.user_id == users.c.id, period_spend.c.period == period,
                     period_spend.c.period_start == current_start)
@@ -105,12 +108,27 @@ def _status_select(now: datetime, include_reservations: bool) -> Select[Any]:
     ]
     if include_reservations:
         held = (select(func.coalesce(func.sum(reservations.c.amount_micros), 0))
-                .where(reservations.c.user_id == users.c.id, reservations.c.expires_at > now)
+                .where(reservations.c.user_id == users.c.id,
+                       reservations.c.expires_at > bindparam("now", type_=DateTime(True)))
                 .scalar_subquery())
         columns.append(held.label("reserved"))
-    return (select(*columns)
+    stmt = (select(*columns)
             .select_from(users.outerjoin(limit_config, limit_config.c.id == 1)
                          .outerjoin(user_limits, user_limits.c.user_id == users.c.id)))
+    if by == "user":
+        return stmt.where(users.c.id == bindparam("user_id"))
+    return (stmt.add_columns(api_keys.c.id.label("key_id"))
+            .join(api_keys, and_(api_keys.c.user_id == users.c.id,
+                                 api_keys.c.key_hash == bindparam("key_hash"),
+                                 api_keys.c.revoked_at.is_(None))))
+
+
+def _status_params(now: datetime) -> dict[str, Any]:
+    now = as_utc(now)
+    params: dict[str, Any] = {f"{p.value}_start": period_bounds(p, now)[0].date()
+                              for p in Period}
+    params["now"] = now
+    return params
 
 
 def _status_from_row(row: Any, now: datetime) -> LimitStatus:
@@ -131,8 +149,8 @@ def _status_from_row(row: Any, now: datetime) -> LimitStatus:
 def limit_status(conn: Connection, user_id: int, now: datetime,
                  include_reservations: bool = False) -> LimitStatus:
     """Effective limit and spend in the current period (one statement)."""
-    row = conn.execute(_status_select(now, include_reservations)
-                       .where(users.c.id == user_id)).one()
+    row = conn.execute(_status_statement("user", include_reservations),
+                       {**_status_params(now), "user_id": user_id}).one()
     return _status_from_row(row, now)
 
 
@@ -142,12 +160,8 @@ def check_key(conn: Connection, secret: str, now: datetime,
 
     This is the limiter's hot path: one round trip to the ledger per request.
     """
-    stmt = (_status_select(now, include_reservations)
-            .add_columns(api_keys.c.id.label("key_id"))
-            .join(api_keys, and_(api_keys.c.user_id == users.c.id,
-                                 api_keys.c.key_hash == hash_key(secret),
-                                 api_keys.c.revoked_at.is_(None))))
-    row = conn.execute(stmt).first()
+    row = conn.execute(_status_statement("key", include_reservations),
+                       {**_status_params(now), "key_hash": hash_key(secret)}).first()
     if row is None:
         return None
     status = _status_from_row(row, now)

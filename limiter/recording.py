@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.reservations import release
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
-from ledger.usage import UsageRecord, record_usage
+from ledger.usage import UsageRecord, record_usage_batch
 from limiter.database import DATABASE_ERRORS, in_transaction
 from limiter.spool import Entry, Spool
 
@@ -33,6 +33,8 @@ DEFAULT_REPLAY_INTERVAL_SECONDS = 5.0
 # A write may take longer than a read (rollups); a record that times out is spooled and its
 # replay is harmless even if the first attempt did commit.
 WRITE_TIMEOUT_FACTOR = 5
+# Records waiting while a batch is written go in the next one (group commit).
+MAX_BATCH = 256
 
 
 def to_entry(record: UsageRecord) -> Entry:
@@ -65,8 +67,7 @@ def from_entry(entry: Entry) -> UsageRecord:
 
 
 def _record_all(conn: Connection, records: list[UsageRecord]) -> None:
-    for record in records:
-        record_usage(conn, record)
+    record_usage_batch(conn, records)
 
 
 class Recorder:
@@ -78,6 +79,8 @@ class Recorder:
         self._interval = replay_interval_s
         self._inflight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._queue: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `work` as a task that `idle()` (and so shutdown) waits for.
@@ -91,18 +94,38 @@ class Recorder:
         return task
 
     async def record(self, record: UsageRecord) -> None:
-        """Write the record (ledger or spool); survives the caller being cancelled."""
-        await asyncio.shield(self.spawn(self._record(record)))
+        """Write the record (ledger or spool); survives the caller being cancelled.
 
-    async def _record(self, record: UsageRecord) -> None:
-        try:
-            await in_transaction(self._engine, self._timeout, record_usage, record)
-            return
-        except DATABASE_ERRORS as exc:
-            log.warning("ledger unreachable, spooling the usage record: %s",
-                        type(exc).__name__, extra={"record_id": record.id})
+        Records are written by one writer task, all that are waiting in one transaction: an
+        idle gateway writes each alone, a busy one pays one commit for many answers.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, done))
+        if self._writer is None or self._writer.done():
+            self._writer = self.spawn(self._write_queued())
+        await asyncio.shield(done)
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            records = [record for record, _ in batch]
+            try:
+                await in_transaction(self._engine, self._timeout, _record_all, records)
+            except DATABASE_ERRORS as exc:
+                log.warning("ledger unreachable, spooling %d usage records: %s", len(records),
+                            type(exc).__name__, extra={"record_id": records[0].id})
+                await self._spool(records)
+            except Exception:
+                # Not a database outage (a bug): keep the records rather than lose them.
+                log.exception("recording failed, spooling %d usage records", len(records))
+                await self._spool(records)
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _spool(self, records: list[UsageRecord]) -> None:
         # Not replayed at once: the loop retries every few seconds rather than on each record.
-        await asyncio.to_thread(self.spool.append, to_entry(record))
+        await asyncio.to_thread(self.spool.append_many, [to_entry(r) for r in records])
 
     async def release(self, reservation_id: str | None) -> None:
         """Give back a strict-mode hold for a request that ended without usage."""

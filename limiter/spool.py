@@ -58,14 +58,19 @@ class Spool:
 
     def append(self, entry: Entry) -> None:
         """Write one record durably (blocking: call it from a thread)."""
-        line = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        self.append_many([entry])
+
+    def append_many(self, entries: list[Entry]) -> None:
+        """Write records durably with one fsync (blocking: call it from a thread)."""
+        data = b"".join(json.dumps(entry, separators=(",", ":"), sort_keys=True).encode()
+                        + b"\n" for entry in entries)
         with self._lock:
             if self._file is None:
                 self._file = self._new_file()
-            self._file.write(line)
+            self._file.write(data)
             self._file.flush()
             os.fsync(self._file.fileno())
-            self._pending += 1
+            self._pending += len(entries)
             pending = self._pending
         self._on_pending(pending)
 

@@ -28,7 +28,8 @@ def test_upgrade_creates_the_ledger_and_is_repeatable(tmp_path: object) -> None:
     engine.dispose()
 
 
-def test_period_rollup_migration_backfills_existing_usage(ledger_url: str, tmp_path: object) -> None:
+def test_period_rollup_migration_backfills_existing_usage(ledger_url: str,
+                                                          tmp_path: object) -> None:
     """A ledger at 0001 with usage gets its period rows and last days from the daily rollup."""
     from datetime import UTC, date, datetime
 
