@@ -1,0 +1,207 @@
+"""Scrape time and memory of the exporter on a large ledger (PostgreSQL).
+
+Two ledgers with the same users and models (10,000 users, 50 models, 3 models per user, 90 days)
+and 10M and 1M messages. For each, the exporter runs as its own process, exactly as
+`agentmeter exporter` serves, and is scraped over HTTP the way Prometheus does (OpenMetrics
+Accept header, gzip); the figures are the scrape's wall time and the process's resident memory.
+A scrape reads rollups only, so the 10M ledger must scrape within 1.2x of the 1M one.
+
+    python -m bench.exporter [--admin-url postgresql://postgres@127.0.0.1:5432/test] [--reseed]
+
+Seeding the 10M ledger takes several minutes; it is kept between runs (`--reseed` rebuilds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
+                     "text/plain;version=0.0.4;q=0.2,*/*;q=0.1")
+TARGET_P50_SECONDS = 1.0
+TARGET_RSS_MB = 300.0
+TARGET_RATIO = 1.2
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _seed_function():  # type: ignore[no-untyped-def]
+    """The lead's seeding (bench/ledger.py) when present, else this room's own."""
+    try:
+        from bench.ledger import seed  # type: ignore[import-not-found]
+    except ImportError:
+        from bench.seed_ledger import seed
+    return seed
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def _message_count(url: str) -> int | None:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*) FROM messages").fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def ensure_ledger(admin_url: str, name: str, messages: int, users: int, reseed: bool) -> str:
+    url = _database_url(admin_url, name)
+    if not reseed and _message_count(url) == messages:
+        from ledger.migrate import upgrade
+
+        upgrade(url)  # a ledger kept from an earlier run follows the schema's migrations
+        return url
+    from bench.seed_ledger import recreate_database
+
+    print(f"seeding {name}: {users:,} users, {messages:,} messages (takes minutes)", flush=True)
+    recreate_database(admin_url, name)
+    _seed_function()(url, users=users, messages=messages)
+    return url
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process, in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+async def _scrape_all(url: str, scrapes: int) -> tuple[list[float], int, int, bool]:
+    timings: list[float] = []
+    wire = plain = 0
+    healthy = True
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=True) as session:
+        for i in range(scrapes + 1):
+            started = time.perf_counter()
+            async with session.get(url, headers={"Accept": PROMETHEUS_ACCEPT,
+                                                 "Accept-Encoding": "gzip"}) as response:
+                body = await response.read()
+                elapsed = time.perf_counter() - started
+                wire = int(response.headers.get("Content-Length", 0)) or wire
+            if response.status != 200:
+                raise RuntimeError(f"scrape answered {response.status}")
+            healthy = healthy and b'agentmeter_collector_success{collector="ledger"} 1' in body
+            plain = len(body)
+            if i:  # the first scrape warms the connection pool and the caches
+                timings.append(elapsed)
+    return timings, wire, plain, healthy
+
+
+def _wait_listening(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the exporter exited during start-up")
+        try:
+            asyncio.run(_probe(url))
+            return
+        except (aiohttp.ClientError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError("the exporter did not start listening")
+
+
+async def _probe(url: str) -> None:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        await response.read()
+
+
+def measure(url: str, scrapes: int, port: int) -> dict[str, float]:
+    """Run the exporter in its own process against `url` and scrape it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.exporter", "--serve", url, "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_listening(f"{base}/healthz", process)
+        timings, wire, plain, healthy = asyncio.run(_scrape_all(f"{base}/metrics", scrapes))
+        rss, peak = _rss_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    ordered = sorted(timings)
+    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+    return {"p50": statistics.median(timings), "p90": p90,
+            "max": max(timings), "rss_mb": rss, "peak_rss_mb": peak,
+            "wire_mb": wire / 1e6, "body_mb": plain / 1e6, "healthy": float(healthy)}
+
+
+def serve(url: str, port: int) -> None:
+    """The exporter process of the benchmark (the same code `agentmeter exporter` runs)."""
+    from exporter.app import serve as serve_exporter
+    from exporter.settings import ExporterSettings
+    from ledger.settings import DatabaseSettings
+
+    # A generous budget, so a slow scrape is measured rather than cut off.
+    serve_exporter(ExporterSettings(collector_timeout_seconds=60),
+                   DatabaseSettings(url=url), listen=f"127.0.0.1:{port}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=10_000_000)
+    parser.add_argument("--small-messages", type=int, default=1_000_000)
+    parser.add_argument("--scrapes", type=int, default=10)
+    parser.add_argument("--reseed", action="store_true")
+    parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+
+    results = {}
+    for name, messages in ((f"am_bench_{args.messages // 1_000_000}m", args.messages),
+                           (f"am_bench_{args.small_messages // 1_000_000}m",
+                            args.small_messages)):
+        url = ensure_ledger(args.admin_url, name, messages, args.users, args.reseed)
+        figures = measure(url, args.scrapes, _free_port())
+        results[messages] = figures
+        print(f"{messages:>12,} messages: scrape p50 {figures['p50']:.3f}s "
+              f"p90 {figures['p90']:.3f}s max {figures['max']:.3f}s | "
+              f"RSS {figures['rss_mb']:.0f} MB (peak {figures['peak_rss_mb']:.0f} MB) | "
+              f"body {figures['body_mb']:.1f} MB, gzip {figures['wire_mb']:.1f} MB | "
+              f"ledger collector {'ok' if figures['healthy'] else 'FAILED'}", flush=True)
+    big, small = results[args.messages], results[args.small_messages]
+    ratio = big["p50"] / small["p50"]
+    p50_met = big["p50"] <= TARGET_P50_SECONDS
+    print(f"p50 target <= {TARGET_P50_SECONDS}s: {'met' if p50_met else 'MISSED'}; "
+          f"RSS target <= {TARGET_RSS_MB:.0f} MB: "
+          f"{'met' if big['peak_rss_mb'] <= TARGET_RSS_MB else 'MISSED'}; "
+          f"{args.messages:,} vs {args.small_messages:,} messages: {ratio:.2f}x "
+          f"(target <= {TARGET_RATIO}x: {'met' if ratio <= TARGET_RATIO else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""A large PostgreSQL ledger for benchmarks: users, models, limits, messages and their rollups.
+
+Reference data (users, groups, limits, models) goes in with COPY; the messages are generated
+inside PostgreSQL (one INSERT ... SELECT over generate_series: ten million rows from Python would
+take longer than the benchmark itself), drawing their token counts from a table of usage shapes
+whose costs were computed by the ledger's own `price_usage`. The daily, lifetime, per-period and
+per-chat rollups are then aggregated from the messages, so they agree with them exactly, as
+`record_usage` would have left them.
+
+    python -m bench.seed_ledger postgresql://postgres@127.0.0.1:5432/am_bench --messages 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from ledger.migrate import upgrade
+from ledger.pricing import Pricing, price_usage
+from ledger.tokens import TOKEN_KINDS, TokenUsage
+
+SHAPES_PER_MODEL = 64
+CHATS_PER_USER = 20
+GROUPS = 20
+# Models without any pricing and one with a missing kind, so the pricing-gap figures are real.
+UNPRICED_MODELS = 2
+
+
+def _copy(cur: psycopg.Cursor, table: str, columns: tuple[str, ...],
+          rows: Sequence[tuple[object, ...]]) -> None:
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(r"\N" if v is None else str(v) for v in row))
+        buffer.write("\n")
+    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        copy.write(buffer.getvalue())
+
+
+def _pricing(index: int, models: int) -> Pricing | None:
+    if index >= models - UNPRICED_MODELS:
+        return None
+    base = 250_000 * (1 + index % 12)  # 0.25 .. 3 USD per 1M input tokens
+    return Pricing(input=base, output=base * 5, cache_read=base // 10,
+                   cache_write=base * 5 // 4,
+                   cache_write_1h=None if index == 0 else base * 2)
+
+
+def _reference_data(cur: psycopg.Cursor, users: int, models: int, now: datetime) -> None:
+    stamp = now.isoformat()
+    cur.execute("INSERT INTO limit_config (id, enabled, period, default_limit_micros, "
+                "group_policy, updated_at) VALUES (1, true, 'month', 50000000, 'lowest', %s)",
+                (now,))
+    _copy(cur, "users", ("id", "username", "name", "email", "created_at"),
+          [(u, f"user{u:05d}", f"User {u}", f"user{u}@example.com", stamp)
+           for u in range(1, users + 1)])
+    _copy(cur, "groups", ("id", "name", "created_at"),
+          [(g, f"group{g:02d}", stamp) for g in range(1, GROUPS + 1)])
+    _copy(cur, "group_limits", ("group_id", "limit_micros"),
+          [(g, 100_000_000 * g) for g in range(1, GROUPS + 1) if g % 4])
+    _copy(cur, "group_members", ("group_id", "user_id"),
+          [(1 + u % GROUPS, u) for u in range(1, users + 1) if u % 3 == 0])
+    _copy(cur, "user_limits", ("user_id", "limit_micros"),
+          [(u, None if u % 20 == 0 else 25_000_000 * (1 + u % 8))
+           for u in range(1, users + 1) if u % 10 == 0])
+    rows = []
+    for m in range(models):
+        pricing = _pricing(m, models)
+        prices = [None if pricing is None else pricing.price(k) for k in TOKEN_KINDS]
+        rows.append((m + 1, f"model-{m:02d}", "anthropic" if m % 2 else "openai", "true",
+                     "true", "false", 64000, "false" if pricing is None else "true",
+                     *prices, stamp))
+    _copy(cur, "models", ("id", "name", "provider", "enabled", "declared", "seen_in_traffic",
+                          "max_output_tokens", "has_pricing", "price_input", "price_output",
+                          "price_cache_read", "price_cache_write", "price_cache_write_1h",
+                          "created_at"), rows)
+    _copy(cur, "chats", ("id", "user_id", "external_id", "created_at"),
+          [((u - 1) * CHATS_PER_USER + c + 1, u, f"chat-{c}", stamp)
+           for u in range(1, users + 1) for c in range(CHATS_PER_USER)])
+
+
+def _shapes(cur: psycopg.Cursor, models: int) -> None:
+    """Token counts per (model, shape) priced by the ledger's own rule."""
+    rng = random.Random(42)
+    cur.execute("CREATE TEMP TABLE bench_shapes (model_id int, shape int, input bigint, "
+                "output bigint, cache_read bigint, cache_write bigint, cache_write_1h bigint, "
+                "unpriced bigint, cost bigint, PRIMARY KEY (model_id, shape))")
+    rows = []
+    for m in range(models):
+        pricing = _pricing(m, models)
+        for shape in range(SHAPES_PER_MODEL):
+            usage = TokenUsage(input=rng.randint(10, 20_000), output=rng.randint(1, 4_000),
+                               cache_read=rng.choice((0, rng.randint(0, 100_000))),
+                               cache_write=rng.choice((0, 0, rng.randint(0, 20_000))),
+                               cache_write_1h=rng.choice((0, 0, 0, rng.randint(0, 5_000))))
+            priced = price_usage(pricing, usage)
+            rows.append((m + 1, shape, *(usage.get(k) for k in TOKEN_KINDS),
+                         priced.unpriced.total, priced.cost_micros))
+    _copy(cur, "bench_shapes", ("model_id", "shape", "input", "output", "cache_read",
+                                "cache_write", "cache_write_1h", "unpriced", "cost"), rows)
+
+
+_MESSAGES = """
+INSERT INTO messages (id, user_id, chat_id, model_id, provider, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, unpriced_tokens, cost_micros,
+    partial, created_at)
+SELECT 'm' || g.g, g.u, g.chat, s.model_id, CASE WHEN s.model_id %% 2 = 1 THEN 'openai'
+       ELSE 'anthropic' END,
+       s.input, s.output, s.cache_read, s.cache_write, s.cache_write_1h, s.unpriced, s.cost,
+       false, %(now)s - make_interval(secs => ((g.g::bigint * 2654435761) %% %(span)s))
+FROM (
+    SELECT g, 1 + g %% %(users)s AS u,
+           (((g %% %(users)s) * 7 + ((g / %(users)s) %% %(per_user)s) * 13) %% %(models)s) + 1
+               AS model_id,
+           CASE WHEN g %% 10 < 3
+                THEN (g %% %(users)s) * %(chats)s + ((g / (%(users)s * 3)) %% %(chats)s) + 1
+           END AS chat,
+           g %% %(shapes)s AS shape
+    FROM generate_series(%(first)s, %(last)s) AS g
+) AS g
+JOIN bench_shapes s ON s.model_id = g.model_id AND s.shape = g.shape
+"""
+
+
+def _sums(prefix: str = "") -> str:
+    return ", ".join(f"sum(m.{c}_tokens)" if not prefix else
+                     f"sum(CASE WHEN md.has_pricing AND (md.price_input IS NOT NULL OR "
+                     f"md.price_output IS NOT NULL) AND md.price_{c} IS NOT NULL THEN 0 "
+                     f"ELSE m.{c}_tokens END)"
+                     for c in (k.value for k in TOKEN_KINDS))
+
+
+_TOKEN_COLUMNS = ", ".join(f"{k.value}_tokens" for k in TOKEN_KINDS)
+_UNPRICED_COLUMNS = ", ".join(f"unpriced_{k.value}_tokens" for k in TOKEN_KINDS)
+_MEASURES = ("count(*), sum(CASE WHEN m.cost_micros IS NULL THEN 1 ELSE 0 END), "
+             "coalesce(sum(m.cost_micros), 0)")
+_DAY = "(m.created_at AT TIME ZONE 'UTC')::date"
+
+_ROLLUPS = [
+    f"""INSERT INTO daily_usage (user_id, day, model_id, messages, unpriced_messages, cost_micros,
+        {_TOKEN_COLUMNS}, {_UNPRICED_COLUMNS})
+        SELECT m.user_id, {_DAY}, m.model_id, {_MEASURES}, {_sums()}, {_sums("unpriced_")}
+        FROM messages m JOIN models md ON md.id = m.model_id GROUP BY 1, 2, 3""",
+    f"""INSERT INTO usage_totals (user_id, model_id, messages, unpriced_messages, cost_micros,
+        {_TOKEN_COLUMNS}, {_UNPRICED_COLUMNS}, last_day)
+        SELECT user_id, model_id, sum(messages), sum(unpriced_messages), sum(cost_micros),
+        {", ".join(f"sum({k.value}_tokens)" for k in TOKEN_KINDS)},
+        {", ".join(f"sum(unpriced_{k.value}_tokens)" for k in TOKEN_KINDS)}, max(day)
+        FROM daily_usage GROUP BY 1, 2""",
+    *[f"""INSERT INTO period_spend (user_id, period, period_start, cost_micros, messages)
+        SELECT user_id, '{period}', {start}, sum(cost_micros), sum(messages)
+        FROM daily_usage GROUP BY 1, 3"""
+      # ISO weeks start on Monday, as the ledger's weeks do.
+      for period, start in (("day", "day"), ("week", "date_trunc('week', day)::date"),
+                            ("month", "date_trunc('month', day)::date"))],
+    f"""INSERT INTO chat_daily_usage (chat_id, day, user_id, messages, unpriced_messages,
+        cost_micros, {_TOKEN_COLUMNS})
+        SELECT m.chat_id, {_DAY}, m.user_id, {_MEASURES}, {_sums()}
+        FROM messages m WHERE m.chat_id IS NOT NULL GROUP BY 1, 2, 3""",
+]
+
+
+def seed(url: str, *, users: int = 10_000, messages: int = 10_000_000, models: int = 50,
+         models_per_user: int = 3, days: int = 90, now: datetime | None = None,
+         batch: int = 2_000_000, log: bool = True) -> None:
+    """Fill the empty (or new) ledger at `url`; its schema is created by the migrations."""
+    now = now or datetime.now(UTC)
+    upgrade(url)
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        if log:
+            print(f"[seed {time.monotonic() - started:6.1f}s] {text}", flush=True)
+
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        _reference_data(cur, users, models, now)
+        _shapes(cur, models)
+        say(f"{users} users, {models} models, {users * CHATS_PER_USER} chats")
+        for first in range(0, messages, batch):
+            last = min(messages, first + batch) - 1
+            cur.execute(_MESSAGES, {"now": now, "span": days * 86400, "users": users,
+                                    "per_user": models_per_user, "models": models,
+                                    "chats": CHATS_PER_USER, "shapes": SHAPES_PER_MODEL,
+                                    "first": first, "last": last})
+            say(f"messages {last + 1:,}")
+        for statement in _ROLLUPS:
+            cur.execute(statement)
+            say(f"rollup: {statement.split()[2]} ({cur.rowcount:,} rows)")
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    say("done")
+
+
+def recreate_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="operator-style postgresql:// URL of an empty database")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=10_000_000)
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--days", type=int, default=90)
+    args = parser.parse_args()
+    seed(args.url, users=args.users, messages=args.messages, models=args.models, days=args.days,
+         now=datetime.now(UTC) - timedelta(seconds=1))
+
+
+if __name__ == "__main__":
+    main()

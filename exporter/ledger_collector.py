@@ -1,0 +1,263 @@
+"""The ledger as Prometheus sees it: spend, limits, lifetime counters and pricing gaps.
+
+Every scrape reads the ledger's rollups (`ledger.totals`, `ledger.catalog`) in one read-only
+transaction — O(users x models) rows, never the messages — and builds fresh metric families.
+The lifetime counters come from the ledger's per-(user, model) totals, so they keep rising across
+exporter restarts and never double-count.
+
+Per-user series exist only for users with an effective limit or with spend in the last
+`active_window_days`, at most `max_users` of them (the highest current spend first);
+`agentmeter_series_dropped{collector="ledger"}` says how many were left out (0 included).
+`agentmeter_limits_default_usd` is absent when there is no default limit, like
+`agentmeter_user_limit_usd` for a user without a limit: 0 would read as "a limit of $0".
+
+Sample::
+
+    agentmeter_user_info{name="Alice Liddell",user="alice"} 1.0
+    agentmeter_user_spend_usd{user="alice"} 12.345678
+    agentmeter_user_limit_usd{source="user",user="alice"} 500.0
+    agentmeter_user_limit_utilization_ratio{user="alice"} 0.024691356
+    agentmeter_spend_usd_total{model="claude-sonnet-4-5",user="alice"} 40.5
+    agentmeter_tokens_total{model="claude-sonnet-4-5",token_type="input",user="alice"} 120000.0
+    agentmeter_messages_total{model="claude-sonnet-4-5",user="alice"} 31.0
+    agentmeter_chats_total{user="alice"} 4.0
+    agentmeter_limits_enabled 1.0
+    agentmeter_limits_default_usd 50.0
+    agentmeter_limits_period_end_timestamp_seconds 1.7988768e+09
+    agentmeter_limits_info{group_policy="lowest",period="month"} 1.0
+    agentmeter_models_without_pricing 1.0
+    agentmeter_model_pricing_missing{model="gpt-x",token_type="input"} 1.0
+    agentmeter_model_price_usd_per_million_tokens{model="claude-sonnet-4-5",token_type="input"} 3.0
+    agentmeter_unpriced_messages_total{model="gpt-x"} 2.0
+    agentmeter_unpriced_tokens_total{model="gpt-x",token_type="input"} 700.0
+    agentmeter_series_dropped{collector="ledger"} 0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import chain
+from operator import attrgetter
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import Connection, Engine
+
+from exporter.row_family import LabelRows, RowFamily
+from exporter.settings import ExporterSettings
+from ledger import metric_names as names
+from ledger.catalog import (
+    Model,
+    ModelPricingGap,
+    UnpricedUsage,
+    enabled_models,
+    models_without_pricing,
+    pricing_gaps,
+    unpriced_usage_by_model,
+)
+from ledger.limit_store import load_limit_config
+from ledger.limits import LimitConfig
+from ledger.money import MICROS_PER_USD
+from ledger.periods import as_utc, period_bounds
+from ledger.tokens import TOKEN_KINDS
+from ledger.totals import (
+    LifetimeTotal,
+    UserSnapshot,
+    chats_per_user,
+    lifetime_totals,
+    user_snapshots,
+)
+
+Clock = Callable[[], datetime]
+
+COLLECTOR_NAME = "ledger"
+# TokenUsage field names are the token_type label values.
+KIND_NAMES = tuple(kind.value for kind in TOKEN_KINDS)
+_token_counts = attrgetter(*KIND_NAMES)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _usd(micros: int) -> float:
+    return micros / MICROS_PER_USD
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """What one scrape read from the ledger, already cut to the exported users."""
+
+    config: LimitConfig
+    period_end: datetime
+    users: list[UserSnapshot]
+    dropped_users: int
+    lifetime: list[LifetimeTotal]
+    chats: dict[str, int]
+    models: list[Model]
+    without_pricing: list[ModelPricingGap]
+    gaps: list[ModelPricingGap]
+    unpriced: list[UnpricedUsage]
+
+
+def read_snapshot(conn: Connection, now: datetime, *, active_since: date,
+                  max_users: int) -> LedgerSnapshot:
+    config = load_limit_config(conn)
+    _, period_end = period_bounds(config.period, now)
+    # Sorted by current spend, highest first: the cap keeps the users that matter most.
+    candidates = user_snapshots(conn, now, active_since, config)
+    kept = candidates[:max_users]
+    exported = {snapshot.username for snapshot in kept}
+    lifetime = [row for row in lifetime_totals(conn) if row.username in exported]
+    chats = chats_per_user(conn)
+    return LedgerSnapshot(
+        config=config,
+        period_end=period_end,
+        users=kept,
+        dropped_users=len(candidates) - len(kept),
+        lifetime=lifetime,
+        chats={username: chats.get(username, 0) for username in exported},
+        models=enabled_models(conn),
+        without_pricing=models_without_pricing(conn),
+        gaps=pricing_gaps(conn),
+        unpriced=unpriced_usage_by_model(conn),
+    )
+
+
+def _user_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+    users = snapshot.users
+    user_rows = LabelRows(["user"], [(user.username,) for user in users])
+    yield RowFamily(names.USER_INFO, "A ledger user and their display name (always 1).", "gauge",
+                    LabelRows(["user", "name"], [(user.username, user.name) for user in users]),
+                    [1] * len(users))
+    yield RowFamily(names.USER_SPEND_USD,
+                    "Priced spend of the user in the current limit period, in USD.", "gauge",
+                    user_rows, [_usd(user.status.spent_micros) for user in users])
+    limited = [user for user in users if user.status.limit_micros is not None]
+    yield RowFamily(names.USER_LIMIT_USD,
+                    "Effective spend limit of the user in USD and where it comes from "
+                    "(absent when the user has no limit).", "gauge",
+                    LabelRows(["user", "source"], [(user.username, user.status.limit_source.value)
+                                                   for user in limited]),
+                    [_usd(user.status.limit_micros or 0) for user in limited])
+    yield RowFamily(names.USER_LIMIT_UTILIZATION_RATIO,
+                    "Spend in the current period divided by the effective limit.", "gauge",
+                    LabelRows(["user"], [(user.username,) for user in limited]),
+                    [user.status.spent_micros / (user.status.limit_micros or 1)
+                     for user in limited])
+
+
+def _lifetime_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+    lifetime = snapshot.lifetime
+    user_model = LabelRows(["user", "model"], [(row.username, row.model) for row in lifetime])
+    yield RowFamily(names.SPEND_USD, "Priced spend since the ledger began, in USD.", "counter",
+                    user_model, [_usd(row.cost_micros) for row in lifetime])
+    yield RowFamily(names.TOKENS, "Tokens used, by kind (output includes reasoning).", "counter",
+                    user_model.expand("token_type", KIND_NAMES),
+                    list(chain.from_iterable(_token_counts(row.tokens) for row in lifetime)))
+    yield RowFamily(names.MESSAGES, "Answered requests (assistant turns).", "counter",
+                    user_model, [row.messages for row in lifetime])
+    chats = sorted(snapshot.chats.items())
+    yield RowFamily(names.CHATS, "Chats (distinct X-Chat-ID) the user has started.", "counter",
+                    LabelRows(["user"], [(username,) for username, _ in chats]),
+                    [count for _, count in chats])
+
+
+def _limits_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+    config = snapshot.config
+    yield GaugeMetricFamily(names.LIMITS_ENABLED, "Whether spend limits are enforced (1) or not.",
+                            value=1.0 if config.enabled else 0.0)
+    default = GaugeMetricFamily(names.LIMITS_DEFAULT_USD,
+                                "Default spend limit per user and period in USD "
+                                "(absent when there is no default).")
+    if config.default_limit_micros is not None:
+        default.add_metric([], _usd(config.default_limit_micros))
+    yield default
+    yield GaugeMetricFamily(names.LIMITS_PERIOD_END_TIMESTAMP_SECONDS,
+                            "When the current limit period ends and spend resets (Unix time).",
+                            value=snapshot.period_end.timestamp())
+    info = GaugeMetricFamily(names.LIMITS_INFO, "The limit period and group policy (always 1).",
+                             labels=["period", "group_policy"])
+    info.add_metric([config.period.value, config.group_policy.value], 1.0)
+    yield info
+
+
+def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(names.MODELS_WITHOUT_PRICING,
+                            "Enabled models with no usable pricing plus undeclared models seen "
+                            "in traffic: their spend is under-reported.",
+                            value=float(len(snapshot.without_pricing)))
+    missing = GaugeMetricFamily(names.MODEL_PRICING_MISSING,
+                                "A token kind the model has no price for (always 1).",
+                                labels=["model", "token_type"])
+    for gap in snapshot.gaps:
+        for kind in gap.missing_kinds:
+            missing.add_metric([gap.model, kind.value], 1.0)
+    yield missing
+    prices = GaugeMetricFamily(names.MODEL_PRICE_USD_PER_MILLION_TOKENS,
+                               "Price of an enabled model per 1M tokens of a kind, in USD.",
+                               labels=["model", "token_type"])
+    for model in snapshot.models:
+        if model.pricing is None:
+            continue
+        for kind, price in model.pricing.items():
+            if price is not None:
+                prices.add_metric([model.name, kind.value], _usd(price))
+    yield prices
+    messages = CounterMetricFamily(names.UNPRICED_MESSAGES,
+                                   "Messages recorded without a cost (their model has no pricing).",
+                                   labels=["model"])
+    tokens = CounterMetricFamily(names.UNPRICED_TOKENS,
+                                 "Tokens of kinds that had no price when they were recorded.",
+                                 labels=["model", "token_type"])
+    for usage in snapshot.unpriced:
+        messages.add_metric([usage.model], float(usage.messages))
+        for kind in TOKEN_KINDS:
+            tokens.add_metric([usage.model, kind.value], float(usage.tokens.get(kind, 0)))
+    yield from (messages, tokens)
+
+
+def build_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+    yield from _user_families(snapshot)
+    yield from _lifetime_families(snapshot)
+    yield from _limits_families(snapshot)
+    yield from _pricing_families(snapshot)
+    dropped = GaugeMetricFamily(names.SERIES_DROPPED,
+                                "Entities left out of the exposition by the series cap.",
+                                labels=["collector"])
+    dropped.add_metric([COLLECTOR_NAME], float(snapshot.dropped_users))
+    yield dropped
+
+
+class LedgerCollector:
+    """Reads the ledger on every scrape through a sync engine (collect() is synchronous)."""
+
+    def __init__(self, engine: Engine, settings: ExporterSettings, *,
+                 clock: Clock | None = None) -> None:
+        if settings.max_users < 0:
+            raise ValueError(f"exporter.max_users must not be negative: {settings.max_users}")
+        if settings.active_window_days < 0:
+            raise ValueError("exporter.active_window_days must not be negative: "
+                             f"{settings.active_window_days}")
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock or _utc_now
+
+    def snapshot(self) -> LedgerSnapshot:
+        now = as_utc(self._clock())
+        active_since = (now - timedelta(days=self._settings.active_window_days)).date()
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Every figure of one scrape from the same snapshot of the ledger.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ",
+                                              postgresql_readonly=True)
+            with conn.begin():
+                return read_snapshot(conn, now, active_since=active_since,
+                                     max_users=self._settings.max_users)
+
+    def collect(self) -> Iterator[Metric]:
+        # Read everything before yielding: a database error must fail the whole collector,
+        # not leave half of its families in the exposition.
+        families = list(build_families(self.snapshot()))
+        yield from families

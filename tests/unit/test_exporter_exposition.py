@@ -1,0 +1,118 @@
+"""The fast exposition path says exactly what prometheus-client's encoders say, in both formats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from exporter.exposition import render
+from exporter.row_family import LabelRows, RowFamily
+
+ODD = ['quote"d', "back\\slash", "trailing\\", "new\nline", "emoji 🙂", "x" * 1024, ""]
+
+
+class Families:
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("agentmeter_test_gauge", 'Help with "quotes"\nand \\.',
+                                  labels=["user", "model"])
+        for i, user in enumerate(ODD):
+            gauge.add_metric([user, "m"], i / 7)
+        gauge.add_metric(["big", "m"], 1.7988768e9)
+        gauge.add_metric(["inf", "m"], float("inf"))
+        yield gauge
+        counter = CounterMetricFamily("agentmeter_test_spend", "Spend.", labels=["user"])
+        for user in ODD:
+            counter.add_metric([user], 0.000039)
+        yield counter
+        rows = LabelRows(["user", "model"], [(user, "m") for user in ODD])
+        yield RowFamily("agentmeter_test_rows", "Spend by row.", "counter", rows,
+                        [0.5 + i for i in range(len(ODD))])
+        yield RowFamily("agentmeter_test_kinds", "Tokens by kind.", "counter",
+                        rows.expand("token_type", ["input", "output"]),
+                        list(range(2 * len(ODD))))
+        yield RowFamily("agentmeter_test_big", "Large counts.", "gauge",
+                        LabelRows(["user"], [("a",), ("b",)]), [12_345_678_901, 1.7988768e9])
+        yield GaugeMetricFamily("agentmeter_test_plain", "No labels.", value=3.0)
+        yield GaugeMetricFamily("agentmeter_test_empty", "No samples.", labels=["user"])
+        # Not simple: handed to prometheus-client's own encoder.
+        yield CounterMetricFamily("agentmeter_test_created", "With created.", value=1.0,
+                                  created=1700000000.0)
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(Families())
+    instrumented = Counter("agentmeter_test_events", "Events.", ["level"], registry=registry)
+    instrumented.labels("error").inc(2)
+    Histogram("agentmeter_test_seconds", "Durations.", registry=registry).observe(0.3)
+    return registry
+
+
+def _parsed(families: Iterator[Metric]) -> dict[str, tuple[str, str, list[str]]]:
+    return {f.name: (f.type, f.documentation,
+                     sorted(repr((s.name, sorted(s.labels.items()), float(s.value), s.timestamp))
+                            for s in f.samples))
+            for f in families}
+
+
+@pytest.mark.parametrize(
+    ("accept", "reference", "parse"),
+    [("", generate_latest, parse_text),
+     ("application/openmetrics-text; version=1.0.0", generate_openmetrics, parse_openmetrics)],
+)
+def test_same_exposition_as_prometheus_client(accept, reference, parse) -> None:  # type: ignore[no-untyped-def]
+    registry = _registry()
+    body, content_type = render(registry, accept)
+    expected = reference(registry).decode("utf-8")
+    assert _parsed(parse(body.decode("utf-8"))) == _parsed(parse(expected))
+    assert body.decode("utf-8").count("# TYPE") == expected.count("# TYPE")
+    if accept:
+        assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+        assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
+    else:
+        assert content_type.startswith("text/plain; version=0.0.4")
+
+
+def test_label_values_are_escaped() -> None:
+    body, _ = render(_registry(), "")
+    text = body.decode("utf-8")
+    assert 'agentmeter_test_spend_total{user="quote\\"d"} 3.9e-05' in text
+    assert 'agentmeter_test_spend_total{user="new\\nline"} 3.9e-05' in text
+    assert 'agentmeter_test_spend_total{user="trailing\\\\"} 3.9e-05' in text
+    assert 'user="big",model="m"} 1.7988768e+09' in text
+    assert 'user="inf",model="m"} +Inf' in text
+
+
+def test_row_family_reads_like_any_family() -> None:
+    rows = LabelRows(["user", "model"], [("alice", "m1"), ('b"ob', "m2")])
+    family = RowFamily("agentmeter_test_tokens", "Tokens.", "counter",
+                       rows.expand("token_type", ["input", "output"]), [1, 2, 3, 4])
+    registry = CollectorRegistry()
+
+    class One:
+        def collect(self) -> Iterator[Metric]:
+            yield family
+
+    registry.register(One())
+    labels = {"user": 'b"ob', "model": "m2", "token_type": "output"}
+    assert registry.get_sample_value("agentmeter_test_tokens_total", labels) == 4
+    assert len(family.samples) == 4
+
+
+def test_row_family_refuses_mismatched_columns() -> None:
+    rows = LabelRows(["user"], [("alice",)])
+    with pytest.raises(ValueError, match="2 values for 1 label rows"):
+        RowFamily("agentmeter_test_x", "X.", "gauge", rows, [1, 2])
+    with pytest.raises(ValueError, match="gauges and counters"):
+        RowFamily("agentmeter_test_x", "X.", "histogram", rows, [1])
+    family = RowFamily("agentmeter_test_x", "X.", "gauge", rows, [1])
+    with pytest.raises(AttributeError):
+        family.samples = [family.samples[0]]
