@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-import psycopg
+
+from bench.seed_ledger import ensure_ledger
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
                      "text/plain;version=0.0.4;q=0.2,*/*;q=0.1")
@@ -33,44 +34,6 @@ TARGET_P50_SECONDS = 1.0
 TARGET_RSS_MB = 300.0
 TARGET_RATIO = 1.2
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _seed_function():  # type: ignore[no-untyped-def]
-    """The lead's seeding (bench/ledger.py) when present, else this room's own."""
-    try:
-        from bench.ledger import seed  # type: ignore[import-not-found]
-    except ImportError:
-        from bench.seed_ledger import seed
-    return seed
-
-
-def _database_url(admin_url: str, name: str) -> str:
-    base, _, _ = admin_url.rpartition("/")
-    return f"{base}/{name}"
-
-
-def _message_count(url: str) -> int | None:
-    try:
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            row = conn.execute("SELECT count(*) FROM messages").fetchone()
-    except psycopg.Error:
-        return None
-    return int(row[0]) if row else None
-
-
-def ensure_ledger(admin_url: str, name: str, messages: int, users: int, reseed: bool) -> str:
-    url = _database_url(admin_url, name)
-    if not reseed and _message_count(url) == messages:
-        from ledger.migrate import upgrade
-
-        upgrade(url)  # a ledger kept from an earlier run follows the schema's migrations
-        return url
-    from bench.seed_ledger import recreate_database
-
-    print(f"seeding {name}: {users:,} users, {messages:,} messages (takes minutes)", flush=True)
-    recreate_database(admin_url, name)
-    _seed_function()(url, users=users, messages=messages)
-    return url
 
 
 def _rss_mb(pid: int) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from ledger.tokens import TOKEN_KINDS, TokenUsage
 
 SHAPES_PER_MODEL = 64
 CHATS_PER_USER = 20
-GROUPS = 20
+GROUPS = 200
 # Models without any pricing and one with a missing kind, so the pricing-gap figures are real.
 UNPRICED_MODELS = 2
 
@@ -60,11 +60,15 @@ def _reference_data(cur: psycopg.Cursor, users: int, models: int, now: datetime)
           [(u, f"user{u:05d}", f"User {u}", f"user{u}@example.com", stamp)
            for u in range(1, users + 1)])
     _copy(cur, "groups", ("id", "name", "created_at"),
-          [(g, f"group{g:02d}", stamp) for g in range(1, GROUPS + 1)])
+          [(g, f"group{g:03d}", stamp) for g in range(1, GROUPS + 1)])
+    # Three groups in four have a limit, so resolution sees limited and unlimited groups.
     _copy(cur, "group_limits", ("group_id", "limit_micros"),
-          [(g, 100_000_000 * g) for g in range(1, GROUPS + 1) if g % 4])
+          [(g, 10_000_000 * (1 + g % 50)) for g in range(1, GROUPS + 1) if g % 4])
+    # Every user is in one group, every other user in a second one.
     _copy(cur, "group_members", ("group_id", "user_id"),
-          [(1 + u % GROUPS, u) for u in range(1, users + 1) if u % 3 == 0])
+          [(1 + u % GROUPS, u) for u in range(1, users + 1)]
+          + [(1 + (u * 7 + 3) % GROUPS, u) for u in range(1, users + 1)
+             if u % 2 == 0 and (u * 7 + 3) % GROUPS != u % GROUPS])
     _copy(cur, "user_limits", ("user_id", "limit_micros"),
           [(u, None if u % 20 == 0 else 25_000_000 * (1 + u % 8))
            for u in range(1, users + 1) if u % 10 == 0])
@@ -195,6 +199,35 @@ def seed(url: str, *, users: int = 10_000, messages: int = 10_000_000, models: i
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     say("done")
+
+
+def database_url(admin_url: str, name: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def _seeded_as_asked(url: str, messages: int, users: int) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM users), "
+                "(SELECT count(*) FROM groups)").fetchone()
+    except psycopg.Error:
+        return False
+    return counts == (messages, users, GROUPS)
+
+
+def ensure_ledger(admin_url: str, name: str, messages: int, users: int = 10_000,
+                  reseed: bool = False) -> str:
+    """The benchmark ledger `name`, seeded when missing or different (it takes minutes)."""
+    url = database_url(admin_url, name)
+    if not reseed and _seeded_as_asked(url, messages, users):
+        upgrade(url)  # a ledger kept from an earlier run follows the schema's migrations
+        return url
+    print(f"seeding {name}: {users:,} users, {messages:,} messages (takes minutes)", flush=True)
+    recreate_database(admin_url, name)
+    seed(url, users=users, messages=messages)
+    return url
 
 
 def recreate_database(admin_url: str, name: str) -> str:

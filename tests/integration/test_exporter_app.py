@@ -20,7 +20,7 @@ from exporter.app import build_exporter, build_registry, exporter_running
 from exporter.kubernetes import KubernetesConfigError
 from exporter.settings import ExporterSettings, KubernetesSettings
 from ledger.settings import DatabaseSettings
-from tests.integration.test_exporter_ledger import NOW, read, seed, value
+from tests.support.exporter_seed import NOW, read, seed, value
 from tests.support.fake_kube_api import FakeKubeApi, container, fake_kube_api, node, workspace_pod
 from tests.support.requirements import require_binary
 

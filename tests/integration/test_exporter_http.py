@@ -16,7 +16,7 @@ from exporter.app import build_registry, exporter_running
 from exporter.server import Listening
 from exporter.settings import ExporterSettings
 from ledger.settings import DatabaseSettings
-from tests.integration.test_exporter_ledger import NOW, ODD_USERNAMES, read, seed_odd_users
+from tests.support.exporter_seed import NOW, ODD_USERNAMES, read, seed_odd_users
 from tests.support.requirements import require_binary
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"

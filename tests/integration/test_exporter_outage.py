@@ -19,7 +19,7 @@ from exporter.app import exporter_running
 from exporter.settings import ExporterSettings
 from ledger.migrate import upgrade
 from ledger.settings import DatabaseSettings
-from tests.integration.test_exporter_ledger import NOW, seed
+from tests.support.exporter_seed import NOW, seed
 from tests.support.pg_cluster import own_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -15,7 +15,7 @@ import pytest
 from exporter.app import exporter_running
 from exporter.settings import ExporterSettings
 from ledger.settings import DatabaseSettings
-from tests.integration.test_exporter_ledger import NOW, ODD_USERNAMES, Expected, seed_odd_users
+from tests.support.exporter_seed import NOW, ODD_USERNAMES, Expected, seed_odd_users
 from tests.support.requirements import require_binary
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]

@@ -12,14 +12,14 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 
 from ledger.tokens import TokenUsage
-from tests.integration.test_limiter_forward import (
+from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
+from tests.support.forward_harness import (
     ANTHROPIC_KEY,
     CLIENT_KEY,
     OPENAI_KEY,
     Harness,
     closed_port_url,
 )
-from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
 
 TEXT = "Caching saves money when prompts repeat."
 OPENAI_USAGE = TokenUsage(input=150, output=420, cache_read=1024, cache_write=64)

@@ -1,0 +1,77 @@
+"""A minimal gateway around forward() for the protocol tests: reads the body, forwards it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import aiohttp
+from aiohttp import web
+
+from limiter.errors import LimiterError
+from limiter.forward import ForwardResult, forward
+from limiter.providers import provider_for_path
+from limiter.settings import ProviderSettings
+
+OPENAI_KEY = "sk-provider-openai"
+ANTHROPIC_KEY = "sk-provider-anthropic"
+CLIENT_KEY = "am-client-key"
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+class Harness:
+    """A minimal gateway: reads the body, calls forward(), returns its response."""
+
+    def __init__(self, upstream_url: str, timeout_s: float = 5.0) -> None:
+        self.providers = {"openai": ProviderSettings(upstream_url, OPENAI_KEY),
+                          "anthropic": ProviderSettings(upstream_url, ANTHROPIC_KEY)}
+        self.timeout_s = timeout_s
+        self.results: asyncio.Queue[ForwardResult] = asyncio.Queue()
+        self.errors: list[LimiterError] = []
+        self.first_bytes = 0
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        provider = provider_for_path(request.path)
+        try:
+            result = await forward(
+                session=self.session, provider=provider,
+                settings=self.providers[provider.name], request=request, body=json.loads(raw),
+                timeout_s=self.timeout_s, on_first_byte=self._first_byte, raw_body=raw)
+        except LimiterError as exc:
+            self.errors.append(exc)
+            return web.json_response(exc.body(), status=exc.status)
+        self.results.put_nowait(result)
+        return result.response
+
+    def _first_byte(self) -> None:
+        self.first_bytes += 1
+
+    async def result(self) -> ForwardResult:
+        return await asyncio.wait_for(self.results.get(), 5)
+
+    async def __aenter__(self) -> Harness:
+        self.session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/v1/messages", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = int(self.runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+        await self.session.close()
