@@ -38,80 +38,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-JSON = dict[str, Any]
+from tests.support.kube_objects import (  # re-exported: tests build objects from here
+    CODER_LABELS,
+    JSON,
+    container,
+    node,
+    pod,
+    status,
+    workspace_pod,
+)
+
 TOKEN = "fake-service-account-token"
-CODER_LABELS = ("com.coder.user.username", "com.coder.workspace.name", "com.coder.workspace.id")
+__all__ = ["CODER_LABELS", "FakeKubeApi", "container", "fake_kube_api", "node", "pod", "status",
+           "wait_until", "workspace_pod"]
 
-
-# -- object builders ------------------------------------------------------------------------------
-
-def container(name: str = "dev", *, requests: Mapping[str, str] | None = None,
-              limits: Mapping[str, str] | None = None, **extra: Any) -> JSON:
-    resources: JSON = {}
-    if requests:
-        resources["requests"] = dict(requests)
-    if limits:
-        resources["limits"] = dict(limits)
-    return {"name": name, "image": "codercom/enterprise-base:ubuntu", "resources": resources,
-            **extra}
-
-
-def pod(name: str, *, namespace: str = "coder", node: str | None = "node-a",
-        phase: str = "Running", labels: Mapping[str, str] | None = None,
-        containers: list[JSON] | None = None, init_containers: list[JSON] | None = None,
-        overhead: Mapping[str, str] | None = None) -> JSON:
-    spec: JSON = {"containers": containers if containers is not None else [container()]}
-    if node is not None:
-        spec["nodeName"] = node
-    if init_containers:
-        spec["initContainers"] = init_containers
-    if overhead:
-        spec["overhead"] = dict(overhead)
-    return {
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {}),
-                     "uid": str(uuid.uuid4()), "creationTimestamp": "2026-01-05T10:00:00Z"},
-        "spec": spec,
-        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True"}]},
-    }
-
-
-def workspace_pod(username: str, workspace: str, *, workspace_id: str | None = None,
-                  namespace: str = "coder", **kwargs: Any) -> JSON:
-    """A pod as Coder's Kubernetes template creates it, with Coder's labels."""
-    labels = {"com.coder.resource": "true", "com.coder.user.username": username,
-              "com.coder.workspace.name": workspace,
-              "com.coder.workspace.id": workspace_id or str(uuid.uuid5(uuid.NAMESPACE_DNS,
-                                                                       username + workspace)),
-              "app.kubernetes.io/name": "coder-workspace"}
-    labels.update(kwargs.pop("labels", None) or {})
-    return pod(f"coder-{username}-{workspace}"[:63], namespace=namespace, labels=labels,
-               **kwargs)
-
-
-def node(name: str, *, cpu: str = "8", memory: str = "32Gi",
-         allocatable_cpu: str | None = None, allocatable_memory: str | None = None) -> JSON:
-    return {
-        "kind": "Node",
-        "apiVersion": "v1",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name},
-                     "uid": str(uuid.uuid4())},
-        "spec": {},
-        "status": {
-            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
-            "allocatable": {"cpu": allocatable_cpu or cpu, "memory": allocatable_memory or memory,
-                            "pods": "110"},
-        },
-    }
-
-
-def status(code: int, reason: str, message: str) -> JSON:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
-
-
-# -- selectors ------------------------------------------------------------------------------------
 
 def _selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
     """Equality and existence requirements, enough for the tests (`a=b,c!=d,e,!f`)."""
