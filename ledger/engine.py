@@ -56,9 +56,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _engine_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
     if is_sqlite(settings.url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    # No overflow: under a burst, callers queue for a pooled connection instead of opening
+    # and closing extra ones (each costs a backend fork on the server and a TLS/auth handshake).
     return {
         "pool_size": settings.pool_size,
-        "max_overflow": settings.pool_size,
+        "max_overflow": 0,
         "pool_recycle": 1800,
         "connect_args": {"connect_timeout": max(1, round(settings.connect_timeout_seconds))},
     }

@@ -11,6 +11,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./agentmeter.db"
 class DatabaseSettings:
     # Written the way operators write it: sqlite:///path or postgresql://user:pass@host:5432/db.
     url: str = DEFAULT_DATABASE_URL
-    pool_size: int = 10
+    # Connections per process; every process of the limiter and the exporter keeps its own.
+    pool_size: int = 16
     # How long a query may wait for the database before the caller treats it as unreachable.
     connect_timeout_seconds: float = 2.0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class TokenKind(StrEnum):
@@ -15,32 +16,45 @@ class TokenKind(StrEnum):
 
 
 TOKEN_KINDS: tuple[TokenKind, ...] = tuple(TokenKind)
-_FIELD_NAMES: tuple[str, ...] = tuple(kind.value for kind in TOKEN_KINDS)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Tokens of one answered request, one field per `TokenKind` (output includes reasoning)."""
-
+class _Counts(NamedTuple):
     input: int = 0
     output: int = 0
     cache_read: int = 0
     cache_write: int = 0
     cache_write_1h: int = 0
 
-    def __post_init__(self) -> None:
-        # Runs for every row a scrape reads: plain loops over a constant tuple, no reflection.
-        for name in _FIELD_NAMES:
-            value = getattr(self, name)
+
+class TokenUsage(_Counts):
+    """Tokens of one answered request, one field per `TokenKind` (output includes reasoning).
+
+    An immutable tuple: the exporter builds tens of thousands per scrape, so trusted rows use
+    `from_counts` (no checks) while everything else goes through the checked constructor.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, input: int = 0, output: int = 0, cache_read: int = 0,
+                cache_write: int = 0, cache_write_1h: int = 0) -> TokenUsage:
+        counts = (input, output, cache_read, cache_write, cache_write_1h)
+        for kind, value in zip(TOKEN_KINDS, counts, strict=True):
             if type(value) is not int or value < 0:
-                raise ValueError(f"token count {name} must be a non-negative integer: {value!r}")
+                raise ValueError(f"token count {kind.value} must be a non-negative integer: "
+                                 f"{value!r}")
+        return super().__new__(cls, *counts)
+
+    @classmethod
+    def from_counts(cls, counts: Sequence[int]) -> TokenUsage:
+        """Counts in `TOKEN_KINDS` order from a trusted source (a ledger row), unchecked."""
+        return tuple.__new__(cls, counts)
 
     def get(self, kind: TokenKind) -> int:
         return int(getattr(self, kind.value))
 
     def items(self) -> list[tuple[TokenKind, int]]:
-        return [(kind, self.get(kind)) for kind in TOKEN_KINDS]
+        return list(zip(TOKEN_KINDS, self, strict=True))
 
     @property
     def total(self) -> int:
-        return sum(count for _, count in self.items())
+        return sum(self)

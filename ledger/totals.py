@@ -54,8 +54,9 @@ def lifetime_totals(conn: Connection) -> list[LifetimeTotal]:
             .join(models, models.c.id == usage_totals.c.model_id)
             .order_by(users.c.username, models.c.name))
     return [LifetimeTotal(username=r[0], model=r[1], cost_micros=int(r[2]), messages=int(r[3]),
-                          unpriced_messages=int(r[4]), tokens=TokenUsage(*r[5:10]),
-                          unpriced_tokens=TokenUsage(*r[10:15]))
+                          unpriced_messages=int(r[4]),
+                          tokens=TokenUsage.from_counts(r[5:10]),
+                          unpriced_tokens=TokenUsage.from_counts(r[10:15]))
             for r in conn.execute(stmt).all()]
 
 

@@ -13,7 +13,6 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from multidict import CIMultiDict
@@ -62,7 +61,7 @@ def settle_usage(known: TokenUsage | None, *, output_final: bool, request_bytes:
     output = estimate_tokens(output_chars)
     if known is None:
         return TokenUsage(input=estimate_tokens(request_bytes), output=output), True
-    return replace(known, output=max(known.output, output)), True
+    return known._replace(output=max(known.output, output)), True
 
 
 def encode_json(value: Any) -> bytes:
