@@ -7,6 +7,8 @@ from decimal import Decimal, InvalidOperation
 from ledger.errors import InvalidValue
 
 MICROS_PER_USD = 1_000_000
+# Money columns are 64-bit integers.
+MAX_MICROS = 2**63 - 1
 
 
 def to_decimal(value: object) -> Decimal:
@@ -34,8 +36,15 @@ def to_decimal(value: object) -> Decimal:
 
 
 def usd_to_micros(value: object) -> int:
-    """USD to micro-dollars, exactly; an amount finer than one micro-dollar is an error."""
-    micros = to_decimal(value) * MICROS_PER_USD
+    """USD to micro-dollars, exactly; an amount finer than one micro-dollar is an error.
+
+    Bounded before converting: `"1e999999"` would overflow, or cost seconds of CPU to expand
+    (`copy_abs` applies no decimal context, so it cannot overflow itself).
+    """
+    amount = to_decimal(value)
+    if amount.copy_abs() > MAX_MICROS // MICROS_PER_USD:
+        raise InvalidValue("amount is larger than the ledger can hold")
+    micros = amount * MICROS_PER_USD
     if micros != micros.to_integral_value():
         raise InvalidValue(f"{value} USD is not a whole number of micro-dollars")
     return int(micros)

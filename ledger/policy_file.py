@@ -14,9 +14,14 @@ from ledger.limits import GroupPolicy, LimitConfig, UserOverride
 from ledger.money import usd_to_micros
 from ledger.periods import Period
 from ledger.pricing import Pricing
+from ledger.schema import NAME_LENGTH, USER_TEXT_LENGTH
 from ledger.tokens import TOKEN_KINDS
 
 PROVIDERS = ("anthropic", "openai")
+# What the ledger's columns hold (ledger/schema.py): a longer value could never be applied.
+MAX_USER_TEXT = USER_TEXT_LENGTH
+MAX_NAME = NAME_LENGTH
+MAX_TOKENS = 2**31 - 1  # models.max_output_tokens
 
 
 class PolicyError(LedgerError):
@@ -73,6 +78,11 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Node:
     mapping.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:  # `? [a, b]`: a list or mapping as a key
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark) from None
         if key in mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -82,6 +92,12 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Node:
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message, cut short: a 1 MB name must not fill the terminal."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class _Reader:
@@ -115,7 +131,7 @@ class _Reader:
         try:
             return convert(node[key])
         except (InvalidValue, ValueError, TypeError) as exc:
-            raise self.fail(node, key, where, f"{exc} (got {node[key]!r})") from None
+            raise self.fail(node, key, where, f"{exc} (got {_shown(node[key])})") from None
 
     def items(self, node: _Node, key: str, path: str) -> list[Any]:
         value = node.get(key)
@@ -126,10 +142,22 @@ class _Reader:
         return value
 
 
-def _text(value: Any) -> str:
+def _storable(value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters (got {len(value)})")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _text(value: Any, limit: int = MAX_NAME) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
-    return value
+    return _storable(value, limit)
+
+
+def _user_text(value: Any) -> str:
+    return _text(value, MAX_USER_TEXT)
 
 
 def _optional_text(value: Any) -> str:
@@ -137,7 +165,11 @@ def _optional_text(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    return value
+    return _storable(value, MAX_USER_TEXT)
+
+
+def _micros(value: Any) -> int:
+    return usd_to_micros(value)
 
 
 def _bool(value: Any) -> bool:
@@ -149,7 +181,7 @@ def _bool(value: Any) -> bool:
 def _positive_micros(value: Any) -> int | None:
     if value is None:
         return None
-    micros = usd_to_micros(value)
+    micros = _micros(value)
     if micros <= 0:
         raise ValueError("must be a positive USD amount")
     return micros
@@ -158,7 +190,7 @@ def _positive_micros(value: Any) -> int | None:
 def _price(value: Any) -> int | None:
     if value is None:
         return None
-    micros = usd_to_micros(value)  # USD per 1M tokens -> micro-USD per 1M tokens
+    micros = _micros(value)  # USD per 1M tokens -> micro-USD per 1M tokens
     if micros < 0:
         raise ValueError("must not be negative")
     return micros
@@ -167,8 +199,8 @@ def _price(value: Any) -> int | None:
 def _positive_int(value: Any) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError("must be a positive integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_TOKENS:
+        raise ValueError(f"must be a positive integer up to {MAX_TOKENS}")
     return value
 
 
@@ -180,14 +212,18 @@ def _user_override(value: Any) -> UserOverride | None:
     return UserOverride(limit_micros=_positive_micros(value))
 
 
-def _names(value: Any) -> tuple[str, ...]:
+def _names(value: Any, limit: int = MAX_NAME) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("must be a list of names")
     if len(set(value)) != len(value):
         raise ValueError("lists a name twice")
-    return tuple(value)
+    return tuple(_storable(v, limit) for v in value)
+
+
+def _usernames(value: Any) -> tuple[str, ...]:
+    return _names(value, MAX_USER_TEXT)
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -233,13 +269,13 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
             raise r.fail(node, "name", f"{path}.name", f"group {name!r} is declared twice")
         groups[name] = PolicyGroup(name=name,
                                    limit_micros=r.field(node, "limit_usd", path, _positive_micros),
-                                   members=r.field(node, "members", path, _names, ()))
+                                   members=r.field(node, "members", path, _usernames, ()))
 
     users: dict[str, PolicyUser] = {}
     for i, item in enumerate(r.items(root, "users", "")):
         path = f"users[{i}]"
         node = r.mapping(item, root, "users", path, {"username", "name", "email", "limit_usd"})
-        username = r.field(node, "username", path, _text, required=True)
+        username = r.field(node, "username", path, _user_text, required=True)
         if username in users:
             raise r.fail(node, "username", f"{path}.username",
                          f"user {username!r} is declared twice")

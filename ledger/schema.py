@@ -32,6 +32,10 @@ metadata = MetaData(
     }
 )
 
+# Column sizes, also enforced where names enter (the policy file, the trusted user header).
+USER_TEXT_LENGTH = 1024  # users.username, name, email
+NAME_LENGTH = 255  # groups.name, models.name, model_aliases.alias
+
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                  "cache_write_1h_tokens")
 UNPRICED_TOKEN_COLUMNS = tuple("unpriced_" + name for name in TOKEN_COLUMNS)
@@ -49,16 +53,16 @@ def _ts(name: str, **kw: object) -> Column:  # type: ignore[type-arg]
 users = Table(
     "users", metadata,
     Column("id", Integer, primary_key=True),
-    Column("username", String(1024), nullable=False, unique=True),
-    Column("name", String(1024), nullable=False, server_default=""),
-    Column("email", String(1024), nullable=False, server_default=""),
+    Column("username", String(USER_TEXT_LENGTH), nullable=False, unique=True),
+    Column("name", String(USER_TEXT_LENGTH), nullable=False, server_default=""),
+    Column("email", String(USER_TEXT_LENGTH), nullable=False, server_default=""),
     _ts("created_at", nullable=False),
 )
 
 groups = Table(
     "groups", metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     _ts("created_at", nullable=False),
 )
 
@@ -101,7 +105,7 @@ group_limits = Table(
 models = Table(
     "models", metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     Column("provider", String(32), nullable=False),
     Column("enabled", Boolean, nullable=False),
     # True while the policy file declares it; false for models only seen in traffic or removed.
@@ -119,7 +123,7 @@ models = Table(
 
 model_aliases = Table(
     "model_aliases", metadata,
-    Column("alias", String(255), primary_key=True),
+    Column("alias", String(NAME_LENGTH), primary_key=True),
     Column("model_id", Integer, ForeignKey("models.id"), nullable=False, index=True),
 )
 

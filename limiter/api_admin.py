@@ -24,7 +24,7 @@ from ledger.limit_store import (
     set_user_override,
 )
 from ledger.limits import GroupPolicy, LimitConfig
-from ledger.money import usd_to_micros
+from ledger.money import MAX_MICROS, usd_to_micros
 from ledger.periods import Period
 from ledger.reports import (
     DEFAULT_PER_PAGE,
@@ -46,6 +46,7 @@ from limiter.timefmt import parse_instant, rfc3339
 
 # Admin bodies are a few fields; nothing near an agent's context size.
 MAX_ADMIN_BODY_BYTES = 64 * 1024
+# Money columns are 64-bit integers of micro-dollars.
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,6 +94,8 @@ def _amount(body: dict[str, Any], micros_key: str, usd_key: str) -> tuple[bool, 
         if type(value) is not int:
             raise BadRequest(f"`{micros_key}` must be an integer (micro-dollars).",
                              code="invalid_body")
+        if abs(value) > MAX_MICROS:
+            raise _too_large(micros_key)
         return True, value
     if usd_key in body:
         value = body[usd_key]
@@ -103,6 +106,10 @@ def _amount(body: dict[str, Any], micros_key: str, usd_key: str) -> tuple[bool, 
                              code="invalid_body")
         return True, usd_to_micros(value)
     return False, None
+
+
+def _too_large(key: str) -> BadRequest:
+    return BadRequest(f"`{key}` is larger than the ledger can hold.", code="invalid_body")
 
 
 def _choice(body: dict[str, Any], key: str, kind: Any) -> Any:
@@ -211,9 +218,13 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 def _range(request: web.Request) -> tuple[datetime, datetime]:
     """`from`/`to` (RFC 3339 or a date); by default the last 30 days up to now."""
     now = request.app[CLOCK]()
-    end = parse_instant(request.query["to"], "to") if request.query.get("to") else now
-    start = (parse_instant(request.query["from"], "from") if request.query.get("from")
-             else end - DEFAULT_RANGE)
+    try:
+        end = parse_instant(request.query["to"], "to") if request.query.get("to") else now
+        start = (parse_instant(request.query["from"], "from") if request.query.get("from")
+                 else end - DEFAULT_RANGE)
+    except OverflowError:  # e.g. `0001-01-01T00:00:00+01:00`, or 30 days before year 1
+        raise BadRequest("`from` and `to` must lie between the years 1 and 9999 in UTC.",
+                         code="invalid_parameter") from None
     if end <= start:
         raise BadRequest("`to` must be after `from`.", code="invalid_parameter")
     if end - start > timedelta(days=3660):

@@ -19,8 +19,9 @@ from aiohttp import web
 from sqlalchemy import Connection
 
 from ledger.keys import authenticate_key
+from ledger.schema import USER_TEXT_LENGTH
 from ledger.users import ensure_user
-from limiter.errors import Forbidden, Unauthorized
+from limiter.errors import BadRequest, Forbidden, Unauthorized
 from limiter.settings import LimiterSettings
 
 FORWARDED_USER = "X-Forwarded-User"
@@ -28,6 +29,8 @@ TRUSTED_SECRET = "X-Agentmeter-Secret"
 # How long a remembered identity may stand in for the ledger while it is away.
 FALLBACK_TTL_SECONDS = 3600.0
 FALLBACK_MAX_ENTRIES = 10_000
+# The ledger's users.username column holds this many characters.
+MAX_USERNAME_LENGTH = USER_TEXT_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,9 @@ class Credential:
 
 
 def _equal(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # surrogateescape: undecodable header bytes compare as the bytes they were, never raise.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
 
 
 def presented_token(request: web.Request) -> str | None:
@@ -76,12 +81,25 @@ def trusted_user(request: web.Request, settings: LimiterSettings) -> str | None:
 def credential_of(request: web.Request, settings: LimiterSettings) -> Credential:
     username = trusted_user(request, settings)
     if username is not None:
-        return Credential("trusted", username)
+        return Credential("trusted", _checked_username(username))
     token = presented_token(request)
     if token is None:
         raise Unauthorized("Missing API key: send `Authorization: Bearer <key>` or "
                            "`x-api-key: <key>`.", code="missing_api_key")
+    if not token.isprintable():  # undecodable header bytes: no key we issued looks like that
+        raise unknown_key()
     return Credential("key", token)
+
+
+def _checked_username(username: str) -> str:
+    """A trusted username the ledger can store as it is (users are created on first sight)."""
+    if len(username) > MAX_USERNAME_LENGTH:
+        raise BadRequest(f"{FORWARDED_USER} is longer than {MAX_USERNAME_LENGTH} characters.",
+                         code="invalid_forwarded_user")
+    if not username.isprintable():
+        raise BadRequest(f"{FORWARDED_USER} holds control characters or undecodable bytes.",
+                         code="invalid_forwarded_user")
+    return username
 
 
 def identify(conn: Connection, credential: Credential) -> Identity:

@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from ledger.errors import InvalidValue, LedgerError, NotFoundError
 from limiter.app_keys import METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
@@ -48,6 +48,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, "invalid_value", str(exc))
     except LedgerError as exc:
         return error_response(400, "ledger_error", str(exc))
+    except DataError:
+        # The database refused a value the client sent (a NUL byte, a name too long for its
+        # column): the request's fault, not an outage.
+        return error_response(400, "invalid_value",
+                              "A value in the request cannot be stored in the ledger.")
     except (SQLAlchemyError, TimeoutError) as exc:  # only the ledger raises these here
         log.warning("ledger unreachable while answering %s %s: %s", request.method,
                     request.path, type(exc).__name__)

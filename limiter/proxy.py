@@ -55,6 +55,9 @@ def chat_of(request: web.Request) -> str | None:
     if len(chat) > MAX_CHAT_ID_LENGTH:
         raise BadRequest(f"{CHAT_HEADER} is longer than {MAX_CHAT_ID_LENGTH} characters.",
                          code="invalid_chat_id")
+    if not chat.isprintable():  # undecodable bytes could not be stored in the ledger
+        raise BadRequest(f"{CHAT_HEADER} holds control characters or undecodable bytes.",
+                         code="invalid_chat_id")
     return chat
 
 
