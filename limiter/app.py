@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -40,6 +41,8 @@ from limiter.routes import setup_routes
 from limiter.settings import LimiterSettings
 from limiter.spool import Spool
 
+# Under the spool directory: the write-ahead journal of records not yet committed.
+JOURNAL_DIR = "journal"
 # Concurrent upstream connections (long streams hold one each for minutes).
 UPSTREAM_CONNECTIONS = 1000
 
@@ -63,15 +66,18 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         engine = create_async_engine(database)
         metrics = app[METRICS]
         spool = Spool(config.spool_dir, on_pending=metrics.spool_pending.set)
+        journal = Spool(Path(config.spool_dir) / JOURNAL_DIR)
         await asyncio.to_thread(spool.open)
+        await asyncio.to_thread(journal.open)
         app[ENGINE] = engine
         app[CATALOG] = CatalogCache(engine, database.connect_timeout_seconds, catalog_ttl_s)
         app[ENFORCER] = Enforcer(engine, config, database, metrics)
-        app[RECORDER] = Recorder(engine, spool, database, replay_interval_s)
+        app[RECORDER] = Recorder(engine, spool, database, replay_interval_s, journal=journal)
         try:
             yield
         finally:
             spool.close()
+            journal.close()
             await engine.dispose()
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -4,6 +4,11 @@ No usage record is ever lost: a record the ledger cannot take right now is fsync
 local spool before the request is finished, and a background task replays the spool (at
 start-up and every few seconds while it is not empty). Replays are idempotent because every
 record carries the uuid generated when its request arrived.
+
+A process can also die (SIGKILL, OOM) between answering a request and committing its record;
+with a slow ledger that is seconds of answers. So each record is first appended, in groups, to
+an fsync'ed journal (the `journal` spool); the journal is emptied whenever everything in it
+has reached the ledger or the spool, and a successor replays what a dead process left there.
 """
 
 from __future__ import annotations
@@ -72,14 +77,19 @@ def _record_all(conn: Connection, records: list[UsageRecord]) -> None:
 
 class Recorder:
     def __init__(self, engine: AsyncEngine, spool: Spool, database: DatabaseSettings,
-                 replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS) -> None:
+                 replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
+                 journal: Spool | None = None) -> None:
         self._engine = engine
         self.spool = spool
+        self.journal = journal
         self._timeout = database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR
         self._interval = replay_interval_s
         self._inflight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        # Handed over, not yet in the journal / in the journal, not yet in the ledger.
         self._queue: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._journaled: list[tuple[UsageRecord, asyncio.Future[None], bool]] = []
+        self._journaler: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -101,14 +111,32 @@ class Recorder:
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((record, done))
-        if self._writer is None or self._writer.done():
-            self._writer = self.spawn(self._write_queued())
+        if self._journaler is None or self._journaler.done():
+            self._journaler = self.spawn(self._journal_queued())
         await asyncio.shield(done)
 
-    async def _write_queued(self) -> None:
+    async def _journal_queued(self) -> None:
+        """Make waiting records durable (one fsync for all), then hand them to the writer."""
         while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            records = [record for record, _ in batch]
+            batch, self._queue = self._queue, []
+            journaled = False
+            if self.journal is not None:
+                try:
+                    await asyncio.to_thread(self.journal.append_many,
+                                            [to_entry(record) for record, _ in batch])
+                    journaled = True
+                except OSError:
+                    log.exception("could not write %d usage records to the journal",
+                                  len(batch))
+            self._journaled.extend((record, done, journaled) for record, done in batch)
+            if self._writer is None or self._writer.done():
+                self._writer = self.spawn(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        while self._journaled:
+            batch = self._journaled[:MAX_BATCH]
+            self._journaled = self._journaled[MAX_BATCH:]
+            records = [record for record, _, _ in batch]
             try:
                 await in_transaction(self._engine, self._timeout, _record_all, records)
             except DATABASE_ERRORS as exc:
@@ -119,7 +147,10 @@ class Recorder:
                 # Not a database outage (a bug): keep the records rather than lose them.
                 log.exception("recording failed, spooling %d usage records", len(records))
                 await self._spool(records)
-            for _, done in batch:
+            settled = sum(1 for _, _, journaled in batch if journaled)
+            if self.journal is not None and settled:
+                await asyncio.to_thread(self.journal.settle, settled)
+            for _, done, _ in batch:
                 if not done.done():
                     done.set_result(None)
 
@@ -161,10 +192,25 @@ class Recorder:
             log.info("replayed %d spooled usage records into the ledger", replayed)
         return replayed
 
+    async def replay_journals(self) -> int:
+        """Replay what dead processes left in the journal (never this process's own file)."""
+        if self.journal is None:
+            return 0
+        replayed = await self.journal.replay(self._write, own=False)
+        if replayed:
+            log.warning("replayed %d usage records from the journal of a process that ended "
+                        "without committing them", replayed)
+        return replayed
+
     async def run_replayer(self) -> None:
         """Background loop: replay at start-up, then whenever records wait in the spool."""
         while True:
             self._wake.clear()
+            try:
+                await self.replay_journals()
+            except DATABASE_ERRORS as exc:
+                log.debug("journal replay postponed, ledger still unreachable: %s",
+                          type(exc).__name__)
             if self.spool.pending:
                 try:
                     await self.replay()

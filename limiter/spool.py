@@ -39,6 +39,9 @@ class Spool:
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
         self._pending = 0
+        # Records in the file being written (a journal empties it once all are settled).
+        self._written = 0
+        self._settled = 0
         self._replay_lock = asyncio.Lock()
 
     @property
@@ -71,19 +74,37 @@ class Spool:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._pending += len(entries)
+            self._written += len(entries)
             pending = self._pending
         self._on_pending(pending)
 
-    async def replay(self, write: Callable[[list[Entry]], Awaitable[None]]) -> int:
+    def settle(self, count: int) -> None:
+        """Journal use: `count` records appended earlier are now in the ledger (or the spool).
+
+        Once every record in the current file is, the file is emptied: what a crash leaves in
+        a journal is only what had not reached the ledger yet. (Not fsync'ed: a lost truncation
+        only means records are replayed again, which the ledger ignores.)
+        """
+        with self._lock:
+            self._settled += count
+            if self._file is not None and self._settled >= self._written:
+                self._file.truncate(0)  # opened for appending: the next write starts at 0
+                self._pending = max(0, self._pending - self._written)
+                self._written = self._settled = 0
+
+    async def replay(self, write: Callable[[list[Entry]], Awaitable[None]], *,
+                     own: bool = True) -> int:
         """Send every spooled record to `write`; return how many were replayed.
 
         Stops at the first failure of `write` (the ledger is still away) and raises it; the
-        files not yet confirmed stay on disk for the next attempt.
+        files not yet confirmed stay on disk for the next attempt. With `own=False` the file
+        this process is writing is left alone (a journal replays only dead processes' files).
         """
         async with self._replay_lock:
-            # Our own file is closed first, so its records become replayable and new records
-            # go to a fresh file meanwhile.
-            await asyncio.to_thread(self.close)
+            if own:
+                # Our own file is closed first, so its records become replayable and new
+                # records go to a fresh file meanwhile.
+                await asyncio.to_thread(self.close)
             done = 0
             for path in self._files():
                 handle = _lock_existing(path)
@@ -119,6 +140,7 @@ class Spool:
         if self._file is not None:
             self._file.close()  # also releases the flock
             self._file = None
+            self._written = self._settled = 0
 
 
 def _lock_existing(path: Path) -> IO[bytes] | None:

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from tests.support.monitoring_stack import (
 from tests.support.requirements import require_binary
 from tests.support.soak_load import ANTHROPIC_MODEL, OPENAI_MODEL, Caller
 
+ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "AGENTMETER_"
 LIMITER_JOB, EXPORTER_JOB = "agentmeter-limiter", "agentmeter-exporter"
 TIGHT_LIMIT_USD = "0.02"
@@ -86,7 +87,11 @@ def prepare_ledger(cluster_url: str, users: int, tight_users: int) -> tuple[str,
 
 
 def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    """The environment without AGENTMETER_* (which would override the config file), able to
+    import the project's `tests` package (the fake provider lives there)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def rss_bytes(pid: int) -> int:
@@ -149,11 +154,11 @@ async def gateway(workdir: Path, ledger_url: str, upstream_timeout: float
     """The fake provider, two limiters and an exporter on one ledger, all started and ready."""
     python = sys.executable
     env = clean_environment()
+    upstream_port = free_port()
     upstream = ServerProcess(
-        "fake upstream", [python, "-m", "tests.support.soak_upstream", "--port", "0"], env,
-        workdir / "upstream.log", free_port())
-    upstream.argv[-1] = str(upstream.port)
-    upstream.argv += ["--hang-seconds", str(upstream_timeout + 1.5)]
+        "fake upstream", [python, "-m", "tests.support.soak_upstream", "--port",
+                          str(upstream_port), "--hang-seconds", str(upstream_timeout + 1.5)],
+        env, workdir / "upstream.log", upstream_port)
     providers = {name: {"base_url": upstream.url, "api_key": f"sk-{name}-soak"}
                  for name in ("openai", "anthropic")}
     config = workdir / "agentmeter.yaml"
@@ -185,7 +190,7 @@ async def gateway(workdir: Path, ledger_url: str, upstream_timeout: float
         await asyncio.gather(*(server.stop() for server in everything))
 
 
-def _prometheus_config(jobs: dict[str, Sequence[str]], rules: Path, alertmanager_port: int,
+def _prometheus_config(jobs: Mapping[str, Sequence[str]], rules: Path, alertmanager_port: int,
                        interval: str) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval,
