@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Executable, bindparam, case, or_, select
+from sqlalchemy import Connection, Executable, bindparam, case, or_, select, tuple_
 
 from ledger.catalog import PRICE_COLUMNS, ensure_traffic_model
 from ledger.dialect import upsert_for
@@ -91,8 +91,9 @@ def _statements(dialect: str) -> _Statements:
     model = (select(models.c.id, models.c.name, models.c.has_pricing,
                     *(getattr(models.c, column) for column in PRICE_COLUMNS.values()))
              .where(or_(models.c.name == bindparam("name"), models.c.id.in_(alias_of))))
-    chat = select(chats.c.id).where(chats.c.user_id == bindparam("user_id"),
-                                    chats.c.external_id == bindparam("external_id"))
+    chat = (select(chats.c.id, chats.c.user_id, chats.c.external_id)
+            .where(tuple_(chats.c.user_id, chats.c.external_id)
+                   .in_(bindparam("pairs", expanding=True))))
     new_chat = (upsert_for(dialect, chats)
                 .values(_bind("user_id", "external_id", "created_at"))
                 .on_conflict_do_nothing(index_elements=["user_id", "external_id"]))
@@ -127,14 +128,24 @@ def _model(conn: Connection, s: _Statements, record: UsageRecord) -> tuple[int, 
     return row.id, Pricing(**{k.value: getattr(row, c) for k, c in PRICE_COLUMNS.items()})
 
 
-def _chat_id(conn: Connection, s: _Statements, user_id: int, chat: str,
-             created_at: datetime) -> int:
-    keys = {"user_id": user_id, "external_id": chat}
-    found = conn.execute(s.chat, keys).scalar()
-    if found is None:
-        conn.execute(s.new_chat, {**keys, "created_at": created_at})
-        found = conn.execute(s.chat, keys).scalar_one()
-    return int(found)
+def _chat_ids(conn: Connection, s: _Statements,
+              wanted: dict[tuple[int, str], datetime]) -> dict[tuple[int, str], int]:
+    """Ids of the batch's chats, creating the new ones: two or three statements per batch."""
+    if not wanted:
+        return {}
+
+    def lookup(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        rows = conn.execute(s.chat, {"pairs": pairs})
+        return {(row.user_id, row.external_id): int(row.id) for row in rows}
+
+    found = lookup(list(wanted))
+    missing = [pair for pair in wanted if pair not in found]
+    if missing:
+        conn.execute(s.new_chat, [{"user_id": user, "external_id": chat,
+                                   "created_at": wanted[(user, chat)]}
+                                  for user, chat in sorted(missing)])
+        found.update(lookup(missing))
+    return found
 
 
 def _add(sums: dict[tuple[Any, ...], dict[str, Any]], key: tuple[Any, ...],
@@ -156,7 +167,11 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
     """
     s = _statements(conn.dialect.name)
     models_seen: dict[tuple[str, str], tuple[int, Pricing | None]] = {}
-    chats_seen: dict[tuple[int, str], int] = {}
+    first_seen: dict[tuple[int, str], datetime] = {}
+    for record in records:
+        if record.chat:
+            first_seen.setdefault((record.user_id, record.chat), as_utc(record.created_at))
+    chat_ids = _chat_ids(conn, s, first_seen)
     rows: list[dict[str, Any]] = []
     prepared: list[tuple[UsageRecord, datetime, int, int | None, PricedUsage]] = []
     for record in records:
@@ -165,12 +180,7 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
         if model_key not in models_seen:
             models_seen[model_key] = _model(conn, s, record)
         model_id, pricing = models_seen[model_key]
-        chat_id = None
-        if record.chat:
-            chat_key = (record.user_id, record.chat)
-            if chat_key not in chats_seen:
-                chats_seen[chat_key] = _chat_id(conn, s, record.user_id, record.chat, created_at)
-            chat_id = chats_seen[chat_key]
+        chat_id = chat_ids[(record.user_id, record.chat)] if record.chat else None
         priced = price_usage(pricing, record.usage)
         prepared.append((record, created_at, model_id, chat_id, priced))
         rows.append({
