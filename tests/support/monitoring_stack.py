@@ -194,7 +194,7 @@ class WebhookReceiver:
 
 @dataclass(frozen=True)
 class ScrapeJob:
-    name: str
+    name: str  # several ScrapeJobs with one name are one job scraping each target
     target: str  # host:port
     metrics_path: str = "/metrics"
 
@@ -258,11 +258,18 @@ def _prometheus_config(jobs: Sequence[ScrapeJob], rules: Path, alertmanager_port
         "alerting": {"alertmanagers": [
             {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
         "scrape_configs": [
-            {"job_name": job.name, "metrics_path": job.metrics_path,
-             "static_configs": [{"targets": [job.target]}]}
-            for job in jobs
+            {"job_name": name, "metrics_path": path, "static_configs": [{"targets": targets}]}
+            for (name, path), targets in _targets_by_job(jobs).items()
         ],
     }
+
+
+def _targets_by_job(jobs: Sequence[ScrapeJob]) -> dict[tuple[str, str], list[str]]:
+    """ScrapeJobs sharing a name are one job with several targets (two limiter replicas)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for job in jobs:
+        grouped.setdefault((job.name, job.metrics_path), []).append(job.target)
+    return grouped
 
 
 @asynccontextmanager

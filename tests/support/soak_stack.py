@@ -13,17 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psycopg
 import yaml
 
-from agentmeter.alert_rules import ALERTS_DIR, write_scaled
 from ledger.engine import create_sync_engine
 from ledger.keys import create_key
 from ledger.migrate import upgrade
@@ -33,14 +31,10 @@ from ledger.settings import DatabaseSettings
 from tests.support.monitoring_stack import (
     ManagedProcess,
     MonitoringStack,
-    WebhookReceiver,
-    fast_alertmanager_config,
+    ScrapeJob,
     free_port,
-    running,
-    serve_app,
-    stop_together,
+    monitoring_stack,
 )
-from tests.support.requirements import require_binary
 from tests.support.soak_load import ANTHROPIC_MODEL, OPENAI_MODEL, Caller
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,57 +184,12 @@ async def gateway(workdir: Path, ledger_url: str, upstream_timeout: float
         await asyncio.gather(*(server.stop() for server in everything))
 
 
-def _prometheus_config(jobs: Mapping[str, Sequence[str]], rules: Path, alertmanager_port: int,
-                       interval: str) -> dict[str, Any]:
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval,
-                   "scrape_timeout": interval},
-        "rule_files": [str(rules / "*.yaml")],
-        "alerting": {"alertmanagers": [
-            {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
-        "scrape_configs": [{"job_name": name, "static_configs": [{"targets": list(targets)}]}
-                           for name, targets in jobs.items()],
-    }
-
-
 @asynccontextmanager
 async def monitoring(directory: Path, gw: Gateway, *, scale: float,
                      interval: str = "1s") -> AsyncIterator[MonitoringStack]:
     """Prometheus scraping both limiters as one job (rules scaled by `scale`), Alertmanager
     configured like the example, every receiver a webhook of the run's own."""
-    prometheus_bin = require_binary("prometheus")
-    alertmanager_bin = require_binary("prometheus-alertmanager")
-    directory.mkdir(parents=True, exist_ok=True)
-    receiver = WebhookReceiver()
-    async with AsyncExitStack() as stack:
-        runner, receiver_port = await serve_app(receiver.app())
-        stack.push_async_callback(runner.cleanup)
-        rules = directory / "rules"
-        write_scaled(rules, scale)
-        example = yaml.safe_load((ALERTS_DIR / "alertmanager.example.yml").read_text("utf-8"))
-        am_config = fast_alertmanager_config(example, f"http://127.0.0.1:{receiver_port}")
-        (directory / "alertmanager.yml").write_text(yaml.safe_dump(am_config), encoding="utf-8")
-        am_port, prom_port = free_port(), free_port()
-        jobs = {LIMITER_JOB: [s.url.removeprefix("http://") for s in gw.limiters],
-                EXPORTER_JOB: [gw.exporter.url.removeprefix("http://")]}
-        (directory / "prometheus.yml").write_text(
-            yaml.safe_dump(_prometheus_config(jobs, rules, am_port, interval)), encoding="utf-8")
-        alertmanager = await stack.enter_async_context(running(
-            "alertmanager",
-            [alertmanager_bin, f"--config.file={directory / 'alertmanager.yml'}",
-             f"--storage.path={directory / 'am-data'}",
-             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
-            directory / "alertmanager.log"))
-        prometheus = await stack.enter_async_context(running(
-            "prometheus",
-            [prometheus_bin, f"--config.file={directory / 'prometheus.yml'}",
-             f"--storage.tsdb.path={directory / 'prom-data'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            directory / "prometheus.log"))
-        am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
-        stack.push_async_callback(stop_together, prometheus, alertmanager)
-        await asyncio.gather(alertmanager.wait_ready(f"{am_url}/-/ready"),
-                             prometheus.wait_ready(f"{prom_url}/-/ready"))
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
-        yield MonitoringStack(receiver, prom_url, am_url, prometheus, alertmanager, session)
+    jobs = [*(ScrapeJob(LIMITER_JOB, s.url.removeprefix("http://")) for s in gw.limiters),
+            ScrapeJob(EXPORTER_JOB, gw.exporter.url.removeprefix("http://"))]
+    async with monitoring_stack(directory, jobs, scale=scale, interval=interval) as stack:
+        yield stack
