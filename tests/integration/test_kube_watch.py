@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,42 +13,14 @@ from exporter.kubernetes import KubernetesCollector
 from exporter.kubernetes.retry import Backoff
 from exporter.settings import KubernetesSettings
 from ledger import metric_names as names
+from tests.integration.conftest import MakeCollector
 from tests.support.fake_kube_api import (
     FakeKubeApi,
     container,
-    fake_kube_api,
     node,
     wait_until,
     workspace_pod,
 )
-
-MakeCollector = Callable[..., KubernetesCollector]
-
-
-@pytest.fixture
-def api() -> Iterator[FakeKubeApi]:
-    with fake_kube_api() as server:
-        yield server
-
-
-@pytest.fixture
-def make_collector(api: FakeKubeApi, tmp_path: Path) -> Iterator[MakeCollector]:
-    started: list[KubernetesCollector] = []
-
-    def make(**overrides: Any) -> KubernetesCollector:
-        settings = KubernetesSettings(
-            enabled=True, kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")),
-            metrics_poll_seconds=0.1, **overrides)
-        collector = KubernetesCollector(settings, backoff=Backoff(0.05, 0.2))
-        started.append(collector)
-        collector.start()
-        assert collector.wait_synced(10)
-        assert wait_until(lambda: api.open_watches == 2)
-        return collector
-
-    yield make
-    for collector in started:
-        collector.stop()
 
 
 def workspaces(collector: KubernetesCollector) -> dict[str, str]:
