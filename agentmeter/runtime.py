@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -20,7 +20,19 @@ from limiter.server import run_limiter as limiter_main
 LOGGER = logging.getLogger("agentmeter.cli")
 
 
-def _run_until_signalled(*jobs: Coroutine[Any, Any, None]) -> int:
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop the long-lived processes run on (`event_loop` in the config)."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            LOGGER.warning("uvloop is not installed; running on asyncio's default loop")
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _run_until_signalled(loop: str, *jobs: Coroutine[Any, Any, None]) -> int:
     """Run the jobs until SIGINT/SIGTERM or until one of them fails; then stop them all."""
 
     async def main() -> None:
@@ -40,7 +52,8 @@ def _run_until_signalled(*jobs: Coroutine[Any, Any, None]) -> int:
             if task is not stopper and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+        runner.run(main())
     return 0
 
 
@@ -49,14 +62,16 @@ def run_limiter(config: Config, listen: str | None) -> int:
     setup_logging(config.log_level, registry)
     host, port = parse_listen(listen or config.limiter.listen)
     LOGGER.info("limiter listening on http://%s:%d", host, port)
-    return _run_until_signalled(limiter_main(config.limiter, config.database, host, port,
+    return _run_until_signalled(config.event_loop,
+                                limiter_main(config.limiter, config.database, host, port,
                                              registry=registry))
 
 
 def run_exporter(config: Config, listen: str | None) -> int:
     registry = CollectorRegistry(auto_describe=False)
     setup_logging(config.log_level, registry)
-    return _run_until_signalled(exporter_main(config.exporter, config.database,
+    return _run_until_signalled(config.event_loop,
+                                exporter_main(config.exporter, config.database,
                                               listen=listen, registry=registry))
 
 
@@ -72,6 +87,7 @@ def run_serve(config: Config) -> int:
     print("create a key:        .venv/bin/agentmeter keys create USER   "
           "(users come from the policy file)", flush=True)
     return _run_until_signalled(
+        config.event_loop,
         limiter_main(config.limiter, config.database, host, port, registry=limiter_registry),
         exporter_main(config.exporter, config.database, registry=exporter_registry),
     )

@@ -154,15 +154,29 @@ def limit_status(conn: Connection, user_id: int, now: datetime,
     return _status_from_row(row, now)
 
 
+def check_key_statement(include_reservations: bool = False) -> Select[Any]:
+    """The statement behind `check_key`, for callers that run it on a driver connection."""
+    return _status_statement("key", include_reservations)
+
+
+def check_key_params(secret: str, now: datetime) -> dict[str, Any]:
+    return {**_status_params(now), "key_hash": hash_key(secret)}
+
+
+def check_key_result(row: Any, now: datetime) -> tuple[KeyOwner, LimitStatus] | None:
+    """`check_key`'s answer from the statement's row (None: no row, unknown or revoked key)."""
+    if row is None:
+        return None
+    status = _status_from_row(row, now)
+    return KeyOwner(user_id=row.user_id, username=row.username, key_id=row.key_id), status
+
+
 def check_key(conn: Connection, secret: str, now: datetime,
               include_reservations: bool = False) -> tuple[KeyOwner, LimitStatus] | None:
     """The key's owner and their status in one statement; None for an unknown or revoked key.
 
     This is the limiter's hot path: one round trip to the ledger per request.
     """
-    row = conn.execute(_status_statement("key", include_reservations),
-                       {**_status_params(now), "key_hash": hash_key(secret)}).first()
-    if row is None:
-        return None
-    status = _status_from_row(row, now)
-    return KeyOwner(user_id=row.user_id, username=row.username, key_id=row.key_id), status
+    row = conn.execute(check_key_statement(include_reservations),
+                       check_key_params(secret, now)).first()
+    return check_key_result(row, now)

@@ -36,6 +36,7 @@ from limiter.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
 from limiter.enforcement import Enforcer
 from limiter.metrics import LimiterMetrics
 from limiter.middleware import error_middleware, metrics_middleware
+from limiter.pg_check import KeyChecker
 from limiter.recording import DEFAULT_REPLAY_INTERVAL_SECONDS, Recorder
 from limiter.routes import setup_routes
 from limiter.settings import LimiterSettings
@@ -71,13 +72,16 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         await asyncio.to_thread(journal.open)
         app[ENGINE] = engine
         app[CATALOG] = CatalogCache(engine, database.connect_timeout_seconds, catalog_ttl_s)
-        app[ENFORCER] = Enforcer(engine, config, database, metrics)
+        key_checker = KeyChecker(database) if KeyChecker.supports(database) else None
+        app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker)
         app[RECORDER] = Recorder(engine, spool, database, replay_interval_s, journal=journal)
         try:
             yield
         finally:
             spool.close()
             journal.close()
+            if key_checker is not None:
+                await key_checker.close()
             await engine.dispose()
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:

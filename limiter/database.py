@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,7 +20,8 @@ T = TypeVar("T")
 
 # Failures that mean the ledger cannot be reached or cannot answer right now. Domain errors
 # (`ledger.errors.LedgerError`) are not among them: they are the client's problem.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, psycopg.Error, OSError,
+                                                   TimeoutError)
 
 
 async def in_transaction(engine: AsyncEngine, timeout_s: float,

@@ -12,6 +12,7 @@ without the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ from limiter.auth import Credential, FallbackIdentities, Identity, identify, unk
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
 from limiter.errors import LimitExceeded, ServiceUnavailable
 from limiter.metrics import LimiterMetrics
+from limiter.pg_check import KeyChecker
 from limiter.settings import LimiterSettings
 from limiter.timefmt import rfc3339
 
@@ -98,8 +100,11 @@ def _reason(exc: BaseException) -> str:
 
 class Enforcer:
     def __init__(self, engine: AsyncEngine, settings: LimiterSettings,
-                 database: DatabaseSettings, metrics: LimiterMetrics) -> None:
+                 database: DatabaseSettings, metrics: LimiterMetrics,
+                 key_checker: KeyChecker | None = None) -> None:
         self._engine = engine
+        # PostgreSQL: keys are checked on the driver directly (see limiter.pg_check).
+        self._key_checker = key_checker
         self._settings = settings
         self._timeout = database.connect_timeout_seconds
         # A hold writes and waits for the user's lock behind concurrent holds: give it longer.
@@ -111,14 +116,26 @@ class Enforcer:
     def strict(self) -> bool:
         return self._settings.enforcement == "strict"
 
+    async def _check(self, credential: Credential, now: datetime
+                     ) -> tuple[Identity, LimitStatus]:
+        checker = self._key_checker
+        if credential.kind != "key" or checker is None:
+            return await autocommitted(self._engine, self._timeout, check_status, credential,
+                                       now)
+        async with asyncio.timeout(self._timeout):
+            found = await checker.check(credential.value, now)
+        if found is None:
+            raise unknown_key()
+        owner, status = found
+        return Identity(owner.user_id, owner.username), status
+
     async def admit(self, credential: Credential, now: datetime) -> Admission:
         """Identify the caller and refuse (409) when spend has reached the limit.
 
         Runs before the body is read: an unknown key or a blocked user costs no upload.
         """
         try:
-            identity, status = await autocommitted(self._engine, self._timeout, check_status,
-                                                    credential, now)
+            identity, status = await self._check(credential, now)
         except DATABASE_ERRORS as exc:
             return Admission(self._fail_open(credential, exc), None)
         self.fallback.remember(credential, identity)

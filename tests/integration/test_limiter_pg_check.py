@@ -1,0 +1,77 @@
+"""The driver-level key check (limiter.pg_check) answers exactly what the ledger's check_key
+answers, and a connection that breaks under it is dropped, not reused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from ledger.engine import create_sync_engine
+from ledger.keys import revoke_keys
+from ledger.settings import DatabaseSettings
+from ledger.spend import check_key
+from limiter.pg_check import KeyChecker, libpq_url
+from tests.support.gateway import policy, seed_ledger
+
+NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+
+
+def reference(url: str, secret: str) -> object:
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        with engine.connect() as conn:
+            return check_key(conn, secret, NOW)
+    finally:
+        engine.dispose()
+
+
+async def test_same_answer_as_the_ledger_for_known_revoked_and_unknown_keys(
+        pg_url: str) -> None:
+    document = policy(users=[{"username": "alice", "limit_usd": "2.5"}, {"username": "bob"}])
+    keys = seed_ledger(pg_url, document)
+    checker = KeyChecker(DatabaseSettings(url=pg_url))
+    try:
+        found = await checker.check(keys["alice"], NOW)
+        assert found is not None
+        assert found == reference(pg_url, keys["alice"])
+        owner, status = found
+        assert (owner.username, status.limit_micros, status.spent_micros) == \
+            ("alice", 2_500_000, 0)
+        assert await checker.check(keys["bob"], NOW) == reference(pg_url, keys["bob"])
+        assert await checker.check("am-not-a-key", NOW) is None
+
+        engine = create_sync_engine(DatabaseSettings(url=pg_url))
+        try:
+            with engine.begin() as conn:
+                revoke_keys(conn, "bob")
+        finally:
+            engine.dispose()
+        assert await checker.check(keys["bob"], NOW) is None  # revoked: at once, no cache
+    finally:
+        await checker.close()
+
+
+async def test_a_connection_killed_under_the_pool_fails_one_check_and_is_replaced(
+        pg_url: str) -> None:
+    keys = seed_ledger(pg_url)
+    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
+    try:
+        assert await checker.check(keys["alice"], NOW) is not None
+        # Terminate the pooled connection's backend from another session.
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(psycopg.OperationalError):
+            await checker.check(keys["alice"], NOW)
+        found = await checker.check(keys["alice"], NOW)
+        assert found is not None and found[0].username == "alice"
+    finally:
+        await checker.close()
+
+
+def test_libpq_url_drops_the_sqlalchemy_driver_and_keeps_credentials() -> None:
+    assert libpq_url("postgresql+psycopg://u:p%40ss@db:5432/ledger?sslmode=require") == \
+        "postgresql://u:p%40ss@db:5432/ledger?sslmode=require"
+    assert libpq_url("postgres://u@db/ledger") == "postgresql://u@db/ledger"
