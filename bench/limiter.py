@@ -142,9 +142,10 @@ def serve_forward_only(port: int, upstream: str) -> None:
     from limiter.forward import forward
     from limiter.providers import provider_for_path
     from limiter.settings import ProviderSettings
+    from limiter.upstream_client import UpstreamPool
 
     settings = ProviderSettings(base_url=upstream, api_key=PROVIDER_KEY)
-    session_key = web.AppKey("session", aiohttp.ClientSession)
+    session_key = web.AppKey("session", UpstreamPool)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -155,15 +156,20 @@ def serve_forward_only(port: int, upstream: str) -> None:
         return result.response
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        async with aiohttp.ClientSession() as session:
-            app[session_key] = session
-            yield
+        pool = UpstreamPool()
+        app[session_key] = pool
+        yield
+        pool.close()
 
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
     for path in PATHS.values():
         app.router.add_post(path, handle)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # On the limiter's own event loop, so the two gateways differ only in what they do.
+    from agentmeter.runtime import event_loop_factory
+
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                loop=event_loop_factory("uvloop")())
 
 
 @dataclass

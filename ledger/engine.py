@@ -66,8 +66,15 @@ def _engine_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
     }
 
 
-def create_sync_engine(settings: DatabaseSettings) -> Engine:
-    engine = create_engine(sync_url(settings.url), **_engine_kwargs(settings))
+def create_sync_engine(settings: DatabaseSettings,
+                       statement_timeout_s: float | None = None) -> Engine:
+    """A sync engine; `statement_timeout_s` bounds each statement on PostgreSQL (a thread
+    has no event loop to time it out)."""
+    kwargs = _engine_kwargs(settings)
+    if statement_timeout_s is not None and not is_sqlite(settings.url):
+        kwargs["connect_args"]["options"] = \
+            f"-c statement_timeout={max(1, round(statement_timeout_s * 1000))}"
+    engine = create_engine(sync_url(settings.url), **kwargs)
     if is_sqlite(settings.url):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

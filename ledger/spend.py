@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Select, and_, bindparam, case, func, literal, select
+from sqlalchemy import (
+    Connection,
+    Date,
+    DateTime,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+)
 
 from ledger.keys import KeyOwner, hash_key
 from ledger.limits import GroupPolicy, LimitConfig, LimitSource, UserOverride
@@ -83,9 +94,9 @@ def _status_statement(by: str, include_reservations: bool) -> Select[Any]:
     Binds: day_start, week_start, month_start, now, and user_id or key_hash.
     """
     period = func.coalesce(limit_config.c.period, literal(Period.MONTH.value))
-    current_start = case((period == Period.DAY.value, bindparam("day_start")),
-                         (period == Period.WEEK.value, bindparam("week_start")),
-                         else_=bindparam("month_start"))
+    current_start = case((period == Period.DAY.value, bindparam("day_start", type_=Date)),
+                         (period == Period.WEEK.value, bindparam("week_start", type_=Date)),
+                         else_=bindparam("month_start", type_=Date))
     spent = (select(period_spend.c.cost_micros)
              .where(period_spend.c.user_id == users.c.id, period_spend.c.period == period,
                     period_spend.c.period_start == current_start)

@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ledger.engine import create_async_engine
+from ledger.engine import create_async_engine, create_sync_engine
 from ledger.settings import DatabaseSettings
 from limiter.app_keys import (
     CATALOG,
@@ -37,10 +36,11 @@ from limiter.enforcement import Enforcer
 from limiter.metrics import LimiterMetrics
 from limiter.middleware import error_middleware, metrics_middleware
 from limiter.pg_check import KeyChecker
-from limiter.recording import DEFAULT_REPLAY_INTERVAL_SECONDS, Recorder
+from limiter.recording import DEFAULT_REPLAY_INTERVAL_SECONDS, WRITE_TIMEOUT_FACTOR, Recorder
 from limiter.routes import setup_routes
 from limiter.settings import LimiterSettings
 from limiter.spool import Spool
+from limiter.upstream_client import UpstreamPool
 
 # Under the spool directory: the write-ahead journal of records not yet committed.
 JOURNAL_DIR = "journal"
@@ -74,10 +74,16 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         app[CATALOG] = CatalogCache(engine, database.connect_timeout_seconds, catalog_ttl_s)
         key_checker = KeyChecker(database) if KeyChecker.supports(database) else None
         app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker)
-        app[RECORDER] = Recorder(engine, spool, database, replay_interval_s, journal=journal)
+        writer_engine = create_sync_engine(
+            database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR)
+        app[RECORDER] = Recorder(engine, spool, database, replay_interval_s,
+                                 writer_engine=writer_engine, journal=journal,
+                                 linger_s=config.record_linger_seconds)
         try:
             yield
         finally:
+            await asyncio.to_thread(app[RECORDER].close)
+            writer_engine.dispose()
             spool.close()
             journal.close()
             if key_checker is not None:
@@ -85,11 +91,15 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
             await engine.dispose()
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS)
-        # trust_env=False: no proxy or netrc settings from the environment reach provider calls.
-        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-            app[SESSION] = session
+        # One pool of provider connections for every user. It keeps no cookies (a cookie a
+        # provider sets on one user's answer must not ride along on anybody's next request)
+        # and reads no proxy settings from the environment.
+        pool = UpstreamPool(limit=UPSTREAM_CONNECTIONS)
+        app[SESSION] = pool
+        try:
             yield
+        finally:
+            pool.close()
 
     async def replayer_ctx(app: web.Application) -> AsyncIterator[None]:
         """Replays the spool at start-up and then every few seconds while it is not empty."""

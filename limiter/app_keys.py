@@ -6,13 +6,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.settings import DatabaseSettings
 from limiter.settings import LimiterSettings
+from limiter.upstream_client import UpstreamPool
 
 if TYPE_CHECKING:
     from limiter.catalog_cache import CatalogCache
@@ -27,7 +27,7 @@ DATABASE = web.AppKey("database", DatabaseSettings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 ENGINE = web.AppKey("engine", AsyncEngine)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+SESSION = web.AppKey("session", UpstreamPool)
 METRICS: web.AppKey[LimiterMetrics] = web.AppKey("metrics")
 CATALOG: web.AppKey[CatalogCache] = web.AppKey("catalog")
 ENFORCER: web.AppKey[Enforcer] = web.AppKey("enforcer")

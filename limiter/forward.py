@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from ledger.tokens import TokenUsage
@@ -31,8 +30,12 @@ from limiter.errors import UpstreamError, UpstreamTimeout
 from limiter.providers.base import Provider, relayable_headers, settle_usage
 from limiter.settings import ProviderSettings
 from limiter.sse import StreamUsageParser, load_json
+from limiter.upstream_client import UpstreamConnectionError, UpstreamPool, UpstreamResponse
 
 DISCONNECT_POLL_SECONDS = 0.05
+# The provider could not be reached, or broke off before its answer was complete.
+UPSTREAM_ERRORS: tuple[type[Exception], ...] = (UpstreamConnectionError, OSError)
+STREAM_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *UPSTREAM_ERRORS)
 # Status reported when the client left before the provider answered (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
 
@@ -53,17 +56,21 @@ class ForwardResult:
     error: dict[str, Any] | None = None
 
 
-async def forward(*, session: aiohttp.ClientSession, provider: Provider,
+async def forward(*, session: UpstreamPool, provider: Provider,
                   settings: ProviderSettings, request: web.Request, body: dict[str, Any],
                   timeout_s: float, on_first_byte: Callable[[], None] | None = None,
-                  raw_body: bytes | None = None) -> ForwardResult:
+                  raw_body: bytes | None = None,
+                  before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
     """Send `body` to the provider and relay its answer to `request`'s client.
 
     `raw_body`, the bytes the client sent, is forwarded as is when the provider needs no change
     to the body (saving a re-encode of large agent contexts) and sizes the input estimate.
     `timeout_s` bounds connecting and every wait for upstream data (not a whole long stream).
     Raises UpstreamError / UpstreamTimeout when the provider fails before any byte reached the
-    client; afterwards a failure yields a partial result instead.
+    client; afterwards a failure yields a partial result instead. For a relayed stream,
+    `before_end` gets the final result once the provider's terminal event has arrived and
+    before the chunk carrying it is written (so the usage can be journaled while the client
+    does not have the whole answer yet); non-streamed answers are sent by the caller.
     """
     payload = provider.upstream_payload(body, raw_body)
     call = _UpstreamCall(
@@ -71,13 +78,13 @@ async def forward(*, session: aiohttp.ClientSession, provider: Provider,
         url=_upstream_url(settings, provider, request),
         payload=payload,
         headers=provider.upstream_headers(request.headers, settings),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s),
+        timeout_s=timeout_s,
         request_bytes=len(raw_body) if raw_body is not None else len(payload),
         provider=provider,
         on_first_byte=on_first_byte,
     )
     if provider.is_stream(body):
-        return await _relay_stream(call, request)
+        return await _relay_stream(call, request, before_end)
     return await _exchange(call)
 
 
@@ -88,22 +95,23 @@ def _upstream_url(settings: ProviderSettings, provider: Provider, request: web.R
 
 @dataclass(slots=True)
 class _UpstreamCall:
-    session: aiohttp.ClientSession
+    session: UpstreamPool
     url: str
     payload: bytes
     headers: dict[str, str]
-    timeout: aiohttp.ClientTimeout
+    timeout_s: float
     request_bytes: int
     provider: Provider
     on_first_byte: Callable[[], None] | None
 
-    async def send(self) -> aiohttp.ClientResponse:
+    async def send(self) -> UpstreamResponse:
         try:
-            return await self.session.post(self.url, data=self.payload, headers=self.headers,
-                                           timeout=self.timeout, auto_decompress=True)
+            return await self.session.post(self.url, self.payload, self.headers,
+                                           connect_timeout=self.timeout_s,
+                                           read_timeout=self.timeout_s)
         except TimeoutError as exc:
             raise self.timeout_error() from exc
-        except aiohttp.ClientError as exc:
+        except UPSTREAM_ERRORS as exc:
             raise self.unreachable_error() from exc
 
     def timeout_error(self) -> UpstreamTimeout:
@@ -112,14 +120,14 @@ class _UpstreamCall:
     def unreachable_error(self) -> UpstreamError:
         return UpstreamError(f"The {self.provider.name} provider could not be reached.")
 
-    async def read_whole(self, upstream: aiohttp.ClientResponse, started: float,
+    async def read_whole(self, upstream: UpstreamResponse, started: float,
                          first_byte: float) -> ForwardResult:
         """A complete (non-SSE) answer: success or error body, usage read from its JSON."""
         try:
             data = await upstream.read()
         except TimeoutError as exc:
             raise self.timeout_error() from exc
-        except aiohttp.ClientError as exc:
+        except UPSTREAM_ERRORS as exc:
             raise self.unreachable_error() from exc
         finally:
             upstream.release()
@@ -151,19 +159,21 @@ async def _exchange(call: _UpstreamCall) -> ForwardResult:
     return await call.read_whole(upstream, started, first_byte)
 
 
-def _is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
+def _is_event_stream(upstream: UpstreamResponse) -> bool:
     return upstream.content_type == "text/event-stream"
 
 
 class _StreamRelay:
     """State of one relayed stream, shared by the relaying task and the function awaiting it."""
 
-    __slots__ = ("call", "client_gone", "first_byte", "parser", "request", "response", "started",
-                 "status", "upstream_cut", "upstream_seconds", "whole")
+    __slots__ = ("before_end", "call", "client_gone", "first_byte", "parser", "request",
+                 "response", "started", "status", "upstream_cut", "upstream_seconds", "whole")
 
-    def __init__(self, call: _UpstreamCall, request: web.Request) -> None:
+    def __init__(self, call: _UpstreamCall, request: web.Request,
+                 before_end: Callable[[ForwardResult], None] | None) -> None:
         self.call = call
         self.request = request
+        self.before_end = before_end
         self.parser: StreamUsageParser = call.provider.stream_parser()
         self.response: web.StreamResponse | None = None
         self.status = CLIENT_CLOSED_REQUEST
@@ -196,13 +206,12 @@ class _StreamRelay:
             else:
                 upstream.close()  # stop the provider's work (and the spend) now
 
-    async def _relay(self, upstream: aiohttp.ClientResponse) -> None:
-        content = upstream.content
+    async def _relay(self, upstream: UpstreamResponse) -> None:
         parser = self.parser
         while True:
             try:
-                chunk = await content.readany()
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                chunk = await upstream.readany()
+            except STREAM_ERRORS as exc:
                 if self.response is None:
                     raise (self.call.timeout_error() if isinstance(exc, TimeoutError)
                            else self.call.unreachable_error()) from exc
@@ -210,6 +219,10 @@ class _StreamRelay:
                 break
             if not chunk:
                 break
+            # Parsed before the client gets it: when this chunk completes the answer, its
+            # usage is handed on (journaled) before the client has the whole answer.
+            parser.feed(chunk)
+            self._hand_on_if_complete()
             try:
                 response = self.response
                 if response is None:
@@ -217,10 +230,9 @@ class _StreamRelay:
                 await response.write(chunk)
             except ConnectionError:
                 self.client_gone = True
-                parser.feed(chunk)
                 return
-            parser.feed(chunk)
         parser.close()
+        self._hand_on_if_complete()  # a last event without its blank line completes here
         try:
             response = self.response
             if response is None:
@@ -230,7 +242,13 @@ class _StreamRelay:
         except ConnectionError:
             self.client_gone = not parser.complete
 
-    async def _start(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    def _hand_on_if_complete(self) -> None:
+        before_end = self.before_end
+        if before_end is not None and self.parser.complete:
+            self.before_end = None
+            before_end(self.result())
+
+    async def _start(self, upstream: UpstreamResponse) -> web.StreamResponse:
         self.first_byte = asyncio.get_running_loop().time() - self.started
         if self.call.on_first_byte is not None:
             self.call.on_first_byte()
@@ -280,8 +298,9 @@ class _ClientWatch:
         self._handle.cancel()
 
 
-async def _relay_stream(call: _UpstreamCall, request: web.Request) -> ForwardResult:
-    relay = _StreamRelay(call, request)
+async def _relay_stream(call: _UpstreamCall, request: web.Request,
+                        before_end: Callable[[ForwardResult], None] | None) -> ForwardResult:
+    relay = _StreamRelay(call, request, before_end)
     task = asyncio.get_running_loop().create_task(relay.run())
     watch = _ClientWatch(request, task)
     try:

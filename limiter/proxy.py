@@ -2,8 +2,9 @@
 
 Order matters: the limit check runs before the body is read (an unknown key or a blocked user
 costs no upload); the body is read within `max_body_bytes`; the model must be declared (unless
-`unknown_models: allow`); strict mode holds an upper bound; the answer is sent to the client
-before the usage is written, so recording adds nothing to the latency the client sees.
+`unknown_models: allow`); strict mode holds an upper bound; the usage is appended to the
+journal just before the answer's last byte goes out (one page-cache write) and committed to the
+ledger after it, so recording adds next to nothing to the latency the client sees.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from limiter.forward import ForwardResult, forward
 from limiter.providers import Provider, provider_for_path
 from limiter.request_body import parse_json_object, read_capped
 from limiter.settings import ProviderSettings
+from limiter.spool import Entry
 
 log = logging.getLogger("agentmeter.limiter")
 
@@ -156,17 +158,43 @@ def _settle(answered: asyncio.Future[web.StreamResponse],
         answered.set_result(task.result())
 
 
+def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
+    if result.usage is None:
+        return None
+    return UsageRecord(
+        id=x.record_id,
+        user_id=x.admission.identity.user_id,
+        model=x.model.name if x.model is not None else x.model_name,
+        provider=x.provider.name,
+        usage=result.usage,
+        created_at=x.arrived,
+        chat=x.chat,
+        partial=result.partial,
+        reservation_id=x.reservation_id,
+    )
+
+
 async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     request = x.request
     app = request.app
     recorder = app[RECORDER]
+    journaled: Entry | None = None
+
+    def journal(result: ForwardResult) -> None:
+        """Before the answer's last byte: a process killed after it cannot lose the record."""
+        nonlocal journaled
+        record = _usage_record(x, result)
+        if record is not None:
+            journaled = recorder.journal_now(record)
+
     assert x.body is not None and x.raw is not None
     try:
         result = await forward(session=app[SESSION], provider=x.provider, settings=x.upstream,
                                request=request, body=x.body,
                                # bytearray is sent as is by aiohttp; no copy of a large body
                                raw_body=cast(bytes, x.raw),
-                               timeout_s=app[SETTINGS].upstream_timeout_seconds)
+                               timeout_s=app[SETTINGS].upstream_timeout_seconds,
+                               before_end=journal)
     except BaseException:
         # 502/504 or the client went away before any answer: nothing was spent.
         await asyncio.shield(recorder.release(x.reservation_id))
@@ -177,6 +205,8 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     response = result.response
     if not response.prepared and not result.client_gone:
         # The provider has charged whatever happens to the client now: record regardless.
+        if journaled is None:
+            journal(result)
         with contextlib.suppress(ConnectionError):
             await response.prepare(request)
             await response.write_eof()
@@ -184,23 +214,14 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     if not x.answered.done():
         x.answered.set_result(response)
 
-    if result.usage is None:
+    record = _usage_record(x, result)
+    if record is None:
         await recorder.release(x.reservation_id)
         if result.status < 400:
             log.warning("the provider answered without usage; nothing recorded",
                         extra={"provider": x.provider.name, "model": x.model_name})
         return response
-    await recorder.record(UsageRecord(
-        id=x.record_id,
-        user_id=x.admission.identity.user_id,
-        model=x.model.name if x.model is not None else x.model_name,
-        provider=x.provider.name,
-        usage=result.usage,
-        created_at=x.arrived,
-        chat=x.chat,
-        partial=result.partial,
-        reservation_id=x.reservation_id,
-    ))
+    await recorder.record(record, journaled)
     return response
 
 

@@ -1,14 +1,15 @@
 """Recording each answered request in the ledger, or in the spool when the ledger is away.
 
 No usage record is ever lost: a record the ledger cannot take right now is fsync'ed to the
-local spool before the request is finished, and a background task replays the spool (at
-start-up and every few seconds while it is not empty). Replays are idempotent because every
-record carries the uuid generated when its request arrived.
+local spool, and a background task replays the spool (at start-up and every few seconds while
+it is not empty). Replays are idempotent because every record carries the uuid generated when
+its request arrived.
 
-A process can also die (SIGKILL, OOM) between answering a request and committing its record;
-with a slow ledger that is seconds of answers. So each record is first appended, in groups, to
-an fsync'ed journal (the `journal` spool); the journal is emptied whenever everything in it
-has reached the ledger or the spool, and a successor replays what a dead process left there.
+A process can also die (SIGKILL, OOM) between answering a request and committing its record.
+So the proxy appends each record to a journal (the `journal` spool) before the answer's last
+byte leaves (`journal`: one write to the page cache, which a killed process cannot lose); the
+ledger writer thread fsyncs it with the batch and empties it once everything in it has reached
+the ledger or the spool, and a successor replays what a dead process left there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.reservations import release
@@ -28,6 +29,7 @@ from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 from ledger.usage import UsageRecord, record_usage_batch
 from limiter.database import DATABASE_ERRORS, in_transaction
+from limiter.ledger_writer import LedgerWriter, Pending
 from limiter.spool import Entry, Spool
 
 log = logging.getLogger("agentmeter.limiter")
@@ -38,8 +40,8 @@ DEFAULT_REPLAY_INTERVAL_SECONDS = 5.0
 # A write may take longer than a read (rollups); a record that times out is spooled and its
 # replay is harmless even if the first attempt did commit.
 WRITE_TIMEOUT_FACTOR = 5
-# Records waiting while a batch is written go in the next one (group commit).
-MAX_BATCH = 256
+# How long the writer lets a small batch gather more records before committing it.
+DEFAULT_LINGER_SECONDS = 0.0
 
 
 def to_entry(record: UsageRecord) -> Entry:
@@ -78,7 +80,8 @@ def _record_all(conn: Connection, records: list[UsageRecord]) -> None:
 class Recorder:
     def __init__(self, engine: AsyncEngine, spool: Spool, database: DatabaseSettings,
                  replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
-                 journal: Spool | None = None) -> None:
+                 *, writer_engine: Engine, journal: Spool | None = None,
+                 linger_s: float = DEFAULT_LINGER_SECONDS) -> None:
         self._engine = engine
         self.spool = spool
         self.journal = journal
@@ -86,11 +89,9 @@ class Recorder:
         self._interval = replay_interval_s
         self._inflight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
-        # Handed over, not yet in the journal / in the journal, not yet in the ledger.
-        self._queue: list[tuple[UsageRecord, asyncio.Future[None]]] = []
-        self._journaled: list[tuple[UsageRecord, asyncio.Future[None], bool]] = []
-        self._journaler: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writer = LedgerWriter(writer_engine, spool, journal,
+                                    linger_s=linger_s)
+        self._writer.start()
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `work` as a task that `idle()` (and so shutdown) waits for.
@@ -103,60 +104,42 @@ class Recorder:
         task.add_done_callback(self._inflight.discard)
         return task
 
-    async def record(self, record: UsageRecord) -> None:
-        """Write the record (ledger or spool); survives the caller being cancelled.
+    def journal_now(self, record: UsageRecord) -> Entry | None:
+        """Append the record to the journal before its answer is finished (see the module doc).
 
-        Records are written by one writer task, all that are waiting in one transaction: an
-        idle gateway writes each alone, a busy one pays one commit for many answers.
+        Returns the entry to hand to `record` (None when there is no journal or the write
+        failed: the writer thread then journals it itself).
         """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, done))
-        if self._journaler is None or self._journaler.done():
-            self._journaler = self.spawn(self._journal_queued())
+        if self.journal is None:
+            return None
+        entry = to_entry(record)
+        try:
+            self.journal.append_unsynced([entry])
+        except OSError:
+            log.exception("could not write a usage record to the journal",
+                          extra={"record_id": record.id})
+            return None
+        return entry
+
+    async def record(self, record: UsageRecord, journaled: Entry | None = None) -> None:
+        """Commit the record (ledger or spool); survives the caller being cancelled.
+
+        The ledger writer thread commits all records waiting in one transaction: an idle
+        gateway writes each alone, a busy one pays one commit for many answers.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:  # runs in the writer thread
+            loop.call_soon_threadsafe(_resolve, done)
+
+        self._writer.submit(Pending(record, journaled or to_entry(record),
+                                    journaled is not None, finished))
         await asyncio.shield(done)
 
-    async def _journal_queued(self) -> None:
-        """Make waiting records durable (one fsync for all), then hand them to the writer."""
-        while self._queue:
-            batch, self._queue = self._queue, []
-            journaled = False
-            if self.journal is not None:
-                try:
-                    await asyncio.to_thread(self.journal.append_many,
-                                            [to_entry(record) for record, _ in batch])
-                    journaled = True
-                except OSError:
-                    log.exception("could not write %d usage records to the journal",
-                                  len(batch))
-            self._journaled.extend((record, done, journaled) for record, done in batch)
-            if self._writer is None or self._writer.done():
-                self._writer = self.spawn(self._write_queued())
-
-    async def _write_queued(self) -> None:
-        while self._journaled:
-            batch = self._journaled[:MAX_BATCH]
-            self._journaled = self._journaled[MAX_BATCH:]
-            records = [record for record, _, _ in batch]
-            try:
-                await in_transaction(self._engine, self._timeout, _record_all, records)
-            except DATABASE_ERRORS as exc:
-                log.warning("ledger unreachable, spooling %d usage records: %s", len(records),
-                            type(exc).__name__, extra={"record_id": records[0].id})
-                await self._spool(records)
-            except Exception:
-                # Not a database outage (a bug): keep the records rather than lose them.
-                log.exception("recording failed, spooling %d usage records", len(records))
-                await self._spool(records)
-            settled = sum(1 for _, _, journaled in batch if journaled)
-            if self.journal is not None and settled:
-                await asyncio.to_thread(self.journal.settle, settled)
-            for _, done, _ in batch:
-                if not done.done():
-                    done.set_result(None)
-
-    async def _spool(self, records: list[UsageRecord]) -> None:
-        # Not replayed at once: the loop retries every few seconds rather than on each record.
-        await asyncio.to_thread(self.spool.append_many, [to_entry(r) for r in records])
+    def close(self) -> None:
+        """Commit what was handed over, then stop the writer thread."""
+        self._writer.stop()
 
     async def release(self, reservation_id: str | None) -> None:
         """Give back a strict-mode hold for a request that ended without usage."""
@@ -219,3 +202,8 @@ class Recorder:
                               type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)

@@ -34,6 +34,10 @@ class LimiterSettings:
     max_body_bytes: int = 32 * MIB
     spool_dir: str = "./spool"
     upstream_timeout_seconds: float = 600.0
+    # How long the ledger writer lets a small batch of usage records gather more before it
+    # commits them (0: commit as soon as the writer is free). Answers are journaled first, so
+    # this only delays when other limiter processes see the spend, never loses it.
+    record_linger_seconds: float = 0.0
     # When set, X-Forwarded-User is honoured only with X-Agentmeter-Secret equal to it.
     trusted_header_secret: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)

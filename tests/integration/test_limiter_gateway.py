@@ -266,3 +266,22 @@ async def test_request_metrics(aiohttp_client: Any, sqlite_url: str, tmp_path: P
     overhead = metric(registry, "agentmeter_limiter_overhead_seconds_sum", route=route)
     total = metric(registry, "agentmeter_limiter_request_duration_seconds_sum", route=route)
     assert 0 < overhead < total
+
+
+async def test_provider_cookies_are_not_kept_for_other_users(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    """One upstream session serves every user: a cookie the provider sets for one answer
+    (load balancer or bot-protection cookies) must not ride along on anyone's next request."""
+    keys = seed_ledger(sqlite_url)
+    # By name, not by IP address: cookie jars keep no cookies for bare IP addresses.
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, f"http://localhost:{upstream.port}"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    upstream.queue(Answer(headers={"Set-Cookie": "__lb=alice-session; Path=/"}))
+    resp = await client.post("/v1/chat/completions", json=openai_request(),
+                             headers=bearer(keys["alice"]))
+    assert resp.status == 200
+    resp = await client.post("/v1/chat/completions", json=openai_request(),
+                             headers=bearer(keys["bob"]))
+    assert resp.status == 200
+    assert "Cookie" not in upstream.received[-1].headers

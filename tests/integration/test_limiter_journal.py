@@ -4,6 +4,7 @@ they were committed, and a healthy limiter keeps its journal empty."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from ledger.usage import UsageRecord
 from limiter.app import JOURNAL_DIR
 from limiter.recording import to_entry
 from limiter.spool import Spool
-from tests.support.fake_upstream import FakeUpstream, fake_upstream  # noqa: F401
+from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
 from tests.support.gateway import (
     bearer,
     gateway_app,
@@ -80,3 +81,65 @@ async def test_a_healthy_limiter_empties_its_journal(
     assert journals, "records were not journaled"
     assert all(path.stat().st_size == 0 for path in journals)
     assert not list((tmp_path / "spool").glob("*.jsonl"))  # nothing spooled: the ledger took it
+
+
+def journal_entries(tmp_path: Path) -> list[dict[str, Any]]:
+    entries = []
+    for path in sorted((tmp_path / "spool" / JOURNAL_DIR).glob("*.jsonl")):
+        entries += [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return entries
+
+
+async def test_a_stream_is_journaled_before_the_client_has_its_end(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path,
+        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+    """A SIGKILL after the client got the whole answer cannot lose its record: the record
+    reaches the journal (the page cache) before the chunk with the terminal event is relayed."""
+    keys = seed_ledger(ledger_url)
+    answer = Answer(usage=TokenUsage(input=30, output=7), pause_before_end=True)
+    fake_upstream.queue(answer)
+    # The writer lingers: whatever is in the journal now was put there by the request itself.
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake_upstream.base_url,
+                                                   record_linger_seconds=3.0),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    resp = await client.post(CHAT, json=openai_request(stream=True),
+                             headers=bearer(keys["alice"]))
+    assert resp.status == 200
+    async for line in resp.content:
+        if line.strip() == b"data: [DONE]":
+            break
+    else:
+        raise AssertionError("the stream ended without its terminal event")
+
+    # The upstream has not ended the response yet, so neither has the limiter.
+    assert not resp.content.at_eof()
+    (entry,) = journal_entries(tmp_path)
+    assert entry["usage"]["input"] == 30 and entry["usage"]["output"] == 7
+    assert entry["partial"] is False
+    assert message_count(ledger_url) == 0
+
+    answer.resume.set()
+    await resp.read()
+    await settled(app)
+    assert message_count(ledger_url) == 1
+    assert journal_entries(tmp_path) == []
+
+
+async def test_a_plain_answer_is_journaled_before_it_is_sent(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path,
+        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+    keys = seed_ledger(ledger_url)
+    fake_upstream.queue(Answer(usage=TokenUsage(input=11, output=4)))
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake_upstream.base_url,
+                                                   record_linger_seconds=3.0),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    resp = await client.post(CHAT, json=openai_request(), headers=bearer(keys["alice"]))
+    assert resp.status == 200
+    await resp.read()
+    (entry,) = journal_entries(tmp_path)
+    assert (entry["usage"]["input"], entry["usage"]["output"]) == (11, 4)
+    assert message_count(ledger_url) == 0  # the lingering writer has not committed it
+    await settled(app)
+    assert message_count(ledger_url) == 1

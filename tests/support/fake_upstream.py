@@ -44,6 +44,8 @@ class Answer:
     # Events written before waiting for `resume` (set by the test).
     pause_after: int | None = None
     resume: asyncio.Event = field(default_factory=asyncio.Event)
+    # Stream: after the last event, wait for `resume` before ending the response.
+    pause_before_end: bool = False
     # Events written before the connection is cut (no terminal event, no chunked end).
     drop_after: int | None = None
     # Events written before a provider error event, after which the stream ends cleanly.
@@ -58,6 +60,8 @@ class Answer:
     model: str | None = None
     # gzip the (non-streamed) answer when the caller accepts it.
     compress: bool = False
+    # Extra headers on a non-streamed answer (e.g. a provider's Set-Cookie).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -268,7 +272,7 @@ class FakeUpstream:
             return web.json_response(error_body(request.path, answer), status=answer.status)
         if body.get("stream") is not True:
             shape = anthropic_body if request.path == ANTHROPIC_PATH else openai_body
-            response = web.json_response(shape(answer, model))
+            response = web.json_response(shape(answer, model), headers=answer.headers)
             if answer.compress:
                 response.enable_compression(web.ContentCoding.gzip)
             return response
@@ -299,6 +303,8 @@ class FakeUpstream:
                 if answer.event_delay:
                     await asyncio.sleep(answer.event_delay)
                 await self._write(response, event, answer)
+            if answer.pause_before_end:
+                await self._wait(request, answer.resume, None)
             await response.write_eof()
         except ConnectionError:
             self.disconnected.set()

@@ -6,13 +6,13 @@ import asyncio
 import json
 import socket
 
-import aiohttp
 from aiohttp import web
 
 from limiter.errors import LimiterError
 from limiter.forward import ForwardResult, forward
 from limiter.providers import provider_for_path
 from limiter.settings import ProviderSettings
+from limiter.upstream_client import UpstreamPool
 
 OPENAI_KEY = "sk-provider-openai"
 ANTHROPIC_KEY = "sk-provider-anthropic"
@@ -62,7 +62,7 @@ class Harness:
         return await asyncio.wait_for(self.results.get(), 5)
 
     async def __aenter__(self) -> Harness:
-        self.session = aiohttp.ClientSession()
+        self.session = UpstreamPool()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.handle)
         app.router.add_post("/v1/messages", self.handle)
@@ -74,4 +74,4 @@ class Harness:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.runner.cleanup()
-        await self.session.close()
+        self.session.close()

@@ -1,0 +1,321 @@
+"""The provider client (limiter.upstream_client) against real servers on loopback, on both the
+default event loop and uvloop (what `agentmeter limiter` runs on)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvloop
+from aiohttp import web
+
+from limiter.upstream_client import UpstreamConnectionError, UpstreamPool, split_url
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+Scenario = Callable[[], Awaitable[None]]
+Runner = Callable[[Scenario], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    """Run a scenario on a fresh loop of each kind (the tests here are sync on purpose)."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def runner(scenario: Scenario) -> None:
+        with asyncio.Runner(loop_factory=factory) as loop_runner:
+            loop_runner.run(asyncio.wait_for(scenario(), 30))
+
+    return runner
+
+
+class Server:
+    """An aiohttp server that counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.peers: set[Any] = set()
+        self.release = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/json", self.json)
+        app.router.add_post("/stream", self.stream)
+        app.router.add_post("/gzip", self.gzip)
+        app.router.add_post("/big", self.big)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.2, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def close(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def _seen(self, request: web.Request) -> None:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
+
+    async def json(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        body = await request.read()
+        return web.json_response({"echo": json.loads(body), "query": request.query_string,
+                                  "host": request.host,
+                                  "headers": {k: v for k, v in request.headers.items()}})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self._seen(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await self.release.wait()
+        await response.write(b"data: second\n\n")
+        await response.write_eof()
+        return response
+
+    async def gzip(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        assert "gzip" in request.headers.get("Accept-Encoding", "")
+        return web.Response(body=gzip.compress(b'{"ok": true}' * 1000),
+                            headers={"Content-Encoding": "gzip",
+                                     "Content-Type": "application/json"})
+
+    async def big(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.Response(body=bytes(range(256)) * 8192)  # 2 MiB
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Server]:
+    s = Server()
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def raw_server(handler: Handler) -> tuple[asyncio.Server, str]:
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    return srv, f"http://127.0.0.1:{port}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    return head + await reader.readexactly(length)
+
+
+async def post(pool: UpstreamPool, url: str, body: bytes = b"{}",
+               headers: dict[str, str] | None = None, timeout: float = 5.0) -> Any:
+    return await pool.post(url, body, headers or {"Content-Type": "application/json"},
+                           connect_timeout=timeout, read_timeout=timeout)
+
+
+def test_answers_come_back_and_keep_alive_connections_are_reused(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool()
+            for n in range(3):
+                response = await post(pool, f"{server.url}/json?n={n}",
+                                      json.dumps({"n": n}).encode(),
+                                      {"Content-Type": "application/json", "X-Trace": "t"})
+                assert response.status == 200
+                answer = json.loads(await response.read())
+                response.release()
+                assert answer["echo"] == {"n": n} and answer["query"] == f"n={n}"
+                assert answer["headers"]["X-Trace"] == "t"
+                assert answer["host"] == server.url.removeprefix("http://")
+            assert len(server.peers) == 1
+            pool.close()
+
+    run(scenario)
+
+
+def test_a_stream_is_handed_over_as_it_arrives(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool()
+            response = await post(pool, f"{server.url}/stream")
+            assert response.content_type == "text/event-stream"
+            assert await response.readany() == b"data: first\n\n"  # while the server still waits
+            server.release.set()
+            assert await response.read() == b"data: second\n\n"
+            response.release()
+            pool.close()
+
+    run(scenario)
+
+
+def test_gzip_answers_are_decompressed(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool()
+            response = await post(pool, f"{server.url}/gzip")
+            assert await response.read() == b'{"ok": true}' * 1000
+            response.release()
+            pool.close()
+
+    run(scenario)
+
+
+def test_an_unread_large_answer_pauses_reading_and_arrives_whole(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool()
+            response = await post(pool, f"{server.url}/big")
+            await asyncio.sleep(0.2)  # the server has sent all it can; the client stopped reading
+            assert await response.read() == bytes(range(256)) * 8192
+            response.release()
+            pool.close()
+
+    run(scenario)
+
+
+def test_a_body_without_length_ends_with_the_connection(run: Runner) -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                         b"all of it")
+            await writer.drain()
+            writer.close()
+
+        srv, url = await raw_server(handler)
+        pool = UpstreamPool()
+        response = await post(pool, url)
+        assert await response.read() == b"all of it"
+        response.release()
+        assert pool.open_connections == 0
+        srv.close()
+        await srv.wait_closed()
+
+    run(scenario)
+
+
+def test_a_connection_the_server_closed_is_not_reused(run: Runner) -> None:
+    async def scenario() -> None:
+        connections = 0
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await read_request(reader)
+            # Claims keep-alive, then hangs up (what a server's idle timeout does).
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        srv, url = await raw_server(handler)
+        pool = UpstreamPool()
+        for _ in range(2):
+            response = await post(pool, url)
+            assert await response.read() == b"ok"
+            response.release()
+            await asyncio.sleep(0.05)  # the close reaches the client
+        assert connections == 2
+        srv.close()
+
+    run(scenario)
+
+
+def test_refused_cut_malformed_and_silent_servers_fail_clearly(run: Runner) -> None:
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        srv, url = await raw_server(lambda r, w: asyncio.sleep(0))
+        srv.close()
+        await srv.wait_closed()
+        with pytest.raises(OSError):
+            await post(pool, url)  # refused
+
+        async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+            await writer.drain()
+            writer.close()
+
+        srv, url = await raw_server(cut)
+        response = await post(pool, url)
+        assert await response.readany() == b"only part"
+        with pytest.raises(UpstreamConnectionError):
+            await response.readany()
+        response.close()
+        srv.close()
+
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"SMTP ready\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        srv, url = await raw_server(garbage)
+        with pytest.raises(UpstreamConnectionError):
+            await post(pool, url)
+        srv.close()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await reader.read()  # until the client gives up and closes
+            writer.close()
+
+        srv, url = await raw_server(silent)
+        with pytest.raises(TimeoutError):
+            await post(pool, url, timeout=0.2)
+        assert pool.open_connections == 0
+        srv.close()
+        await srv.wait_closed()
+
+    run(scenario)
+
+
+def test_connection_limit_makes_callers_wait(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool(limit=1)
+            first = await post(pool, f"{server.url}/stream")
+            second = asyncio.ensure_future(post(pool, f"{server.url}/json"))
+            await asyncio.sleep(0.1)
+            assert not second.done()  # the one connection is busy with the stream
+            server.release.set()
+            await first.read()
+            first.close()  # not reused: the second caller gets a fresh connection
+            response = await asyncio.wait_for(second, 5)
+            assert response.status == 200
+            await response.read()
+            response.release()
+            pool.close()
+
+    run(scenario)
+
+
+def test_header_injection_is_refused_before_anything_is_sent(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool()
+            with pytest.raises(ValueError, match="line break"):
+                await post(pool, f"{server.url}/json", headers={"X-Bad": "a\r\nHost: evil"})
+            assert server.peers == set()
+            pool.close()
+
+    run(scenario)
+
+
+def test_split_url() -> None:
+    origin, target = split_url("https://api.example.com/v1/messages?beta=true")
+    assert (origin.scheme, origin.host, origin.port, target) == \
+        ("https", "api.example.com", 443, "/v1/messages?beta=true")
+    assert origin.host_header == "api.example.com"
+    origin, _ = split_url("http://[::1]:8080/v1")
+    assert origin.host_header == "[::1]:8080"
+    with pytest.raises(ValueError):
+        split_url("ftp://example.com/")
