@@ -4,7 +4,9 @@ Two ledgers with the same users and models (10,000 users, 50 models, 3 models pe
 and 10M and 1M messages. For each, the exporter runs as its own process, exactly as
 `agentmeter exporter` serves, and is scraped over HTTP the way Prometheus does (OpenMetrics
 Accept header, gzip); the figures are the scrape's wall time and the process's resident memory.
-A scrape reads rollups only, so the 10M ledger must scrape within 1.2x of the 1M one.
+A scrape reads rollups only, so the 10M ledger must scrape within 1.2x of the 1M one. Both
+exporters run at once and are scraped in turn, so load from elsewhere on the machine falls on
+both alike.
 
     python -m bench.exporter [--admin-url postgresql://postgres@127.0.0.1:5432/test] [--reseed]
 
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -46,26 +49,38 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-async def _scrape_all(url: str, scrapes: int) -> tuple[list[float], int, int, bool]:
-    timings: list[float] = []
-    wire = plain = 0
-    healthy = True
+@dataclass
+class _Scrapes:
+    """What the scrapes of one exporter saw."""
+
+    timings: list[float] = field(default_factory=list)
+    wire: int = 0
+    plain: int = 0
+    healthy: bool = True
+
+
+async def _scrape_alternately(urls: list[str], scrapes: int) -> list[_Scrapes]:
+    """Scrape each URL in turn, round after round, so a change in the machine's load (it is
+    shared) falls on every exporter alike and their ratio stays meaningful."""
+    seen = [_Scrapes() for _ in urls]
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=True) as session:
         for i in range(scrapes + 1):
-            started = time.perf_counter()
-            async with session.get(url, headers={"Accept": PROMETHEUS_ACCEPT,
-                                                 "Accept-Encoding": "gzip"}) as response:
-                body = await response.read()
-                elapsed = time.perf_counter() - started
-                wire = int(response.headers.get("Content-Length", 0)) or wire
-            if response.status != 200:
-                raise RuntimeError(f"scrape answered {response.status}")
-            healthy = healthy and b'agentmeter_collector_success{collector="ledger"} 1' in body
-            plain = len(body)
-            if i:  # the first scrape warms the connection pool and the caches
-                timings.append(elapsed)
-    return timings, wire, plain, healthy
+            for url, record in zip(urls, seen, strict=True):
+                started = time.perf_counter()
+                async with session.get(url, headers={"Accept": PROMETHEUS_ACCEPT,
+                                                     "Accept-Encoding": "gzip"}) as response:
+                    body = await response.read()
+                    elapsed = time.perf_counter() - started
+                    record.wire = int(response.headers.get("Content-Length", 0)) or record.wire
+                if response.status != 200:
+                    raise RuntimeError(f"scrape answered {response.status}")
+                record.healthy = record.healthy and \
+                    b'agentmeter_collector_success{collector="ledger"} 1' in body
+                record.plain = len(body)
+                if i:  # the first round warms the connection pools and the caches
+                    record.timings.append(elapsed)
+    return seen
 
 
 def _wait_listening(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -86,28 +101,44 @@ async def _probe(url: str) -> None:
         await response.read()
 
 
-def measure(url: str, scrapes: int, port: int) -> dict[str, float]:
-    """Run the exporter in its own process against `url` and scrape it."""
-    process = subprocess.Popen(
+def _start(url: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [sys.executable, "-m", "bench.exporter", "--serve", url, "--port", str(port)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_listening(f"{base}/healthz", process)
-        timings, wire, plain, healthy = asyncio.run(_scrape_all(f"{base}/metrics", scrapes))
-        rss, peak = _rss_mb(process.pid)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def measure(urls: list[str], scrapes: int) -> list[dict[str, float]]:
+    """Run one exporter process per ledger URL, all at once, and scrape them in turn."""
+    processes: list[tuple[subprocess.Popen[bytes], str]] = []
+    try:
+        for url in urls:
+            port = _free_port()
+            processes.append((_start(url, port), f"http://127.0.0.1:{port}"))
+        for process, base in processes:
+            _wait_listening(f"{base}/healthz", process)
+        seen = asyncio.run(_scrape_alternately([f"{base}/metrics" for _, base in processes],
+                                               scrapes))
+        memory = [_rss_mb(process.pid) for process, _ in processes]
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    ordered = sorted(timings)
-    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
-    return {"p50": statistics.median(timings), "p90": p90,
-            "max": max(timings), "rss_mb": rss, "peak_rss_mb": peak,
-            "wire_mb": wire / 1e6, "body_mb": plain / 1e6, "healthy": float(healthy)}
+        for process, _ in processes:
+            _stop(process)
+    results = []
+    for record, (rss, peak) in zip(seen, memory, strict=True):
+        ordered = sorted(record.timings)
+        p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+        results.append({"p50": statistics.median(ordered), "p90": p90, "max": ordered[-1],
+                        "rss_mb": rss, "peak_rss_mb": peak, "wire_mb": record.wire / 1e6,
+                        "body_mb": record.plain / 1e6, "healthy": float(record.healthy)})
+    return results
 
 
 def serve(url: str, port: int) -> None:
@@ -135,7 +166,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=10_000_000)
     parser.add_argument("--small-messages", type=int, default=1_000_000)
-    parser.add_argument("--scrapes", type=int, default=10)
+    parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -144,13 +175,12 @@ def main() -> None:
         serve(args.serve, args.port)
         return
 
-    results = {}
-    for name, messages in ((f"am_bench_{args.messages // 1_000_000}m", args.messages),
-                           (f"am_bench_{args.small_messages // 1_000_000}m",
-                            args.small_messages)):
-        url = ensure_ledger(args.admin_url, name, messages, args.users, args.reseed)
-        figures = measure(url, args.scrapes, _free_port())
-        results[messages] = figures
+    sizes = {f"am_bench_{args.messages // 1_000_000}m": args.messages,
+             f"am_bench_{args.small_messages // 1_000_000}m": args.small_messages}
+    urls = [ensure_ledger(args.admin_url, name, messages, args.users, args.reseed)
+            for name, messages in sizes.items()]
+    results = dict(zip(sizes.values(), measure(urls, args.scrapes), strict=True))
+    for messages, figures in results.items():
         print(f"{messages:>12,} messages: scrape p50 {figures['p50']:.3f}s "
               f"p90 {figures['p90']:.3f}s max {figures['max']:.3f}s | "
               f"RSS {figures['rss_mb']:.0f} MB (peak {figures['peak_rss_mb']:.0f} MB) | "

@@ -11,7 +11,7 @@ either way. Negotiation itself (`Accept`) is prometheus-client's `choose_encoder
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
@@ -21,6 +21,7 @@ from exporter.row_family import RowFamily, escape_label_value, format_value
 
 OPENMETRICS = "application/openmetrics-text"
 EOF_LINE = "# EOF\n"
+_EOF_BYTES = EOF_LINE.encode("ascii")
 
 _SIMPLE_TYPES = frozenset({"gauge", "counter"})
 
@@ -75,19 +76,29 @@ def _simple_family(family: Metric, openmetrics: bool) -> str | None:
     return _header(family, openmetrics) + "".join(lines)
 
 
-def render(registry: Collector, accept: str) -> tuple[bytes, str]:
-    """The exposition and its content type for an `Accept` header."""
+def render_chunks(registry: Collector, accept: str) -> tuple[Iterator[bytes], str]:
+    """The exposition for an `Accept` header as it is written, one family per chunk (the
+    registry is collected as the chunks are read), and its content type."""
     encoder, content_type = choose_encoder(accept)
-    openmetrics = content_type.startswith(OPENMETRICS)
-    fallback: Callable[[Collector], bytes] = encoder
-    parts: list[str] = []
+    return _chunks(registry, encoder, content_type.startswith(OPENMETRICS)), content_type
+
+
+def _chunks(registry: Collector, fallback: Callable[[Collector], bytes], openmetrics: bool
+            ) -> Iterator[bytes]:
     for family in registry.collect():
         text = _simple_family(family, openmetrics)
         if text is None:
-            text = fallback(_One(family)).decode("utf-8")
-            if openmetrics and text.endswith(EOF_LINE):
-                text = text[: -len(EOF_LINE)]
-        parts.append(text)
+            encoded = fallback(_One(family))
+            if openmetrics and encoded.endswith(_EOF_BYTES):
+                encoded = encoded[: -len(_EOF_BYTES)]
+            yield encoded
+        else:
+            yield text.encode("utf-8")
     if openmetrics:
-        parts.append(EOF_LINE)
-    return "".join(parts).encode("utf-8"), content_type
+        yield _EOF_BYTES
+
+
+def render(registry: Collector, accept: str) -> tuple[bytes, str]:
+    """The exposition and its content type for an `Accept` header."""
+    chunks, content_type = render_chunks(registry, accept)
+    return b"".join(chunks), content_type

@@ -3,7 +3,9 @@
 Every scrape reads the ledger's rollups (`ledger.totals`, `ledger.catalog`) in one read-only
 transaction — O(users x models) rows, never the messages — and builds fresh metric families.
 The lifetime counters come from the ledger's per-(user, model) totals, so they keep rising across
-exporter restarts and never double-count.
+exporter restarts and never double-count. The only thing kept from one scrape to the next is the
+rendered label text of the rows it exported (`LabelCaches`): values always come from the ledger,
+and a scrape escapes only the users and models that are new since the last one.
 
 Per-user series exist only for users with an effective limit or with spend in the last
 `active_window_days`, at most `max_users` of them (the highest current spend first);
@@ -39,12 +41,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
-from operator import attrgetter
+from operator import itemgetter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Connection, Engine
 
-from exporter.row_family import LabelRows, RowFamily
+from exporter.row_family import LabelCache, LabelRows, RowFamily
 from exporter.settings import ExporterSettings
 from ledger import metric_names as names
 from ledger.catalog import (
@@ -62,19 +64,21 @@ from ledger.money import MICROS_PER_USD
 from ledger.periods import as_utc, period_bounds
 from ledger.tokens import TOKEN_KINDS
 from ledger.totals import (
+    LIFETIME_TOKENS,
     LifetimeTotal,
     UserSnapshot,
     chats_per_user,
     lifetime_totals,
+    model_names,
     user_snapshots,
 )
 
 Clock = Callable[[], datetime]
 
 COLLECTOR_NAME = "ledger"
-# TokenUsage field names are the token_type label values.
+# The token_type label values, in the order of a LifetimeTotal's token counts.
 KIND_NAMES = tuple(kind.value for kind in TOKEN_KINDS)
-_token_counts = attrgetter(*KIND_NAMES)
+_token_counts = itemgetter(LIFETIME_TOKENS)
 
 
 def _utc_now() -> datetime:
@@ -87,14 +91,19 @@ def _usd(micros: int) -> float:
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """What one scrape read from the ledger, already cut to the exported users."""
+    """What one scrape read from the ledger, already cut to the exported users.
+
+    `lifetime[i]` is the (user, model) named by `lifetime_labels[i]`; `chats` is per exported
+    user, in `users` order.
+    """
 
     config: LimitConfig
     period_end: datetime
     users: list[UserSnapshot]
     dropped_users: int
     lifetime: list[LifetimeTotal]
-    chats: dict[str, int]
+    lifetime_labels: list[tuple[str, str]]
+    chats: list[int]
     models: list[Model]
     without_pricing: list[ModelPricingGap]
     gaps: list[ModelPricingGap]
@@ -108,8 +117,9 @@ def read_snapshot(conn: Connection, now: datetime, *, active_since: date,
     # Sorted by current spend, highest first: the cap keeps the users that matter most.
     candidates = user_snapshots(conn, now, active_since, config)
     kept = candidates[:max_users]
-    exported = {snapshot.username for snapshot in kept}
-    lifetime = [row for row in lifetime_totals(conn) if row.username in exported]
+    exported = {user.user_id: user.username for user in kept}
+    model_name = model_names(conn)
+    lifetime = [row for row in lifetime_totals(conn) if row.user_id in exported]
     chats = chats_per_user(conn)
     return LedgerSnapshot(
         config=config,
@@ -117,7 +127,8 @@ def read_snapshot(conn: Connection, now: datetime, *, active_since: date,
         users=kept,
         dropped_users=len(candidates) - len(kept),
         lifetime=lifetime,
-        chats={username: chats.get(username, 0) for username in exported},
+        lifetime_labels=[(exported[row.user_id], model_name[row.model_id]) for row in lifetime],
+        chats=[chats.get(user.user_id, 0) for user in kept],
         models=enabled_models(conn),
         without_pricing=models_without_pricing(conn),
         gaps=pricing_gaps(conn),
@@ -125,43 +136,52 @@ def read_snapshot(conn: Connection, now: datetime, *, active_since: date,
     )
 
 
-def _user_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+class LabelCaches:
+    """The collector's rendered label sets, kept between scrapes (see `LabelCache`)."""
+
+    def __init__(self) -> None:
+        self.user = LabelCache(["user"])
+        self.user_name = LabelCache(["user", "name"])
+        self.user_source = LabelCache(["user", "source"])
+        self.user_model = LabelCache(["user", "model"])
+
+
+def _user_families(snapshot: LedgerSnapshot, labels: LabelCaches) -> Iterator[Metric]:
     users = snapshot.users
-    user_rows = LabelRows(["user"], [(user.username,) for user in users])
+    user_rows = labels.user.label_rows([(user.username,) for user in users])
     yield RowFamily(names.USER_INFO, "A ledger user and their display name (always 1).", "gauge",
-                    LabelRows(["user", "name"], [(user.username, user.name) for user in users]),
+                    labels.user_name.label_rows([(user.username, user.name) for user in users]),
                     [1] * len(users))
     yield RowFamily(names.USER_SPEND_USD,
                     "Priced spend of the user in the current limit period, in USD.", "gauge",
-                    user_rows, [_usd(user.status.spent_micros) for user in users])
-    limited = [user for user in users if user.status.limit_micros is not None]
+                    user_rows, [user.spent_micros / MICROS_PER_USD for user in users])
+    limited = [(user, text) for user, text in zip(users, user_rows.rendered, strict=True)
+               if user.limit_micros is not None]
     yield RowFamily(names.USER_LIMIT_USD,
                     "Effective spend limit of the user in USD and where it comes from "
                     "(absent when the user has no limit).", "gauge",
-                    LabelRows(["user", "source"], [(user.username, user.status.limit_source.value)
-                                                   for user in limited]),
-                    [_usd(user.status.limit_micros or 0) for user in limited])
+                    labels.user_source.label_rows([(user.username, user.limit_source.value)
+                                                   for user, _ in limited]),
+                    [(user.limit_micros or 0) / MICROS_PER_USD for user, _ in limited])
     yield RowFamily(names.USER_LIMIT_UTILIZATION_RATIO,
                     "Spend in the current period divided by the effective limit.", "gauge",
-                    LabelRows(["user"], [(user.username,) for user in limited]),
-                    [user.status.spent_micros / (user.status.limit_micros or 1)
-                     for user in limited])
+                    LabelRows(["user"], [(user.username,) for user, _ in limited],
+                              rendered=[text for _, text in limited]),
+                    [user.spent_micros / (user.limit_micros or 1) for user, _ in limited])
+    yield RowFamily(names.CHATS, "Chats (distinct X-Chat-ID) the user has started.", "counter",
+                    user_rows, snapshot.chats)
 
 
-def _lifetime_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
+def _lifetime_families(snapshot: LedgerSnapshot, labels: LabelCaches) -> Iterator[Metric]:
     lifetime = snapshot.lifetime
-    user_model = LabelRows(["user", "model"], [(row.username, row.model) for row in lifetime])
+    user_model = labels.user_model.label_rows(snapshot.lifetime_labels)
     yield RowFamily(names.SPEND_USD, "Priced spend since the ledger began, in USD.", "counter",
-                    user_model, [_usd(row.cost_micros) for row in lifetime])
+                    user_model, [row.cost_micros / MICROS_PER_USD for row in lifetime])
     yield RowFamily(names.TOKENS, "Tokens used, by kind (output includes reasoning).", "counter",
                     user_model.expand("token_type", KIND_NAMES),
-                    list(chain.from_iterable(_token_counts(row.tokens) for row in lifetime)))
+                    list(chain.from_iterable(map(_token_counts, lifetime))))
     yield RowFamily(names.MESSAGES, "Answered requests (assistant turns).", "counter",
                     user_model, [row.messages for row in lifetime])
-    chats = sorted(snapshot.chats.items())
-    yield RowFamily(names.CHATS, "Chats (distinct X-Chat-ID) the user has started.", "counter",
-                    LabelRows(["user"], [(username,) for username, _ in chats]),
-                    [count for _, count in chats])
 
 
 def _limits_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
@@ -218,9 +238,12 @@ def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
     yield from (messages, tokens)
 
 
-def build_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
-    yield from _user_families(snapshot)
-    yield from _lifetime_families(snapshot)
+def build_families(snapshot: LedgerSnapshot, labels: LabelCaches | None = None
+                   ) -> Iterator[Metric]:
+    """The ledger's families; `labels` carries rendered label sets over from earlier scrapes."""
+    labels = labels if labels is not None else LabelCaches()
+    yield from _user_families(snapshot, labels)
+    yield from _lifetime_families(snapshot, labels)
     yield from _limits_families(snapshot)
     yield from _pricing_families(snapshot)
     dropped = GaugeMetricFamily(names.SERIES_DROPPED,
@@ -243,6 +266,12 @@ class LedgerCollector:
         self._engine = engine
         self._settings = settings
         self._clock = clock or _utc_now
+        self._labels = LabelCaches()
+
+    @property
+    def labels(self) -> LabelCaches:
+        """Label sets rendered at the last scrape, kept for the next (exactly its rows)."""
+        return self._labels
 
     def snapshot(self) -> LedgerSnapshot:
         now = as_utc(self._clock())
@@ -259,5 +288,5 @@ class LedgerCollector:
     def collect(self) -> Iterator[Metric]:
         # Read everything before yielding: a database error must fail the whole collector,
         # not leave half of its families in the exposition.
-        families = list(build_families(self.snapshot()))
+        families = list(build_families(self.snapshot(), self._labels))
         yield from families

@@ -19,6 +19,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import build_registry
+from exporter.exposition import render
+from exporter.ledger_collector import LedgerCollector
 from exporter.settings import ExporterSettings
 from ledger import metric_names
 from ledger.engine import create_sync_engine
@@ -243,3 +245,55 @@ def test_odd_usernames_give_a_valid_exposition(ledger_url: str, scrape) -> None:
             assert spend[name] == (1000 + i) * 3 / 1_000_000
         tokens = families["agentmeter_tokens"].samples
         assert {s.labels["user"] for s in tokens} >= set(ODD_USERNAMES)
+
+
+def test_label_sets_kept_between_scrapes_follow_the_ledger(ledger_url: str) -> None:
+    """The collector keeps rendered label sets from one scrape to the next; a user who joins is
+    escaped and shown, one who leaves the export is forgotten, and values never come from it."""
+    expected = seed(ledger_url, POLICY.replace("enabled: true", "enabled: false", 1))
+    moments = [NOW]
+    engine = create_sync_engine(DatabaseSettings(url=ledger_url))
+    collector = LedgerCollector(engine, ExporterSettings(active_window_days=30),
+                                clock=lambda: moments[-1])
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        body, _ = render(registry, "")
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(body.decode("utf-8")) for s in f.samples}
+
+    def exported_users(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> set[str]:
+        return {dict(labels)["user"] for name, labels in samples
+                if name == "agentmeter_user_spend_usd"}
+
+    try:
+        first = scrape()
+        # Limits are off: only the users with recent traffic, each with their own models.
+        assert exported_users(first) == {"alice", "bob", "carol"}
+        assert len(collector.labels.user) == 3
+        assert len(collector.labels.user_model) == len(expected.spend) == 5
+
+        record(ledger_url, [('new"comer', "gpt-5", TokenUsage(input=8), NOW, "n-1")], expected)
+        second = scrape()
+        assert exported_users(second) == {"alice", "bob", "carol", 'new"comer'}
+        for (user, model), micros in expected.spend.items():
+            assert value(second, "agentmeter_spend_usd_total", user=user, model=model) == \
+                micros / 1_000_000
+            assert value(second, "agentmeter_tokens_total", user=user, model=model,
+                         token_type="input") == expected.tokens[user, model, "input"]
+        assert value(second, "agentmeter_chats_total", user='new"comer') == 1.0
+        assert value(second, "agentmeter_chats_total", user="alice") == 2.0
+
+        # Forty days on nobody is active: nothing exported and nothing kept.
+        moments.append(NOW + timedelta(days=40))
+        later = scrape()
+        assert exported_users(later) == set()
+        assert not any(name == "agentmeter_spend_usd_total" for name, _ in later)
+        assert len(collector.labels.user) == len(collector.labels.user_model) == 0
+        assert len(collector.labels.user_name) == 0
+
+        moments.append(NOW)
+        assert scrape() == second
+    finally:
+        engine.dispose()
