@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import functools
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 
@@ -21,9 +22,14 @@ def as_utc(moment: datetime) -> datetime:
 
 def period_bounds(period: Period | str, now: datetime) -> tuple[datetime, datetime]:
     """[start, end) of the period containing `now`; `end` is when the limit resets."""
-    now = as_utc(now)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    match Period(period):
+    return _bounds_on(Period(period), as_utc(now).date())
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds_on(period: Period, day: date) -> tuple[datetime, datetime]:
+    # Cached per day: every limit check asks for the same few bounds all day long.
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    match period:
         case Period.DAY:
             return midnight, midnight + timedelta(days=1)
         case Period.WEEK:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -136,10 +136,15 @@ def _status_statement(by: str, include_reservations: bool) -> Select[Any]:
 
 def _status_params(now: datetime) -> dict[str, Any]:
     now = as_utc(now)
-    params: dict[str, Any] = {f"{p.value}_start": period_bounds(p, now)[0].date()
-                              for p in Period}
-    params["now"] = now
-    return params
+    return {**_period_starts(now.date()), "now": now}
+
+
+@functools.lru_cache(maxsize=8)
+def _period_starts(day: date) -> dict[str, date]:
+    # Shared, never mutated: callers copy it into their own parameter dict.
+    return {f"{p.value}_start": period_bounds(p, datetime(day.year, day.month, day.day,
+                                                             tzinfo=UTC))[0].date()
+            for p in Period}
 
 
 def _status_from_row(row: Any, now: datetime) -> LimitStatus:

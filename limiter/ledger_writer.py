@@ -37,14 +37,19 @@ class Pending:
     entry: Entry
     # Already appended to the journal (unsynced) before the answer's last byte was sent.
     journaled: bool
-    # Called from the writer thread once the record is in the ledger or the spool.
-    done: Callable[[], None]
+    # Whatever the submitter needs to learn that this record is safe (see `on_written`).
+    token: object = None
 
 
 class LedgerWriter:
+    """`on_written(batch)` is called from the writer thread once per batch, when every record
+    of it is in the ledger or the spool (one wake-up of the event loop per batch)."""
+
     def __init__(self, engine: Engine, spool: Spool, journal: Spool | None,
-                 linger_s: float = 0.0, max_batch: int = MAX_BATCH) -> None:
+                 on_written: Callable[[list[Pending]], None], linger_s: float = 0.0,
+                 max_batch: int = MAX_BATCH) -> None:
         self._engine = engine
+        self._on_written = on_written
         self._spool = spool
         self._journal = journal
         self._linger = linger_s
@@ -61,7 +66,10 @@ class LedgerWriter:
     def submit(self, pending: Pending) -> None:
         with self._wakeup:
             self._queue.append(pending)
-            self._wakeup.notify()
+            # Wake the writer only when it waits for work or a batch is full; a lingering
+            # writer is not woken (and made to fight for the GIL) for every record.
+            if len(self._queue) == 1 or len(self._queue) >= self._max_batch:
+                self._wakeup.notify()
 
     def stop(self, timeout_s: float | None = None) -> None:
         """Write everything submitted so far, then end the thread."""
@@ -93,8 +101,7 @@ class LedgerWriter:
                 self._write(batch)
             except Exception:  # never let the thread die with records in hand
                 log.exception("the ledger writer failed on %d usage records", len(batch))
-            for pending in batch:
-                pending.done()
+            self._on_written(batch)
 
     def _write(self, batch: list[Pending]) -> None:
         in_journal = self._make_durable(batch)

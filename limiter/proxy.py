@@ -228,9 +228,9 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
 def _observe_upstream(request: web.Request, provider: Provider, result: ForwardResult) -> None:
     metrics = request.app[METRICS]
     request[UPSTREAM_SECONDS] = result.upstream_seconds
-    metrics.upstream_duration.labels(provider=provider.name).observe(result.upstream_seconds)
+    metrics.upstream_duration.labels(provider.name).observe(result.upstream_seconds)
     if result.first_byte_seconds is not None:
-        metrics.time_to_first_token.labels(provider=provider.name).observe(
+        metrics.time_to_first_token.labels(provider.name).observe(
             result.first_byte_seconds)
 
 

@@ -89,7 +89,8 @@ class Recorder:
         self._interval = replay_interval_s
         self._inflight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
-        self._writer = LedgerWriter(writer_engine, spool, journal,
+        self._loop = asyncio.get_running_loop()
+        self._writer = LedgerWriter(writer_engine, spool, journal, self._written,
                                     linger_s=linger_s)
         self._writer.start()
 
@@ -127,15 +128,14 @@ class Recorder:
         The ledger writer thread commits all records waiting in one transaction: an idle
         gateway writes each alone, a busy one pays one commit for many answers.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def finished() -> None:  # runs in the writer thread
-            loop.call_soon_threadsafe(_resolve, done)
-
+        done: asyncio.Future[None] = self._loop.create_future()
         self._writer.submit(Pending(record, journaled or to_entry(record),
-                                    journaled is not None, finished))
+                                    journaled is not None, done))
         await asyncio.shield(done)
+
+    def _written(self, batch: list[Pending]) -> None:
+        """From the writer thread: wake the event loop once for the whole batch."""
+        self._loop.call_soon_threadsafe(_resolve, [pending.token for pending in batch])
 
     def close(self) -> None:
         """Commit what was handed over, then stop the writer thread."""
@@ -204,6 +204,7 @@ class Recorder:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
 
 
-def _resolve(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
+def _resolve(futures: list[Any]) -> None:
+    for done in futures:
+        if isinstance(done, asyncio.Future) and not done.done():
+            done.set_result(None)

@@ -15,6 +15,7 @@ not keep them anyway), proxies from the environment, HTTP/2 and `Expect: 100-con
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import zlib
 from collections import deque
@@ -51,6 +52,7 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+@functools.lru_cache(maxsize=256)
 def split_url(url: str) -> tuple[Origin, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
