@@ -35,9 +35,10 @@ class LimiterSettings:
     spool_dir: str = "./spool"
     upstream_timeout_seconds: float = 600.0
     # How long the ledger writer lets a small batch of usage records gather more before it
-    # commits them (0: commit as soon as the writer is free). Answers are journaled first, so
-    # this only delays when other limiter processes see the spend, never loses it.
-    record_linger_seconds: float = 0.0
+    # commits them (0: commit as soon as the writer is free). A one-record commit costs ~1 ms
+    # of CPU, a record in a batch of 16 ~0.2 ms. Answers are journaled first, so this only
+    # delays by that much when limit checks (of every process) see the spend; it loses nothing.
+    record_linger_seconds: float = 0.02
     # When set, X-Forwarded-User is honoured only with X-Agentmeter-Secret equal to it.
     trusted_header_secret: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
