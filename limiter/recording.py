@@ -40,8 +40,6 @@ DEFAULT_REPLAY_INTERVAL_SECONDS = 5.0
 # A write may take longer than a read (rollups); a record that times out is spooled and its
 # replay is harmless even if the first attempt did commit.
 WRITE_TIMEOUT_FACTOR = 5
-# How long the writer lets a small batch gather more records before committing it.
-DEFAULT_LINGER_SECONDS = 0.0
 
 
 def to_entry(record: UsageRecord) -> Entry:
@@ -80,8 +78,8 @@ def _record_all(conn: Connection, records: list[UsageRecord]) -> None:
 class Recorder:
     def __init__(self, engine: AsyncEngine, spool: Spool, database: DatabaseSettings,
                  replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
-                 *, writer_engine: Engine, journal: Spool | None = None,
-                 linger_s: float = DEFAULT_LINGER_SECONDS) -> None:
+                 *, writer_engine: Engine, linger_s: float,
+                 journal: Spool | None = None) -> None:
         self._engine = engine
         self.spool = spool
         self.journal = journal
