@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import gzip
 import json
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ import uvloop
 from aiohttp import web
 
 from limiter.upstream_client import UpstreamConnectionError, UpstreamPool, split_url
+from tests.support.requirements import require_binary
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -319,3 +323,54 @@ def test_split_url() -> None:
     assert origin.host_header == "[::1]:8080"
     with pytest.raises(ValueError):
         split_url("ftp://example.com/")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (providers are only ever called over TLS)."""
+    openssl = require_binary("openssl")
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return key, cert
+
+
+def test_https_answers_with_a_verified_certificate_and_refuses_an_unknown_one(
+        run: Runner, certificate: tuple[Path, Path]) -> None:
+    key, cert = certificate
+
+    async def scenario() -> None:
+        served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        served.load_cert_chain(cert, key)
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while not reader.at_eof():
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+                await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+        url = f"https://localhost:{srv.sockets[0].getsockname()[1]}/v1/messages"
+        trusting = ssl.create_default_context(cafile=str(cert))
+        pool = UpstreamPool(ssl_context=trusting)
+        for _ in range(2):
+            response = await post(pool, url)
+            assert (response.status, await response.read()) == (200, b"secret")
+            response.release()
+        assert pool.open_connections == 1  # the TLS connection was kept and reused
+        pool.close()
+
+        default = UpstreamPool()  # system trust store: the self-signed server is refused
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await post(default, url)
+        assert default.open_connections == 0
+        srv.close()
+        await srv.wait_closed()
+
+    run(scenario)
