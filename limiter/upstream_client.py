@@ -33,6 +33,8 @@ HIGH_WATER = 256 * 1024
 # idle connections on their own schedule; reusing one they just dropped fails the request).
 IDLE_SECONDS = 15.0
 DEFAULT_LIMIT = 1000
+# Bodies up to this size are sent in one piece with the request head.
+COALESCE_BYTES = 64 * 1024
 
 
 class UpstreamConnectionError(Exception):
@@ -222,7 +224,8 @@ class _Connection(asyncio.Protocol):
             self._response._finish()
 
     # used by the pool and the response
-    async def exchange(self, request: bytes, read_timeout: float | None) -> UpstreamResponse:
+    async def exchange(self, request: list[bytes], read_timeout: float | None
+                       ) -> UpstreamResponse:
         if self.lost or self.transport is None:
             raise UpstreamConnectionError("the provider closed the connection")
         loop = asyncio.get_running_loop()
@@ -230,7 +233,7 @@ class _Connection(asyncio.Protocol):
         self._response = None
         self._keep_alive = False
         self._read_timeout = read_timeout
-        self.transport.write(request)
+        self.transport.writelines(request)
         async with asyncio.timeout(read_timeout):
             return await self._head
 
@@ -304,7 +307,10 @@ class UpstreamPool:
                  if name.lower() not in ("host", "content-length", "accept-encoding")]
         head.append(f"Content-Length: {len(body)}\r\nAccept-Encoding: gzip, deflate\r\n\r\n"
                     .encode())
-        request = b"".join(head) + body
+        head_bytes = b"".join(head)
+        # A small request goes out in one write; a large body (agent contexts reach tens of MB)
+        # is handed over as it is rather than copied behind the head.
+        request = [head_bytes + body] if len(body) <= COALESCE_BYTES else [head_bytes, body]
         connection = self._reuse(origin) or await self._connect(origin, connect_timeout)
         try:
             return await connection.exchange(request, read_timeout)

@@ -49,7 +49,7 @@ class Server:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/json", self.json)
         app.router.add_post("/stream", self.stream)
         app.router.add_post("/gzip", self.gzip)
@@ -372,5 +372,20 @@ def test_https_answers_with_a_verified_certificate_and_refuses_an_unknown_one(
         assert default.open_connections == 0
         srv.close()
         await srv.wait_closed()
+
+    run(scenario)
+
+
+def test_a_large_body_arrives_intact(run: Runner) -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            pool = UpstreamPool()
+            payload = {"messages": ["x" * 1000 + str(n) for n in range(3000)]}  # ~3 MB
+            body = bytearray(json.dumps(payload).encode())  # what the proxy hands over
+            response = await post(pool, f"{server.url}/json", body)
+            assert response.status == 200
+            assert json.loads(await response.read())["echo"] == payload
+            response.release()
+            pool.close()
 
     run(scenario)
