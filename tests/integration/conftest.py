@@ -1,8 +1,9 @@
-"""Fixtures shared by the integration tests: the fake Kubernetes API and collectors on it."""
+"""Fixtures shared by the integration tests: the fake provider, the fake Kubernetes API and
+collectors on it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,20 @@ from exporter.kubernetes import KubernetesCollector
 from exporter.kubernetes.retry import Backoff
 from exporter.settings import KubernetesSettings
 from tests.support.fake_kube_api import FakeKubeApi, fake_kube_api, wait_until
+from tests.support.fake_upstream import FakeUpstream
 
 MakeCollector = Callable[..., KubernetesCollector]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A fake provider on a real port; a module overrides it to change the default answer."""
+    fake = FakeUpstream()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
 
 
 @pytest.fixture

@@ -35,14 +35,6 @@ CHAT = "/v1/chat/completions"
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-async def upstream() -> Any:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream_url: str,
                 **changes: Any) -> Any:
     app = gateway_app(url, limiter_settings(tmp_path, upstream_url, **changes),

@@ -36,14 +36,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture
-async def upstream() -> Any:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 async def wait_for(condition: Any, seconds: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not condition():

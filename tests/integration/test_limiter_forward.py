@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from ledger.tokens import TokenUsage
-from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
+from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.forward_harness import (
     ANTHROPIC_KEY,
     CLIENT_KEY,
@@ -22,8 +22,8 @@ from tests.support.forward_harness import (
 
 
 @pytest.fixture
-async def harness(fake_upstream: FakeUpstream) -> AsyncIterator[Harness]:  # noqa: F811
-    async with Harness(fake_upstream.base_url) as h:
+async def harness(upstream: FakeUpstream) -> AsyncIterator[Harness]:
+    async with Harness(upstream.base_url) as h:
         yield h
 
 
@@ -51,9 +51,9 @@ def body_for(provider: str, stream: bool) -> bytes:
 
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_answer_is_relayed_with_exact_usage(provider: str, harness: Harness,
-                                                  fake_upstream: FakeUpstream,  # noqa: F811
+                                                  upstream: FakeUpstream,
                                                   client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(text="the answer", usage=USAGE[provider], reasoning_tokens=25))
+    upstream.queue(Answer(text="the answer", usage=USAGE[provider], reasoning_tokens=25))
     sent = body_for(provider, False)
     async with client.post(harness.url + PATHS[provider], data=sent,
                            headers={"Content-Type": "application/json",
@@ -67,7 +67,7 @@ async def test_answer_is_relayed_with_exact_usage(provider: str, harness: Harnes
         200, USAGE[provider], False, False)
     assert result.first_byte_seconds is not None and result.upstream_seconds > 0
     assert harness.first_bytes == 1
-    received = fake_upstream.received[-1]
+    received = upstream.received[-1]
     assert received.raw == sent  # unchanged bodies are forwarded byte for byte
     assert CLIENT_KEY not in json.dumps(dict(received.headers))
     if provider == "openai":
@@ -81,10 +81,10 @@ async def test_answer_is_relayed_with_exact_usage(provider: str, harness: Harnes
 
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_stream_is_relayed_with_exact_usage(provider: str, harness: Harness,
-                                                  fake_upstream: FakeUpstream,  # noqa: F811
+                                                  upstream: FakeUpstream,
                                                   client: aiohttp.ClientSession) -> None:
     # Small writes and CRLF line ends: events reach the parser cut at arbitrary bytes.
-    fake_upstream.queue(Answer(text="streamed words here", usage=USAGE[provider],
+    upstream.queue(Answer(text="streamed words here", usage=USAGE[provider],
                                write_size=7, line_ending="\r\n"))
     async with client.post(harness.url + PATHS[provider],
                            data=body_for(provider, True)) as response:
@@ -96,7 +96,7 @@ async def test_stream_is_relayed_with_exact_usage(provider: str, harness: Harnes
     result = await harness.result()
     assert (result.usage, result.partial, result.estimated, result.client_gone) == (
         USAGE[provider], False, False, False)
-    received = fake_upstream.received[-1].body
+    received = upstream.received[-1].body
     if provider == "openai":
         assert received["stream_options"] == {"include_usage": True}
         assert "data: [DONE]" in text
@@ -107,10 +107,10 @@ async def test_stream_is_relayed_with_exact_usage(provider: str, harness: Harnes
 
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_stream_reaches_the_client_before_the_upstream_finishes(
-        provider: str, harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        provider: str, harness: Harness, upstream: FakeUpstream,
         client: aiohttp.ClientSession) -> None:
     answer = Answer(text="first then the rest", usage=USAGE[provider], pause_after=3)
-    fake_upstream.queue(answer)
+    upstream.queue(answer)
     async with client.post(harness.url + PATHS[provider],
                            data=body_for(provider, True)) as response:
         first = await asyncio.wait_for(response.content.readany(), 5)
@@ -126,16 +126,16 @@ async def test_stream_reaches_the_client_before_the_upstream_finishes(
 
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_client_abort_closes_the_upstream_and_returns_partial(
-        provider: str, harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        provider: str, harness: Harness, upstream: FakeUpstream,
         client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(text="never finished answer", usage=USAGE[provider],
+    upstream.queue(Answer(text="never finished answer", usage=USAGE[provider],
                                pause_after=5))
     async with client.post(harness.url + PATHS[provider],
                            data=body_for(provider, True)) as response:
         await asyncio.wait_for(response.content.readany(), 5)
         response.close()
     started = asyncio.get_running_loop().time()
-    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
     assert asyncio.get_running_loop().time() - started < 1.0
     result = await harness.result()
     assert result.partial and result.client_gone and result.estimated
@@ -151,17 +151,17 @@ async def test_client_abort_closes_the_upstream_and_returns_partial(
 
 
 async def test_client_abort_before_the_first_token_closes_the_upstream(
-        harness: Harness, fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(hang_seconds=30))
+        harness: Harness, upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(hang_seconds=30))
     async with aiohttp.ClientSession() as session:
         task = asyncio.create_task(session.post(harness.url + PATHS["anthropic"],
                                                 data=body_for("anthropic", True)))
-        while not fake_upstream.received:
+        while not upstream.received:
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
     result = await harness.result()
     assert result.status == 499 and result.partial and result.client_gone
     assert result.estimated and result.usage == TokenUsage(
@@ -181,20 +181,20 @@ async def test_refused_upstream_is_an_upstream_error(provider: str, stream: bool
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_hanging_upstream_is_an_upstream_timeout(stream: bool,
-                                                       fake_upstream: FakeUpstream,  # noqa: F811
+                                                       upstream: FakeUpstream,
                                                        client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(hang_seconds=10))
-    async with (Harness(fake_upstream.base_url, timeout_s=0.3) as h,
+    upstream.queue(Answer(hang_seconds=10))
+    async with (Harness(upstream.base_url, timeout_s=0.3) as h,
                 client.post(h.url + PATHS["openai"], data=body_for("openai", stream)) as r):
         assert r.status == 504
         assert (await r.json())["error"]["code"] == "upstream_timeout"
-    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
 
 
 async def test_upstream_silent_mid_stream_past_timeout_gives_partial(
-        fake_upstream: FakeUpstream, client: aiohttp.ClientSession) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text="a b c d", usage=USAGE["anthropic"], pause_after=4))
-    async with Harness(fake_upstream.base_url, timeout_s=0.3) as h:
+        upstream: FakeUpstream, client: aiohttp.ClientSession) -> None:
+    upstream.queue(Answer(text="a b c d", usage=USAGE["anthropic"], pause_after=4))
+    async with Harness(upstream.base_url, timeout_s=0.3) as h:
         async with client.post(h.url + PATHS["anthropic"],
                                data=body_for("anthropic", True)) as response:
             assert response.status == 200
@@ -203,14 +203,14 @@ async def test_upstream_silent_mid_stream_past_timeout_gives_partial(
         result = await h.result()
     assert result.partial and result.estimated and not result.client_gone
     assert result.usage is not None and result.usage.input == USAGE["anthropic"].input
-    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
 
 
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_upstream_dropping_mid_stream_gives_partial_with_known_usage(
-        provider: str, harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        provider: str, harness: Harness, upstream: FakeUpstream,
         client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(text="one two three four five", usage=USAGE[provider],
+    upstream.queue(Answer(text="one two three four five", usage=USAGE[provider],
                                drop_after=5))
     async with client.post(harness.url + PATHS[provider],
                            data=body_for(provider, True)) as response:
@@ -227,10 +227,10 @@ async def test_upstream_dropping_mid_stream_gives_partial_with_known_usage(
 
 
 async def test_usage_before_an_openai_drop_is_exact(harness: Harness,
-                                                    fake_upstream: FakeUpstream,  # noqa: F811
+                                                    upstream: FakeUpstream,
                                                     client: aiohttp.ClientSession) -> None:
     # Dropped right after the usage chunk, before [DONE]: the counts are the provider's.
-    fake_upstream.queue(Answer(text="x y", usage=USAGE["openai"], drop_after=5))
+    upstream.queue(Answer(text="x y", usage=USAGE["openai"], drop_after=5))
     async with client.post(harness.url + PATHS["openai"], data=body_for("openai", True)) as r:
         with pytest.raises(aiohttp.ClientPayloadError):
             await r.read()
@@ -240,9 +240,9 @@ async def test_usage_before_an_openai_drop_is_exact(harness: Harness,
 
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_error_event_after_output_keeps_the_usage(provider: str, harness: Harness,
-                                                        fake_upstream: FakeUpstream,  # noqa: F811
+                                                        upstream: FakeUpstream,
                                                         client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(text="partial answer text", usage=USAGE[provider],
+    upstream.queue(Answer(text="partial answer text", usage=USAGE[provider],
                                error_after=4))
     async with client.post(harness.url + PATHS[provider],
                            data=body_for(provider, True)) as response:
@@ -260,9 +260,9 @@ async def test_error_event_after_output_keeps_the_usage(provider: str, harness: 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_error_answer_is_relayed_and_keeps_its_usage(provider: str, stream: bool,
                                                            harness: Harness,
-                                                           fake_upstream: FakeUpstream,  # noqa: F811
+                                                           upstream: FakeUpstream,
                                                            client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(status=500, usage=USAGE[provider], usage_on_error=True),
+    upstream.queue(Answer(status=500, usage=USAGE[provider], usage_on_error=True),
                         Answer(status=429))
     async with client.post(harness.url + PATHS[provider], data=body_for(provider, stream)) as r:
         assert r.status == 500
@@ -280,9 +280,9 @@ async def test_error_answer_is_relayed_and_keeps_its_usage(provider: str, stream
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_answer_without_counts_is_estimated(provider: str, stream: bool, harness: Harness,
-                                                  fake_upstream: FakeUpstream,  # noqa: F811
+                                                  upstream: FakeUpstream,
                                                   client: aiohttp.ClientSession) -> None:
-    fake_upstream.queue(Answer(text="x" * 400, omit_usage=True))
+    upstream.queue(Answer(text="x" * 400, omit_usage=True))
     async with client.post(harness.url + PATHS[provider], data=body_for(provider, stream)) as r:
         assert r.status == 200
         await r.read()
@@ -291,20 +291,20 @@ async def test_answer_without_counts_is_estimated(provider: str, stream: bool, h
     assert result.usage.input > 0 and result.usage.output >= 100
 
 
-async def test_query_string_is_forwarded(harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+async def test_query_string_is_forwarded(harness: Harness, upstream: FakeUpstream,
                                          client: aiohttp.ClientSession) -> None:
     async with client.post(harness.url + PATHS["anthropic"] + "?beta=true",
                            data=body_for("anthropic", False)) as r:
         assert r.status == 200
     await harness.result()
-    assert fake_upstream.received[-1].path == "/v1/messages"
+    assert upstream.received[-1].path == "/v1/messages"
 
 
 async def test_compressed_answer_is_relayed_decompressed_with_its_own_framing(
-        harness: Harness, fake_upstream: FakeUpstream,  # noqa: F811
+        harness: Harness, upstream: FakeUpstream,
         client: aiohttp.ClientSession) -> None:
     text = "compressible " * 500
-    fake_upstream.queue(Answer(text=text, usage=USAGE["openai"], compress=True))
+    upstream.queue(Answer(text=text, usage=USAGE["openai"], compress=True))
     async with client.post(harness.url + PATHS["openai"], data=body_for("openai", False),
                            headers={"Accept-Encoding": "identity"}) as r:
         assert r.status == 200
@@ -314,4 +314,4 @@ async def test_compressed_answer_is_relayed_decompressed_with_its_own_framing(
     assert json.loads(raw)["choices"][0]["message"]["content"] == text
     assert (await harness.result()).usage == USAGE["openai"]
     # The client's Accept-Encoding is not passed on; the upstream client asks for what it reads.
-    assert "gzip" in fake_upstream.received[-1].headers["Accept-Encoding"]
+    assert "gzip" in upstream.received[-1].headers["Accept-Encoding"]

@@ -27,14 +27,6 @@ from tests.support.gateway import (
 )
 
 
-@pytest.fixture
-async def upstream() -> Any:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUpstream,
                 registry: CollectorRegistry | None = None, **changes: Any) -> Any:
     app = gateway_app(url, limiter_settings(tmp_path, upstream.base_url, **changes),

@@ -17,7 +17,7 @@ from ledger.usage import UsageRecord
 from limiter.app import JOURNAL_DIR
 from limiter.recording import to_entry
 from limiter.spool import Spool
-from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
+from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     bearer,
     gateway_app,
@@ -41,7 +41,7 @@ async def _until(condition: Any, seconds: float = 10.0) -> None:
 
 async def test_a_dead_limiters_journal_is_replayed_once(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+        upstream: FakeUpstream) -> None:
     seed_ledger(ledger_url)
     alice = int(query(ledger_url, "SELECT id FROM users WHERE username = 'alice'")[0][0])
     # What a SIGKILLed limiter leaves behind: records journaled, never committed.
@@ -54,7 +54,7 @@ async def test_a_dead_limiters_journal_is_replayed_once(
     dead.append_many([to_entry(records[0])])  # journaled twice: still one message
     dead.close()
 
-    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake_upstream.base_url),
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, upstream.base_url),
                       registry=CollectorRegistry(), replay_interval_s=0.1)
     await aiohttp_client(app)
     await _until(lambda: message_count(ledger_url) == 3)
@@ -65,9 +65,9 @@ async def test_a_dead_limiters_journal_is_replayed_once(
 
 async def test_a_healthy_limiter_empties_its_journal(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+        upstream: FakeUpstream) -> None:
     keys = seed_ledger(ledger_url)
-    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake_upstream.base_url),
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, upstream.base_url),
                       registry=CollectorRegistry())
     client = await aiohttp_client(app)
     for _ in range(5):
@@ -92,14 +92,14 @@ def journal_entries(tmp_path: Path) -> list[dict[str, Any]]:
 
 async def test_a_stream_is_journaled_before_the_client_has_its_end(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+        upstream: FakeUpstream) -> None:
     """A SIGKILL after the client got the whole answer cannot lose its record: the record
     reaches the journal (the page cache) before the chunk with the terminal event is relayed."""
     keys = seed_ledger(ledger_url)
     answer = Answer(usage=TokenUsage(input=30, output=7), pause_before_end=True)
-    fake_upstream.queue(answer)
+    upstream.queue(answer)
     # The writer lingers: whatever is in the journal now was put there by the request itself.
-    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake_upstream.base_url,
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, upstream.base_url,
                                                    record_linger_seconds=3.0),
                       registry=CollectorRegistry())
     client = await aiohttp_client(app)
@@ -128,10 +128,10 @@ async def test_a_stream_is_journaled_before_the_client_has_its_end(
 
 async def test_a_plain_answer_is_journaled_before_it_is_sent(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+        upstream: FakeUpstream) -> None:
     keys = seed_ledger(ledger_url)
-    fake_upstream.queue(Answer(usage=TokenUsage(input=11, output=4)))
-    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake_upstream.base_url,
+    upstream.queue(Answer(usage=TokenUsage(input=11, output=4)))
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, upstream.base_url,
                                                    record_linger_seconds=3.0),
                       registry=CollectorRegistry())
     client = await aiohttp_client(app)

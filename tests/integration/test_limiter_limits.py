@@ -30,14 +30,6 @@ from tests.support.gateway import (
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture
-async def upstream() -> Any:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 def users(alice_limit: Any = None, **alice: Any) -> list[dict[str, Any]]:
     entry: dict[str, Any] = {"username": "alice", "name": "Alice Liddell", **alice}
     if alice_limit is not None:

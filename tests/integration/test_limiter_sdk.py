@@ -12,7 +12,7 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 
 from ledger.tokens import TokenUsage
-from tests.support.fake_upstream import Answer, FakeUpstream, fake_upstream  # noqa: F401
+from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.forward_harness import (
     ANTHROPIC_KEY,
     CLIENT_KEY,
@@ -31,8 +31,8 @@ CLAUDE_MESSAGES: list[MessageParam] = [{"role": "user", "content": QUESTION}]
 
 
 @pytest.fixture
-async def harness(fake_upstream: FakeUpstream) -> AsyncIterator[Harness]:  # noqa: F811
-    async with Harness(fake_upstream.base_url) as h:
+async def harness(upstream: FakeUpstream) -> AsyncIterator[Harness]:
+    async with Harness(upstream.base_url) as h:
         yield h
 
 
@@ -57,19 +57,19 @@ def assert_provider_key_only(fake: FakeUpstream, header: str, value: str) -> Non
 
 
 async def test_openai_completion(openai_client: openai.AsyncOpenAI, harness: Harness,
-                                 fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, reasoning_tokens=300))
+                                 upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, reasoning_tokens=300))
     completion = await openai_client.chat.completions.create(model="gpt-5", messages=MESSAGES)
     assert completion.choices[0].message.content == TEXT
     assert completion.usage is not None and completion.usage.completion_tokens == 420
     result = await harness.result()
     assert result.usage == OPENAI_USAGE and not result.estimated and not result.partial
-    assert_provider_key_only(fake_upstream, "Authorization", f"Bearer {OPENAI_KEY}")
+    assert_provider_key_only(upstream, "Authorization", f"Bearer {OPENAI_KEY}")
 
 
 async def test_openai_stream(openai_client: openai.AsyncOpenAI, harness: Harness,
-                             fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, reasoning_tokens=300))
+                             upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, reasoning_tokens=300))
     stream = await openai_client.chat.completions.create(model="gpt-5", messages=MESSAGES,
                                                          stream=True)
     parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
@@ -77,15 +77,15 @@ async def test_openai_stream(openai_client: openai.AsyncOpenAI, harness: Harness
     result = await harness.result()
     assert result.usage == OPENAI_USAGE and not result.estimated and not result.partial
     # The client did not ask for usage; the limiter did.
-    assert fake_upstream.received[-1].body["stream_options"] == {"include_usage": True}
-    assert_provider_key_only(fake_upstream, "Authorization", f"Bearer {OPENAI_KEY}")
+    assert upstream.received[-1].body["stream_options"] == {"include_usage": True}
+    assert_provider_key_only(upstream, "Authorization", f"Bearer {OPENAI_KEY}")
 
 
 async def test_openai_stream_arrives_before_the_upstream_finishes(
         openai_client: openai.AsyncOpenAI, harness: Harness,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+        upstream: FakeUpstream) -> None:
     answer = Answer(text=TEXT, usage=OPENAI_USAGE, pause_after=2)
-    fake_upstream.queue(answer)
+    upstream.queue(answer)
     stream = await openai_client.chat.completions.create(model="gpt-5", messages=MESSAGES,
                                                          stream=True)
     chunks = aiter(stream)
@@ -100,23 +100,23 @@ async def test_openai_stream_arrives_before_the_upstream_finishes(
 
 async def test_openai_stream_abort_stops_the_upstream(openai_client: openai.AsyncOpenAI,
                                                       harness: Harness,
-                                                      fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, pause_after=4))
+                                                      upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, pause_after=4))
     stream = await openai_client.chat.completions.create(model="gpt-5", messages=MESSAGES,
                                                          stream=True)
     chunks = aiter(stream)
     await anext(chunks)
     await anext(chunks)
     await stream.close()
-    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
     result = await harness.result()
     assert result.partial and result.client_gone and result.estimated
     assert result.usage is not None and result.usage.input > 0 and result.usage.output >= 1
 
 
 async def test_openai_sdk_sees_upstream_errors(openai_client: openai.AsyncOpenAI,
-                                               fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(status=500))
+                                               upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(status=500))
     with pytest.raises(openai.InternalServerError):
         await openai_client.chat.completions.create(model="gpt-5", messages=MESSAGES)
 
@@ -131,21 +131,21 @@ async def test_openai_sdk_sees_502_when_upstream_refuses() -> None:
 
 
 async def test_anthropic_message(anthropic_client: anthropic.AsyncAnthropic, harness: Harness,
-                                 fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE))
+                                 upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE))
     message = await anthropic_client.messages.create(model="claude-sonnet-4-6", max_tokens=1024,
                                                      messages=CLAUDE_MESSAGES)
     assert message.content[0].text == TEXT  # type: ignore[union-attr]
     assert message.usage.cache_creation_input_tokens == 1000
     result = await harness.result()
     assert result.usage == ANTHROPIC_USAGE and not result.estimated and not result.partial
-    assert_provider_key_only(fake_upstream, "x-api-key", ANTHROPIC_KEY)
-    assert fake_upstream.received[-1].headers["anthropic-version"]
+    assert_provider_key_only(upstream, "x-api-key", ANTHROPIC_KEY)
+    assert upstream.received[-1].headers["anthropic-version"]
 
 
 async def test_anthropic_stream(anthropic_client: anthropic.AsyncAnthropic, harness: Harness,
-                                fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE))
+                                upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE))
     async with anthropic_client.messages.stream(
             model="claude-sonnet-4-6", max_tokens=1024,
             messages=CLAUDE_MESSAGES) as stream:
@@ -155,14 +155,14 @@ async def test_anthropic_stream(anthropic_client: anthropic.AsyncAnthropic, harn
     assert final.usage.output_tokens == 420 and final.usage.input_tokens == 25
     result = await harness.result()
     assert result.usage == ANTHROPIC_USAGE and not result.estimated and not result.partial
-    assert_provider_key_only(fake_upstream, "x-api-key", ANTHROPIC_KEY)
+    assert_provider_key_only(upstream, "x-api-key", ANTHROPIC_KEY)
 
 
 async def test_anthropic_stream_arrives_before_the_upstream_finishes(
         anthropic_client: anthropic.AsyncAnthropic, harness: Harness,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
+        upstream: FakeUpstream) -> None:
     answer = Answer(text=TEXT, usage=ANTHROPIC_USAGE, pause_after=4)
-    fake_upstream.queue(answer)
+    upstream.queue(answer)
     stream = await anthropic_client.messages.create(
         model="claude-sonnet-4-6", max_tokens=1024, messages=CLAUDE_MESSAGES,
         stream=True)
@@ -178,8 +178,8 @@ async def test_anthropic_stream_arrives_before_the_upstream_finishes(
 
 async def test_anthropic_stream_abort_keeps_exact_input_side(
         anthropic_client: anthropic.AsyncAnthropic, harness: Harness,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE, pause_after=5))
+        upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE, pause_after=5))
     stream = await anthropic_client.messages.create(
         model="claude-sonnet-4-6", max_tokens=1024, messages=CLAUDE_MESSAGES,
         stream=True)
@@ -187,7 +187,7 @@ async def test_anthropic_stream_abort_keeps_exact_input_side(
     for _ in range(4):
         await anext(events)
     await stream.close()
-    await asyncio.wait_for(fake_upstream.disconnected.wait(), 2)
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
     result = await harness.result()
     assert result.partial and result.client_gone and result.estimated
     assert result.usage is not None
@@ -198,8 +198,8 @@ async def test_anthropic_stream_abort_keeps_exact_input_side(
 
 async def test_anthropic_sdk_sees_a_mid_stream_error_event(
         anthropic_client: anthropic.AsyncAnthropic, harness: Harness,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE, error_after=5))
+        upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=ANTHROPIC_USAGE, error_after=5))
     stream = await anthropic_client.messages.create(
         model="claude-sonnet-4-6", max_tokens=1024, messages=CLAUDE_MESSAGES,
         stream=True)
@@ -213,8 +213,8 @@ async def test_anthropic_sdk_sees_a_mid_stream_error_event(
 
 async def test_openai_sdk_sees_a_dropped_stream_as_an_error(
         openai_client: openai.AsyncOpenAI, harness: Harness,
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, drop_after=4))
+        upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(text=TEXT, usage=OPENAI_USAGE, drop_after=4))
     stream = await openai_client.chat.completions.create(model="gpt-5", messages=MESSAGES,
                                                          stream=True)
     with pytest.raises(openai.APIConnectionError):
@@ -225,9 +225,9 @@ async def test_openai_sdk_sees_a_dropped_stream_as_an_error(
 
 
 async def test_anthropic_sdk_sees_504_when_upstream_hangs(
-        fake_upstream: FakeUpstream) -> None:  # noqa: F811
-    fake_upstream.queue(Answer(hang_seconds=10))
-    async with Harness(fake_upstream.base_url, timeout_s=0.3) as h:
+        upstream: FakeUpstream) -> None:
+    upstream.queue(Answer(hang_seconds=10))
+    async with Harness(upstream.base_url, timeout_s=0.3) as h:
         client = anthropic.AsyncAnthropic(base_url=h.url, api_key=CLIENT_KEY, max_retries=0)
         with pytest.raises(anthropic.APIStatusError) as caught:
             await client.messages.create(model="claude-sonnet-4-6", max_tokens=10,

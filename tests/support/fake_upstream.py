@@ -14,11 +14,9 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -334,14 +332,6 @@ class FakeUpstream:
             await asyncio.sleep(0.005)
 
 
-@pytest.fixture
-async def fake_upstream() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.close()
 
 
 def main() -> None:
