@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.seed_ledger import ensure_ledger
+from bench.seed_ledger import add_dataset_arguments, dataset_ledgers
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
                      "text/plain;version=0.0.4;q=0.2,*/*;q=0.1")
@@ -162,12 +162,8 @@ def _free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--messages", type=int, default=10_000_000)
-    parser.add_argument("--small-messages", type=int, default=1_000_000)
+    add_dataset_arguments(parser)
     parser.add_argument("--scrapes", type=int, default=20)
-    parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,11 +171,8 @@ def main() -> None:
         serve(args.serve, args.port)
         return
 
-    sizes = {f"am_bench_{args.messages // 1_000_000}m": args.messages,
-             f"am_bench_{args.small_messages // 1_000_000}m": args.small_messages}
-    urls = [ensure_ledger(args.admin_url, name, messages, args.users, args.reseed)
-            for name, messages in sizes.items()]
-    results = dict(zip(sizes.values(), measure(urls, args.scrapes), strict=True))
+    ledgers = dataset_ledgers(args)
+    results = dict(zip(ledgers, measure(list(ledgers.values()), args.scrapes), strict=True))
     for messages, figures in results.items():
         print(f"{messages:>12,} messages: scrape p50 {figures['p50']:.3f}s "
               f"p90 {figures['p90']:.3f}s max {figures['max']:.3f}s | "

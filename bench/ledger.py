@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select
 
-from bench.seed_ledger import ensure_ledger
+from bench.seed_ledger import add_dataset_arguments, dataset_ledgers
 from ledger.engine import create_sync_engine
 from ledger.keys import hash_key
 from ledger.schema import api_keys, users
@@ -85,17 +85,11 @@ def measure(url: str, samples: int) -> dict[str, tuple[float, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--messages", type=int, default=10_000_000)
-    parser.add_argument("--small-messages", type=int, default=1_000_000)
+    add_dataset_arguments(parser)
     parser.add_argument("--samples", type=int, default=5_000)
-    parser.add_argument("--reseed", action="store_true")
     args = parser.parse_args()
     results = {}
-    for messages in (args.small_messages, args.messages):
-        name = f"am_bench_{messages // 1_000_000}m"
-        url = ensure_ledger(args.admin_url, name, messages, args.users, args.reseed)
+    for messages, url in dataset_ledgers(args).items():
         results[messages] = measure(url, args.samples)
         for what, (p50, p99) in results[messages].items():
             print(f"{messages:>12,} messages  {what:<13} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms",

@@ -230,6 +230,23 @@ def ensure_ledger(admin_url: str, name: str, messages: int, users: int = 10_000,
     return url
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data set bench/ledger.py and bench/exporter.py measure on: two ledgers with the same
+    users and models, one large and one small, so a figure's growth with the messages shows."""
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=10_000_000)
+    parser.add_argument("--small-messages", type=int, default=1_000_000)
+    parser.add_argument("--reseed", action="store_true")
+
+
+def dataset_ledgers(args: argparse.Namespace) -> dict[int, str]:
+    """Message count -> URL of its ledger (small one first), seeded when missing."""
+    return {messages: ensure_ledger(args.admin_url, f"am_bench_{messages // 1_000_000}m",
+                                    messages, args.users, args.reseed)
+            for messages in (args.small_messages, args.messages)}
+
+
 def recreate_database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
