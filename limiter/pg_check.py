@@ -29,7 +29,6 @@ from ledger.keys import KeyOwner
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
 
-Connection = psycopg.AsyncConnection[Any]
 Cursor = psycopg.AsyncCursor[Any]
 
 

@@ -180,10 +180,9 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     recorder = app[RECORDER]
     journaled: Entry | None = None
 
-    def journal(result: ForwardResult) -> None:
+    def journal(record: UsageRecord | None) -> None:
         """Before the answer's last byte: a process killed after it cannot lose the record."""
         nonlocal journaled
-        record = _usage_record(x, result)
         if record is not None:
             journaled = recorder.journal_now(record)
 
@@ -191,10 +190,11 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     try:
         result = await forward(session=app[SESSION], provider=x.provider, settings=x.upstream,
                                request=request, body=x.body,
-                               # bytearray is sent as is by aiohttp; no copy of a large body
+                               # the bytearray is sent as it is: no copy of a large body
                                raw_body=cast(bytes, x.raw),
                                timeout_s=app[SETTINGS].upstream_timeout_seconds,
-                               before_end=journal)
+                               # streams: called before the chunk with the terminal event
+                               before_end=lambda done: journal(_usage_record(x, done)))
     except BaseException:
         # 502/504 or the client went away before any answer: nothing was spent.
         await asyncio.shield(recorder.release(x.reservation_id))
@@ -202,11 +202,12 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     x.body = x.raw = None
     _observe_upstream(request, x.provider, result)
 
+    record = _usage_record(x, result)
     response = result.response
     if not response.prepared and not result.client_gone:
         # The provider has charged whatever happens to the client now: record regardless.
         if journaled is None:
-            journal(result)
+            journal(record)
         with contextlib.suppress(ConnectionError):
             await response.prepare(request)
             await response.write_eof()
@@ -214,7 +215,6 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     if not x.answered.done():
         x.answered.set_result(response)
 
-    record = _usage_record(x, result)
     if record is None:
         await recorder.release(x.reservation_id)
         if result.status < 400:

@@ -123,8 +123,8 @@ class Recorder:
     async def record(self, record: UsageRecord, journaled: Entry | None = None) -> None:
         """Commit the record (ledger or spool); survives the caller being cancelled.
 
-        The ledger writer thread commits all records waiting in one transaction: an idle
-        gateway writes each alone, a busy one pays one commit for many answers.
+        `journaled` is the entry `journal_now` wrote for it, if any. The ledger writer thread
+        commits the records gathered within the linger in one transaction.
         """
         done: asyncio.Future[None] = self._loop.create_future()
         self._writer.submit(Pending(record, journaled or to_entry(record),
