@@ -40,6 +40,11 @@ def async_url(url: str) -> str:
     return _with_driver(url, _ASYNC_DRIVERS)
 
 
+def libpq_url(url: str) -> str:
+    """A PostgreSQL ledger URL as libpq (psycopg itself) reads it, password kept."""
+    return _with_driver(url, {"postgresql": "postgresql"})
+
+
 def is_sqlite(url: str) -> bool:
     return _backend(url) == "sqlite"
 

@@ -22,20 +22,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
 
-from ledger.engine import is_sqlite
+from ledger.engine import is_sqlite, libpq_url
 from ledger.keys import KeyOwner
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
 
 Cursor = psycopg.AsyncCursor[Any]
-
-
-def libpq_url(url: str) -> str:
-    """The ledger URL as libpq reads it (no SQLAlchemy driver suffix, password kept)."""
-    return make_url(url.replace("postgres://", "postgresql://", 1)).set(
-        drivername="postgresql").render_as_string(hide_password=False)
 
 
 class KeyChecker:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from ledger.engine import create_sync_engine
+from ledger.engine import create_sync_engine, libpq_url
 from ledger.keys import revoke_keys
 from ledger.settings import DatabaseSettings
 from ledger.spend import check_key
-from limiter.pg_check import KeyChecker, libpq_url
+from limiter.pg_check import KeyChecker
 from tests.support.gateway import policy, seed_ledger
 
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
