@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
@@ -32,7 +33,7 @@ from limiter.auth import Credential, FallbackIdentities, Identity, identify, unk
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
 from limiter.errors import LimitExceeded, ServiceUnavailable
 from limiter.metrics import LimiterMetrics
-from limiter.pg_check import KeyChecker
+from limiter.pg_check import CheckResult, KeyChecker
 from limiter.settings import LimiterSettings
 from limiter.timefmt import rfc3339
 
@@ -116,32 +117,47 @@ class Enforcer:
     def strict(self) -> bool:
         return self._settings.enforcement == "strict"
 
-    async def _check(self, credential: Credential, now: datetime
-                     ) -> tuple[Identity, LimitStatus]:
+    def start_admit(self, credential: Credential, now: datetime) -> Awaitable[Admission]:
+        """`admit`, with a key's check already on its way to the ledger when this returns.
+
+        The caller reads the request body while the ledger answers, then awaits the
+        admission before acting on the body (a refusal still comes first).
+        """
         checker = self._key_checker
         if credential.kind != "key" or checker is None:
-            return await autocommitted(self._engine, self._timeout, check_status, credential,
-                                       now)
-        async with asyncio.timeout(self._timeout):
-            found = await checker.check(credential.value, now)
-        if found is None:
-            raise unknown_key()
-        owner, status = found
-        return Identity(owner.user_id, owner.username), status
+            return self._admit(credential, now, None)
+        return self._admit(credential, now, checker.start(credential.value, now))
 
     async def admit(self, credential: Credential, now: datetime) -> Admission:
         """Identify the caller and refuse (409) when spend has reached the limit.
 
-        Runs before the body is read: an unknown key or a blocked user costs no upload.
+        Runs before the body is acted on: an unknown key or a blocked user gets its answer
+        whatever the body holds.
         """
+        return await self.start_admit(credential, now)
+
+    async def _admit(self, credential: Credential, now: datetime,
+                     pending: Awaitable[CheckResult] | None) -> Admission:
         try:
-            identity, status = await self._check(credential, now)
+            identity, status = await self._check(credential, now, pending)
         except DATABASE_ERRORS as exc:
             return Admission(self._fail_open(credential, exc), None)
         self.fallback.remember(credential, identity)
         if status.blocked:
             self._refuse(status, now)
         return Admission(identity, status)
+
+    async def _check(self, credential: Credential, now: datetime,
+                     pending: Awaitable[CheckResult] | None) -> tuple[Identity, LimitStatus]:
+        if pending is None:
+            return await autocommitted(self._engine, self._timeout, check_status, credential,
+                                       now)
+        async with asyncio.timeout(self._timeout):
+            found = await pending
+        if found is None:
+            raise unknown_key()
+        owner, status = found
+        return Identity(owner.user_id, owner.username), status
 
     async def hold(self, admission: Admission, amount_micros: int, now: datetime) -> str | None:
         """Strict mode: reserve the request's upper bound, or refuse (409) if it does not fit.

@@ -1,19 +1,24 @@
 """The proxy handler: identify, check the limit, forward, then record what the answer cost.
 
-Order matters: the limit check runs before the body is read (an unknown key or a blocked user
-costs no upload); the body is read within `max_body_bytes`; the model must be declared (unless
-`unknown_models: allow`); strict mode holds an upper bound; the usage is appended to the
-journal just before the answer's last byte goes out (one page-cache write) and committed to the
-ledger after it, so recording adds next to nothing to the latency the client sees.
+Order matters: the limit check is sent to the ledger first, and its answer (401, 409) comes
+before anything the body could earn (400, 413). A small body (up to `OVERLAP_BODY_BYTES`
+declared) is read and parsed while the ledger answers; a larger one only once the caller is
+admitted (an unknown key or a blocked user costs no upload). The body is read within
+`max_body_bytes`; the model must be declared (unless `unknown_models: allow`); strict mode holds
+an upper bound; the usage is appended to the journal just before the answer's last byte goes
+out (one page-cache write) and committed to the ledger after it, so recording adds next to
+nothing to the latency the client sees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -37,7 +42,7 @@ from limiter.app_keys import (
 from limiter.auth import credential_of
 from limiter.catalog_cache import CatalogUnavailable
 from limiter.enforcement import Admission, strict_upper_bound
-from limiter.errors import BadRequest, ServiceUnavailable
+from limiter.errors import BadRequest, LimiterError, ServiceUnavailable
 from limiter.forward import ForwardResult, forward
 from limiter.providers import Provider, provider_for_path
 from limiter.request_body import parse_json_object, read_capped
@@ -47,6 +52,8 @@ from limiter.spool import Entry
 log = logging.getLogger("agentmeter.limiter")
 
 CHAT_HEADER = "X-Chat-ID"
+# Bodies declared this small are read while the limit check is out (see the module doc).
+OVERLAP_BODY_BYTES = 64 * 1024
 MAX_CHAT_ID_LENGTH = 200
 
 
@@ -112,9 +119,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     now = app[CLOCK]()
     enforcer = app[ENFORCER]
 
-    admission = await enforcer.admit(credential_of(request, settings), now)
-    raw = await read_capped(request, settings.max_body_bytes)
-    body = parse_json_object(raw)
+    admitting = enforcer.start_admit(credential_of(request, settings), now)
+    raw, body, refused = await _read_small_body(request, settings.max_body_bytes, admitting)
+    admission = await admitting
+    if refused is not None:
+        raise refused
+    if raw is None:
+        raw = await read_capped(request, settings.max_body_bytes)
+    if body is None:
+        body = parse_json_object(raw)
     model_name = provider.request_model(body)
     model = await resolve_model(request, model_name, admission)
     chat = chat_of(request)
@@ -138,6 +151,26 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     task = app[RECORDER].spawn(_forward_and_record(exchange))
     task.add_done_callback(lambda done: _settle(answered, done))
     return await asyncio.shield(answered)
+
+
+async def _read_small_body(request: web.Request, limit: int, admitting: Awaitable[Admission]
+                           ) -> tuple[bytearray | None, dict[str, Any] | None,
+                                      LimiterError | None]:
+    """Read and parse a small body while the check is out; its error is held for later (the
+    check's answer goes first). Nothing is read from a body not declared small."""
+    length = request.content_length
+    if length is None or length > OVERLAP_BODY_BYTES:
+        return None, None, None
+    raw = None
+    try:
+        raw = await read_capped(request, limit)
+        return raw, parse_json_object(raw), None
+    except LimiterError as exc:
+        return raw, None, exc
+    except BaseException:
+        if inspect.iscoroutine(admitting):
+            admitting.close()  # never awaited now; its connection goes back on its own
+        raise
 
 
 def _settle(answered: asyncio.Future[web.StreamResponse],
@@ -200,7 +233,6 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
         await asyncio.shield(recorder.release(x.reservation_id))
         raise
     x.body = x.raw = None
-    _observe_upstream(request, x.provider, result)
 
     record = _usage_record(x, result)
     response = result.response
@@ -214,6 +246,7 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     request[RESPONDED_AT] = time.perf_counter()
     if not x.answered.done():
         x.answered.set_result(response)
+    _observe_upstream(request, x.provider, result)  # after the answer: not on its path
 
     if record is None:
         await recorder.release(x.reservation_id)
@@ -228,10 +261,9 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
 def _observe_upstream(request: web.Request, provider: Provider, result: ForwardResult) -> None:
     metrics = request.app[METRICS]
     request[UPSTREAM_SECONDS] = result.upstream_seconds
-    metrics.upstream_duration.labels(provider.name).observe(result.upstream_seconds)
+    metrics.upstream_duration_by(provider.name).observe(result.upstream_seconds)
     if result.first_byte_seconds is not None:
-        metrics.time_to_first_token.labels(provider.name).observe(
-            result.first_byte_seconds)
+        metrics.time_to_first_token_by(provider.name).observe(result.first_byte_seconds)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ from tests.support.gateway import (
     ledger_snapshot,
     limiter_settings,
     openai_request,
+    policy,
     seed_ledger,
     settled,
 )
@@ -96,6 +97,34 @@ async def test_unknown_missing_and_revoked_keys_get_401(
         assert error_code(await resp.json()) in {"missing_api_key", "invalid_api_key"}
     await settled(client.app)
     assert ledger_snapshot(ledger_url) == after_bob
+    assert len(upstream.received) == 1
+
+
+@pytest.mark.parametrize("fault", ["malformed", "over_max_body_bytes"])
+async def test_a_refusal_comes_before_what_the_body_would_earn(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path, upstream: FakeUpstream,
+        fault: str) -> None:
+    """A small body is read while the limit check is out; its faults never hide a 401/409."""
+    keys = seed_ledger(ledger_url, policy(users=[
+        {"username": "alice", "limit_usd": "0.000001"}, {"username": "bob"}]))
+    client = await start(aiohttp_client, ledger_url, tmp_path, upstream.base_url,
+                         max_body_bytes=200)
+    assert (await client.post(CHAT, json=openai_request(),
+                              headers=bearer(keys["alice"]))).status == 200
+    await settled(client.app)  # alice has now spent her 1-micro limit
+    before = ledger_snapshot(ledger_url)
+    body = b"{not json" if fault == "malformed" else json.dumps(
+        openai_request(messages=[{"role": "user", "content": "x" * 300}])).encode()
+    json_type = {"Content-Type": "application/json"}
+    expected = [(bearer("am-unknown"), 401), (bearer(keys["alice"]), 409),
+                (bearer(keys["bob"]), 400 if fault == "malformed" else 413)]
+    for headers, status in expected:
+        resp = await client.post(CHAT, data=body, headers={**headers, **json_type})
+        assert resp.status == status, headers
+        if status == 409:
+            assert (await resp.json())["limit_source"] == "user"
+    await settled(client.app)
+    assert ledger_snapshot(ledger_url) == before
     assert len(upstream.received) == 1
 
 

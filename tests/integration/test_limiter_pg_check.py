@@ -3,6 +3,8 @@ answers, and a connection that breaks under it is dropped, not reused."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from datetime import UTC, datetime
 
 import psycopg
@@ -75,3 +77,69 @@ def test_libpq_url_drops_the_sqlalchemy_driver_and_keeps_credentials() -> None:
     assert libpq_url("postgresql+psycopg://u:p%40ss@db:5432/ledger?sslmode=require") == \
         "postgresql://u:p%40ss@db:5432/ledger?sslmode=require"
     assert libpq_url("postgres://u@db/ledger") == "postgresql://u@db/ledger"
+
+
+def backends(url: str) -> int:
+    """Connections to the test database, other than the one asking."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_connection_the_server_closed_while_idle_is_dropped_before_the_next_check(
+        pg_url: str) -> None:
+    keys = seed_ledger(pg_url)
+    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
+    try:
+        assert await checker.check(keys["alice"], NOW) is not None
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        await asyncio.sleep(0.3)  # the event loop sees the closed socket
+        found = await checker.check(keys["alice"], NOW)  # on a new connection, no error
+        assert found is not None and found[0].username == "alice"
+    finally:
+        await checker.close()
+
+
+async def test_the_pool_holds_at_most_pool_size_connections_and_serves_every_check(
+        pg_url: str) -> None:
+    keys = seed_ledger(pg_url)
+    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=2))
+    try:
+        async with asyncio.timeout(10):
+            found = await asyncio.gather(*(checker.check(keys["alice"], NOW)
+                                           for _ in range(20)))
+        assert {owner.username for owner, _ in filter(None, found)} == {"alice"}
+        assert len(found) == 20 and None not in found
+        assert backends(pg_url) == 2
+    finally:
+        await checker.close()
+    assert backends(pg_url) == 0
+
+
+async def test_a_started_check_left_unawaited_or_cancelled_gives_its_connection_back(
+        pg_url: str) -> None:
+    keys = seed_ledger(pg_url)
+    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
+    try:
+        assert await checker.check(keys["alice"], NOW) is not None
+        left = checker.start(keys["alice"], NOW)  # sent at once, never awaited
+        assert inspect.iscoroutine(left)
+        left.close()
+        async with asyncio.timeout(5):  # would wait forever for a leaked connection
+            assert await checker.check(keys["bob"], NOW) is not None
+
+        cancelled = asyncio.ensure_future(checker.start(keys["alice"], NOW))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # mid-statement: that connection is closed, not reused
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        async with asyncio.timeout(5):
+            found = await checker.check(keys["bob"], NOW)
+        assert found is not None and found[0].username == "bob"
+        assert backends(pg_url) == 1
+    finally:
+        await checker.close()
