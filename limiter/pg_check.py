@@ -122,13 +122,15 @@ class _Connection:
 
     def _fail(self, exc: psycopg.Error) -> None:
         """The connection is unusable: fail the check in flight, if any, and let the pool know."""
-        waiter, self._waiter, self._first = self._waiter, None, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        self.close()
+        self.close(exc)
         self._on_broken(self)
 
-    def close(self) -> None:
+    def close(self, reason: psycopg.Error | None = None) -> None:
+        """Close the connection; a check still in flight fails with `reason`."""
+        waiter, self._waiter, self._first = self._waiter, None, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(reason or psycopg.OperationalError(
+                "the key check's ledger connection was closed"))
         if self.broken:
             return
         self.broken = True
@@ -155,7 +157,8 @@ class KeyChecker:
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._connecting = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Each waiter gets a connection handed over, or None: a slot is free to open one.
+        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         # The encoded parameters of the period starts last seen (they change once a day).
         self._params_for: tuple[Any, ...] = ()
         self._params: list[bytes | None] = []
@@ -214,8 +217,12 @@ class KeyChecker:
         if sent.cancelled() or sent.exception() is not None or conn.broken:
             self._drop(conn)
         else:
+            self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        """Hand the connection to the longest-waiting check, or keep it idle."""
+        if not self._hand_over(conn):
             self._idle.append(conn)
-            self._wake_one()
 
     def _drop(self, conn: _Connection) -> None:
         conn.close()
@@ -223,31 +230,39 @@ class KeyChecker:
             self._idle.remove(conn)
         if conn in self._open:
             self._open.discard(conn)
-            self._wake_one()
+            self._hand_over(None)  # a waiting check may open a connection in its place
 
-    def _wake_one(self) -> None:
+    def _hand_over(self, conn: _Connection | None) -> bool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(conn)
+                return True
+        return False
 
     async def _acquire(self) -> _Connection:
         """An idle connection, a new one while fewer than `size` are open, else the next one
-        to be free."""
+        to be free (in the order the checks asked)."""
         while True:
             if self._idle:
                 return self._idle.pop()
             if len(self._open) + self._connecting < self._size:
                 return await self._connect()
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[_Connection | None] = \
+                asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # pass the turn on
+                if waiter.done() and not waiter.cancelled():  # handed over, then cancelled
+                    handed = waiter.result()
+                    if handed is None:
+                        self._hand_over(None)
+                    else:
+                        self._release(handed)
                 raise
+            if handed is not None:
+                return handed
 
     async def _connect(self) -> _Connection:
         self._connecting += 1
@@ -260,8 +275,11 @@ class KeyChecker:
                 with contextlib.suppress(Exception):
                     await conn.close()
                 raise
-        finally:
+        except BaseException:
             self._connecting -= 1
+            self._hand_over(None)  # the slot is free again for a waiting check
+            raise
+        self._connecting -= 1
         checked = _Connection(conn, asyncio.get_running_loop(), self._drop)
         self._open.add(checked)
         return checked

@@ -88,6 +88,17 @@ def backends(url: str) -> int:
     return int(row[0])
 
 
+async def settled_backends(url: str, expected: int) -> int:
+    """`backends`, given up to 2 s to reach `expected` (a closed connection's server process
+    leaves pg_stat_activity shortly after the client has gone)."""
+    for _ in range(40):
+        count = backends(url)
+        if count == expected:
+            break
+        await asyncio.sleep(0.05)
+    return count
+
+
 async def test_a_connection_the_server_closed_while_idle_is_dropped_before_the_next_check(
         pg_url: str) -> None:
     keys = seed_ledger(pg_url)
@@ -117,7 +128,7 @@ async def test_the_pool_holds_at_most_pool_size_connections_and_serves_every_che
         assert backends(pg_url) == 2
     finally:
         await checker.close()
-    assert backends(pg_url) == 0
+    assert await settled_backends(pg_url, 0) == 0
 
 
 async def test_a_started_check_left_unawaited_or_cancelled_gives_its_connection_back(
@@ -140,6 +151,19 @@ async def test_a_started_check_left_unawaited_or_cancelled_gives_its_connection_
         async with asyncio.timeout(5):
             found = await checker.check(keys["bob"], NOW)
         assert found is not None and found[0].username == "bob"
-        assert backends(pg_url) == 1
+        assert await settled_backends(pg_url, 1) == 1
     finally:
         await checker.close()
+
+
+async def test_closing_the_checker_fails_a_check_in_flight(pg_url: str) -> None:
+    keys = seed_ledger(pg_url)
+    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
+    assert await checker.check(keys["alice"], NOW) is not None
+    in_flight = asyncio.ensure_future(checker.start(keys["alice"], NOW))
+    await asyncio.sleep(0)
+    await checker.close()
+    with pytest.raises(psycopg.OperationalError):
+        async with asyncio.timeout(5):
+            await in_flight
+    assert await settled_backends(pg_url, 0) == 0
