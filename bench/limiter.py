@@ -271,6 +271,10 @@ async def run_round(session: aiohttp.ClientSession, targets: dict[str, Target],
         print(f"  {LABELS[name]:20s} " + "  ".join(
             f"{label.split(',')[0].replace('added ', '+')} {value:6.2f}"
             for label, value in figures[name].items()))
+    # The baseline itself: how fast the machine is right now (it drifts on shared hosts).
+    direct = [t[0] for t in c1["direct"]]
+    print(f"  direct at c=1      p50 {percentile(direct, 50) * 1000:.2f} ms  "
+          f"p99 {percentile(direct, 99) * 1000:.2f} ms")
     for kind, rates in rps.items():
         print(f"  c={args.concurrency} {kind:6s} " + "  ".join(
             f"{name} {rate:7.0f}/s" for name, rate in rates.items()))
