@@ -29,6 +29,33 @@ def reference(url: str, secret: str) -> object:
         engine.dispose()
 
 
+def terminate_other_backends(url: str) -> None:
+    """What a database restart or an administrator does to the checker's connections."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def backends(url: str) -> int:
+    """Connections to the test database, other than the one asking."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def settled_backends(url: str, expected: int) -> int:
+    """`backends`, given up to 2 s to reach `expected` (a closed connection's server process
+    leaves pg_stat_activity shortly after the client has gone)."""
+    for _ in range(40):
+        count = backends(url)
+        if count == expected:
+            break
+        await asyncio.sleep(0.05)
+    return count
+
+
 async def test_same_answer_as_the_ledger_for_known_revoked_and_unknown_keys(
         pg_url: str) -> None:
     document = policy(users=[{"username": "alice", "limit_usd": "2.5"}, {"username": "bob"}])
@@ -61,10 +88,7 @@ async def test_a_connection_killed_under_the_pool_fails_one_check_and_is_replace
     checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
     try:
         assert await checker.check(keys["alice"], NOW) is not None
-        # Terminate the pooled connection's backend from another session.
-        with psycopg.connect(libpq_url(pg_url), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        terminate_other_backends(pg_url)  # the pooled connection's, from elsewhere
         with pytest.raises(psycopg.OperationalError):
             await checker.check(keys["alice"], NOW)
         found = await checker.check(keys["alice"], NOW)
@@ -79,35 +103,13 @@ def test_libpq_url_drops_the_sqlalchemy_driver_and_keeps_credentials() -> None:
     assert libpq_url("postgres://u@db/ledger") == "postgresql://u@db/ledger"
 
 
-def backends(url: str) -> int:
-    """Connections to the test database, other than the one asking."""
-    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
-        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                            "current_database() AND pid <> pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def settled_backends(url: str, expected: int) -> int:
-    """`backends`, given up to 2 s to reach `expected` (a closed connection's server process
-    leaves pg_stat_activity shortly after the client has gone)."""
-    for _ in range(40):
-        count = backends(url)
-        if count == expected:
-            break
-        await asyncio.sleep(0.05)
-    return count
-
-
 async def test_a_connection_the_server_closed_while_idle_is_dropped_before_the_next_check(
         pg_url: str) -> None:
     keys = seed_ledger(pg_url)
     checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
     try:
         assert await checker.check(keys["alice"], NOW) is not None
-        with psycopg.connect(libpq_url(pg_url), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        terminate_other_backends(pg_url)
         await asyncio.sleep(0.3)  # the event loop sees the closed socket
         found = await checker.check(keys["alice"], NOW)  # on a new connection, no error
         assert found is not None and found[0].username == "alice"
