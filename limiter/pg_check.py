@@ -97,7 +97,8 @@ class _Connection:
             if self._pgconn.flush():
                 return
         except psycopg.Error as exc:
-            self._fail(exc)
+            self._fail(exc)  # closes, which unregisters the socket too
+            return
         self._loop.remove_writer(self._fd)
 
     def _on_readable(self) -> None:

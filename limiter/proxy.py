@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 import uuid
@@ -168,9 +167,14 @@ async def _read_small_body(request: web.Request, limit: int, admitting: Awaitabl
     except LimiterError as exc:
         return raw, None, exc
     except BaseException:
-        if inspect.iscoroutine(admitting):
-            admitting.close()  # never awaited now; its connection goes back on its own
+        # The client went away mid-body: the check finishes on its own, its answer unused.
+        asyncio.ensure_future(admitting).add_done_callback(_ignore_outcome)
         raise
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an unused refusal is not an error to log
 
 
 def _settle(answered: asyncio.Future[web.StreamResponse],

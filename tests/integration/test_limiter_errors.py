@@ -18,6 +18,7 @@ from ledger.engine import create_sync_engine
 from ledger.keys import revoke_keys
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
+from limiter.app import create_app
 from limiter.settings import ProviderSettings
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
@@ -126,6 +127,35 @@ async def test_a_refusal_comes_before_what_the_body_would_earn(
     await settled(client.app)
     assert ledger_snapshot(ledger_url) == before
     assert len(upstream.received) == 1
+
+
+async def test_a_client_leaving_mid_body_changes_nothing_and_frees_the_check(
+        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The check is out while a small body arrives; a client that leaves then must not leave
+    the check's connection behind (one connection in the pool here)."""
+    keys = seed_ledger(pg_url)
+    app = create_app(limiter_settings(tmp_path, upstream.base_url),
+                     DatabaseSettings(url=pg_url, pool_size=1, connect_timeout_seconds=2.0),
+                     registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    before = ledger_snapshot(pg_url)
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {keys['alice']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(3):
+        _, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(head.encode() + b'{"model": "gpt-test", ')  # 978 bytes short
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+    await asyncio.sleep(0.2)
+    async with asyncio.timeout(5):  # would wait for a connection that never came back
+        resp = await client.post(CHAT, json=openai_request(), headers=bearer(keys["alice"]))
+    assert resp.status == 200
+    await settled(app)
+    assert ledger_snapshot(pg_url)[0] == before[0] + 1
+    assert len(upstream.received) == 1
+    assert "Traceback" not in caplog.text
 
 
 async def test_upstream_refused_is_502(aiohttp_client: Any, sqlite_url: str,
