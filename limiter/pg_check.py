@@ -175,8 +175,9 @@ class KeyChecker:
 
         The caller can do other work while the ledger answers. Errors (the ledger cannot
         answer: psycopg errors, OSError) are raised when the result is awaited; the caller
-        bounds that wait with its own timeout. Not awaiting the result is harmless: the
-        connection goes back to the pool when the answer arrives.
+        bounds that wait with its own timeout. The connection goes back to the pool when the
+        answer arrives, awaited or not; the returned coroutine must still be awaited or
+        closed.
         """
         params = self._encoded(secret, now)
         if not self._idle:
