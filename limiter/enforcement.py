@@ -117,24 +117,17 @@ class Enforcer:
     def strict(self) -> bool:
         return self._settings.enforcement == "strict"
 
-    def start_admit(self, credential: Credential, now: datetime) -> Awaitable[Admission]:
-        """`admit`, with a key's check already on its way to the ledger when this returns.
+    def admit(self, credential: Credential, now: datetime) -> Awaitable[Admission]:
+        """Identify the caller and refuse (409) when spend has reached the limit.
 
-        The caller reads the request body while the ledger answers, then awaits the
-        admission before acting on the body (a refusal still comes first).
+        A key's check is already on its way to the ledger when this returns: the caller can
+        read the request body meanwhile, then awaits the admission before acting on the body
+        (a refusal always comes first).
         """
         checker = self._key_checker
         if credential.kind != "key" or checker is None:
             return self._admit(credential, now, None)
         return self._admit(credential, now, checker.start(credential.value, now))
-
-    async def admit(self, credential: Credential, now: datetime) -> Admission:
-        """Identify the caller and refuse (409) when spend has reached the limit.
-
-        Runs before the body is acted on: an unknown key or a blocked user gets its answer
-        whatever the body holds.
-        """
-        return await self.start_admit(credential, now)
 
     async def _admit(self, credential: Credential, now: datetime,
                      pending: Awaitable[CheckResult] | None) -> Admission:

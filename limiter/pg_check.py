@@ -36,9 +36,6 @@ from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
 
 STATEMENT_NAME = b"agentmeter_check_key"
-# Parameters that change once a UTC day (the others are constants or the key's hash).
-_DAILY = ("day_start", "week_start", "month_start")
-
 CheckResult = tuple[KeyOwner, LimitStatus] | None
 
 # Text-format decoders for the column types the statement returns, by type OID.
@@ -151,6 +148,9 @@ class KeyChecker:
         self._names: list[str] = list(compiled.positiontup or ())
         self._fixed: dict[str, Any] = dict(compiled.params)
         self._key_slot = self._names.index("key_hash")
+        # The caller's binds other than the key's hash: the period starts, new once a UTC day.
+        self._daily = tuple(name for name in self._names
+                            if self._fixed.get(name) is None and name != "key_hash")
         self._url = libpq_url(settings.url)
         self._connect_timeout = max(1, round(settings.connect_timeout_seconds))
         self._size = settings.pool_size
@@ -288,7 +288,7 @@ class KeyChecker:
 
     def _encoded(self, secret: str, now: datetime) -> list[bytes | None]:
         values = check_key_params(secret, now)
-        starts = tuple(values[name] for name in _DAILY)
+        starts = tuple(values[name] for name in self._daily)
         if starts != self._params_for:
             merged = {**self._fixed, **values}
             self._params = [_encode(merged[name]) for name in self._names]

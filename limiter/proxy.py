@@ -118,15 +118,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     now = app[CLOCK]()
     enforcer = app[ENFORCER]
 
-    admitting = enforcer.start_admit(credential_of(request, settings), now)
-    raw, body, refused = await _read_small_body(request, settings.max_body_bytes, admitting)
+    admitting = enforcer.admit(credential_of(request, settings), now)
+    early = await _read_small_body(request, settings.max_body_bytes, admitting)
     admission = await admitting
-    if refused is not None:
-        raise refused
-    if raw is None:
+    if isinstance(early, LimiterError):
+        raise early
+    if early is None:
         raw = await read_capped(request, settings.max_body_bytes)
-    if body is None:
-        body = parse_json_object(raw)
+        early = raw, parse_json_object(raw)
+    raw, body = early
     model_name = provider.request_model(body)
     model = await resolve_model(request, model_name, admission)
     chat = chat_of(request)
@@ -153,19 +153,17 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_small_body(request: web.Request, limit: int, admitting: Awaitable[Admission]
-                           ) -> tuple[bytearray | None, dict[str, Any] | None,
-                                      LimiterError | None]:
-    """Read and parse a small body while the check is out; its error is held for later (the
-    check's answer goes first). Nothing is read from a body not declared small."""
+                           ) -> tuple[bytearray, dict[str, Any]] | LimiterError | None:
+    """Read and parse a small body while the check is out: the body, or its error held for
+    later (the check's answer goes first). None for a body not declared small (not read)."""
     length = request.content_length
     if length is None or length > OVERLAP_BODY_BYTES:
-        return None, None, None
-    raw = None
+        return None
     try:
         raw = await read_capped(request, limit)
-        return raw, parse_json_object(raw), None
+        return raw, parse_json_object(raw)
     except LimiterError as exc:
-        return raw, None, exc
+        return exc
     except BaseException:
         # The client went away mid-body: the check finishes on its own, its answer unused.
         asyncio.ensure_future(admitting).add_done_callback(_ignore_outcome)

@@ -18,7 +18,6 @@ from ledger.engine import create_sync_engine
 from ledger.keys import revoke_keys
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
-from limiter.app import create_app
 from limiter.settings import ProviderSettings
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
@@ -135,9 +134,8 @@ async def test_a_client_leaving_mid_body_changes_nothing_and_frees_the_check(
     """The check is out while a small body arrives; a client that leaves then must not leave
     the check's connection behind (one connection in the pool here)."""
     keys = seed_ledger(pg_url)
-    app = create_app(limiter_settings(tmp_path, upstream.base_url),
-                     DatabaseSettings(url=pg_url, pool_size=1, connect_timeout_seconds=2.0),
-                     registry=CollectorRegistry())
+    app = gateway_app(pg_url, limiter_settings(tmp_path, upstream.base_url),
+                      registry=CollectorRegistry(), pool_size=1)
     client = await aiohttp_client(app)
     before = ledger_snapshot(pg_url)
     head = (f"POST {CHAT} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {keys['alice']}\r\n"

@@ -4,8 +4,11 @@ answers, and a connection that breaks under it is dropped, not reused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -56,12 +59,20 @@ async def settled_backends(url: str, expected: int) -> int:
     return count
 
 
+@contextlib.asynccontextmanager
+async def open_checker(url: str, **settings: Any) -> AsyncIterator[KeyChecker]:
+    checker = KeyChecker(DatabaseSettings(url=url, **settings))
+    try:
+        yield checker
+    finally:
+        await checker.close()
+
+
 async def test_same_answer_as_the_ledger_for_known_revoked_and_unknown_keys(
         pg_url: str) -> None:
     document = policy(users=[{"username": "alice", "limit_usd": "2.5"}, {"username": "bob"}])
     keys = seed_ledger(pg_url, document)
-    checker = KeyChecker(DatabaseSettings(url=pg_url))
-    try:
+    async with open_checker(pg_url) as checker:
         found = await checker.check(keys["alice"], NOW)
         assert found is not None
         assert found == reference(pg_url, keys["alice"])
@@ -78,23 +89,24 @@ async def test_same_answer_as_the_ledger_for_known_revoked_and_unknown_keys(
         finally:
             engine.dispose()
         assert await checker.check(keys["bob"], NOW) is None  # revoked: at once, no cache
-    finally:
-        await checker.close()
 
 
-async def test_a_connection_killed_under_the_pool_fails_one_check_and_is_replaced(
-        pg_url: str) -> None:
+@pytest.mark.parametrize("loop_saw_it", [False, True], ids=["at-once", "while-idle"])
+async def test_a_connection_the_server_closed_is_replaced(pg_url: str,
+                                                          loop_saw_it: bool) -> None:
+    """Closed under a check sent at once, that check fails (fail-open territory); closed while
+    idle, the event loop sees it and the next check goes out on a new connection."""
     keys = seed_ledger(pg_url)
-    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
-    try:
+    async with open_checker(pg_url, pool_size=1) as checker:
         assert await checker.check(keys["alice"], NOW) is not None
-        terminate_other_backends(pg_url)  # the pooled connection's, from elsewhere
-        with pytest.raises(psycopg.OperationalError):
-            await checker.check(keys["alice"], NOW)
+        terminate_other_backends(pg_url)
+        if loop_saw_it:
+            await asyncio.sleep(0.3)
+        else:
+            with pytest.raises(psycopg.OperationalError):
+                await checker.check(keys["alice"], NOW)
         found = await checker.check(keys["alice"], NOW)
         assert found is not None and found[0].username == "alice"
-    finally:
-        await checker.close()
 
 
 def test_libpq_url_drops_the_sqlalchemy_driver_and_keeps_credentials() -> None:
@@ -103,41 +115,23 @@ def test_libpq_url_drops_the_sqlalchemy_driver_and_keeps_credentials() -> None:
     assert libpq_url("postgres://u@db/ledger") == "postgresql://u@db/ledger"
 
 
-async def test_a_connection_the_server_closed_while_idle_is_dropped_before_the_next_check(
-        pg_url: str) -> None:
-    keys = seed_ledger(pg_url)
-    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
-    try:
-        assert await checker.check(keys["alice"], NOW) is not None
-        terminate_other_backends(pg_url)
-        await asyncio.sleep(0.3)  # the event loop sees the closed socket
-        found = await checker.check(keys["alice"], NOW)  # on a new connection, no error
-        assert found is not None and found[0].username == "alice"
-    finally:
-        await checker.close()
-
-
 async def test_the_pool_holds_at_most_pool_size_connections_and_serves_every_check(
         pg_url: str) -> None:
     keys = seed_ledger(pg_url)
-    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=2))
-    try:
+    async with open_checker(pg_url, pool_size=2) as checker:
         async with asyncio.timeout(10):
             found = await asyncio.gather(*(checker.check(keys["alice"], NOW)
                                            for _ in range(20)))
         assert {owner.username for owner, _ in filter(None, found)} == {"alice"}
         assert len(found) == 20 and None not in found
         assert backends(pg_url) == 2
-    finally:
-        await checker.close()
     assert await settled_backends(pg_url, 0) == 0
 
 
 async def test_a_started_check_left_unawaited_or_cancelled_gives_its_connection_back(
         pg_url: str) -> None:
     keys = seed_ledger(pg_url)
-    checker = KeyChecker(DatabaseSettings(url=pg_url, pool_size=1))
-    try:
+    async with open_checker(pg_url, pool_size=1) as checker:
         assert await checker.check(keys["alice"], NOW) is not None
         left = checker.start(keys["alice"], NOW)  # sent at once, never awaited
         assert inspect.iscoroutine(left)
@@ -154,8 +148,6 @@ async def test_a_started_check_left_unawaited_or_cancelled_gives_its_connection_
             found = await checker.check(keys["bob"], NOW)
         assert found is not None and found[0].username == "bob"
         assert await settled_backends(pg_url, 1) == 1
-    finally:
-        await checker.close()
 
 
 async def test_closing_the_checker_fails_a_check_in_flight(pg_url: str) -> None:

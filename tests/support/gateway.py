@@ -140,9 +140,10 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 def gateway_app(url: str, settings: LimiterSettings, *, clock: MovableClock | None = None,
-                registry: Any = None, **kwargs: Any) -> web.Application:
-    return create_app(settings, DatabaseSettings(url=url, connect_timeout_seconds=2.0),
-                      registry=registry, clock=clock, **kwargs)
+                registry: Any = None, pool_size: int = DatabaseSettings.pool_size,
+                **kwargs: Any) -> web.Application:
+    database = DatabaseSettings(url=url, connect_timeout_seconds=2.0, pool_size=pool_size)
+    return create_app(settings, database, registry=registry, clock=clock, **kwargs)
 
 
 async def settled(app: web.Application) -> None:
