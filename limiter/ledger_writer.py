@@ -37,8 +37,6 @@ class Pending:
     entry: Entry
     # Already appended to the journal (unsynced) before the answer's last byte was sent.
     journaled: bool
-    # Whatever the submitter needs to learn that this record is safe (see `on_written`).
-    token: object = None
 
 
 class LedgerWriter:

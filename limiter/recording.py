@@ -87,6 +87,9 @@ class Recorder:
         self._interval = replay_interval_s
         self._inflight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        # Records handed to the writer and not yet in the ledger or the spool.
+        self._unwritten = 0
+        self._drained: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
         self._writer = LedgerWriter(writer_engine, spool, journal, self._written,
                                     linger_s=linger_s)
@@ -120,20 +123,28 @@ class Recorder:
             return None
         return entry
 
-    async def record(self, record: UsageRecord, journaled: Entry | None = None) -> None:
-        """Commit the record (ledger or spool); survives the caller being cancelled.
+    def record(self, record: UsageRecord, journaled: Entry | None = None) -> None:
+        """Hand the record to the ledger writer thread, which commits it (ledger or spool).
 
-        `journaled` is the entry `journal_now` wrote for it, if any. The ledger writer thread
-        commits the records gathered within the linger in one transaction.
+        `journaled` is the entry `journal_now` wrote for it, if any. The writer commits the
+        records gathered within the linger in one transaction; `idle()` waits for it. Nothing
+        waits per record: an answered request's task ends here.
         """
-        done: asyncio.Future[None] = self._loop.create_future()
+        self._unwritten += 1
         self._writer.submit(Pending(record, journaled or to_entry(record),
-                                    journaled is not None, done))
-        await asyncio.shield(done)
+                                    journaled is not None))
 
     def _written(self, batch: list[Pending]) -> None:
         """From the writer thread: wake the event loop once for the whole batch."""
-        self._loop.call_soon_threadsafe(_resolve, [pending.token for pending in batch])
+        self._loop.call_soon_threadsafe(self._settle, len(batch))
+
+    def _settle(self, count: int) -> None:
+        self._unwritten -= count
+        if not self._unwritten:
+            for waiter in self._drained:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drained.clear()
 
     def close(self) -> None:
         """Commit what was handed over, then stop the writer thread."""
@@ -154,8 +165,13 @@ class Recorder:
 
     async def idle(self) -> None:
         """Wait until every record already handed over is in the ledger or the spool."""
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        while self._inflight or self._unwritten:
+            if self._inflight:
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
+                continue
+            drained = self._loop.create_future()
+            self._drained.append(drained)
+            await drained
 
     async def _write(self, entries: list[Entry]) -> None:
         records = []
@@ -200,9 +216,3 @@ class Recorder:
                               type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
-
-
-def _resolve(futures: list[Any]) -> None:
-    for done in futures:
-        if isinstance(done, asyncio.Future) and not done.done():
-            done.set_result(None)
