@@ -30,7 +30,12 @@ from limiter.errors import UpstreamError, UpstreamTimeout
 from limiter.providers.base import Provider, relayable_headers, settle_usage
 from limiter.settings import ProviderSettings
 from limiter.sse import StreamUsageParser, load_json
-from limiter.upstream_client import UpstreamConnectionError, UpstreamPool, UpstreamResponse
+from limiter.upstream_client import (
+    PreparedRequest,
+    UpstreamConnectionError,
+    UpstreamPool,
+    UpstreamResponse,
+)
 
 DISCONNECT_POLL_SECONDS = 0.05
 # The provider could not be reached, or broke off before its answer was complete.
@@ -56,36 +61,58 @@ class ForwardResult:
     error: dict[str, Any] | None = None
 
 
-async def forward(*, session: UpstreamPool, provider: Provider,
-                  settings: ProviderSettings, request: web.Request, body: dict[str, Any],
-                  timeout_s: float, on_first_byte: Callable[[], None] | None = None,
-                  raw_body: bytes | None = None,
-                  before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
-    """Send `body` to the provider and relay its answer to `request`'s client.
+def prepare_call(*, session: UpstreamPool, provider: Provider, settings: ProviderSettings,
+                 request: web.Request, body: dict[str, Any], timeout_s: float,
+                 on_first_byte: Callable[[], None] | None = None,
+                 raw_body: bytes | None = None) -> UpstreamCall:
+    """Everything the provider call needs, encoded and ready to go out.
 
-    `raw_body`, the bytes the client sent, is forwarded as is when the provider needs no change
-    to the body (saving a re-encode of large agent contexts) and sizes the input estimate.
-    `timeout_s` bounds connecting and every wait for upstream data (not a whole long stream).
+    The limiter builds it while its limit check is out, so that admission is followed by one
+    write. `raw_body`, the bytes the client sent, is forwarded as is when the provider needs no
+    change to the body (saving a re-encode of large agent contexts) and sizes the input
+    estimate. `timeout_s` bounds connecting and every wait for upstream data (not a whole long
+    stream). Raises ValueError for a header value with a line break.
+    """
+    payload = provider.upstream_payload(body, raw_body)
+    url = _upstream_url(settings, provider, request)
+    return UpstreamCall(
+        session=session,
+        request=session.prepare(url, payload,
+                                provider.upstream_headers(request.headers, settings)),
+        stream=provider.is_stream(body),
+        timeout_s=timeout_s,
+        request_bytes=len(raw_body) if raw_body is not None else len(payload),
+        provider=provider,
+        on_first_byte=on_first_byte,
+    )
+
+
+async def relay(call: UpstreamCall, request: web.Request,
+                before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
+    """Send the prepared call and relay the provider's answer to `request`'s client.
+
     Raises UpstreamError / UpstreamTimeout when the provider fails before any byte reached the
     client; afterwards a failure yields a partial result instead. For a relayed stream,
     `before_end` gets the final result once the provider's terminal event has arrived and
     before the chunk carrying it is written (so the usage can be journaled while the client
     does not have the whole answer yet); non-streamed answers are sent by the caller.
     """
-    payload = provider.upstream_payload(body, raw_body)
-    call = _UpstreamCall(
-        session=session,
-        url=_upstream_url(settings, provider, request),
-        payload=payload,
-        headers=provider.upstream_headers(request.headers, settings),
-        timeout_s=timeout_s,
-        request_bytes=len(raw_body) if raw_body is not None else len(payload),
-        provider=provider,
-        on_first_byte=on_first_byte,
-    )
-    if provider.is_stream(body):
+    if call.stream:
         return await _relay_stream(call, request, before_end)
     return await _exchange(call)
+
+
+async def forward(*, session: UpstreamPool, provider: Provider, settings: ProviderSettings,
+                  request: web.Request, body: dict[str, Any], timeout_s: float,
+                  on_first_byte: Callable[[], None] | None = None,
+                  raw_body: bytes | None = None,
+                  before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
+    """`prepare_call` and `relay` in one step: send `body` to the provider and relay its
+    answer."""
+    call = prepare_call(session=session, provider=provider, settings=settings, request=request,
+                        body=body, timeout_s=timeout_s, on_first_byte=on_first_byte,
+                        raw_body=raw_body)
+    return await relay(call, request, before_end)
 
 
 def _upstream_url(settings: ProviderSettings, provider: Provider, request: web.Request) -> str:
@@ -94,11 +121,10 @@ def _upstream_url(settings: ProviderSettings, provider: Provider, request: web.R
 
 
 @dataclass(slots=True)
-class _UpstreamCall:
+class UpstreamCall:
     session: UpstreamPool
-    url: str
-    payload: bytes
-    headers: dict[str, str]
+    request: PreparedRequest
+    stream: bool
     timeout_s: float
     request_bytes: int
     provider: Provider
@@ -106,8 +132,7 @@ class _UpstreamCall:
 
     async def send(self) -> UpstreamResponse:
         try:
-            return await self.session.post(self.url, self.payload, self.headers,
-                                           connect_timeout=self.timeout_s,
+            return await self.session.send(self.request, connect_timeout=self.timeout_s,
                                            read_timeout=self.timeout_s)
         except TimeoutError as exc:
             raise self.timeout_error() from exc
@@ -149,7 +174,7 @@ class _UpstreamCall:
             error=error if isinstance(error, dict) else None)
 
 
-async def _exchange(call: _UpstreamCall) -> ForwardResult:
+async def _exchange(call: UpstreamCall) -> ForwardResult:
     loop = asyncio.get_running_loop()
     started = loop.time()
     upstream = await call.send()
@@ -169,7 +194,7 @@ class _StreamRelay:
     __slots__ = ("before_end", "call", "client_gone", "first_byte", "parser", "request",
                  "response", "started", "status", "upstream_cut", "upstream_seconds", "whole")
 
-    def __init__(self, call: _UpstreamCall, request: web.Request,
+    def __init__(self, call: UpstreamCall, request: web.Request,
                  before_end: Callable[[ForwardResult], None] | None) -> None:
         self.call = call
         self.request = request
@@ -298,7 +323,7 @@ class _ClientWatch:
         self._handle.cancel()
 
 
-async def _relay_stream(call: _UpstreamCall, request: web.Request,
+async def _relay_stream(call: UpstreamCall, request: web.Request,
                         before_end: Callable[[ForwardResult], None] | None) -> ForwardResult:
     relay = _StreamRelay(call, request, before_end)
     task = asyncio.get_running_loop().create_task(relay.run())

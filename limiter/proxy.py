@@ -1,13 +1,14 @@
 """The proxy handler: identify, check the limit, forward, then record what the answer cost.
 
 Order matters: the limit check is sent to the ledger first, and its answer (401, 409) comes
-before anything the body could earn (400, 413). A small body (up to `OVERLAP_BODY_BYTES`
-declared) is read and parsed while the ledger answers; a larger one only once the caller is
-admitted (an unknown key or a blocked user costs no upload). The body is read within
-`max_body_bytes`; the model must be declared (unless `unknown_models: allow`); strict mode holds
-an upper bound; the usage is appended to the journal just before the answer's last byte goes
-out (one page-cache write) and committed to the ledger after it, so recording adds next to
-nothing to the latency the client sees.
+before anything the request could earn (400, 413). A small body (up to `OVERLAP_BODY_BYTES`
+declared) is read, parsed, matched to its model and encoded for the provider while the ledger
+answers, so that admission is followed by one write upstream; a larger body is read only once
+the caller is admitted (an unknown key or a blocked user costs no upload). The body is read
+within `max_body_bytes`; the model must be declared (unless `unknown_models: allow`); strict
+mode holds an upper bound; the usage is appended to the journal just before the answer's last
+byte goes out (one page-cache write) and committed to the ledger after it, so recording adds
+next to nothing to the latency the client sees.
 """
 
 from __future__ import annotations
@@ -42,10 +43,9 @@ from limiter.auth import credential_of
 from limiter.catalog_cache import CatalogUnavailable
 from limiter.enforcement import Admission, strict_upper_bound
 from limiter.errors import BadRequest, LimiterError, ServiceUnavailable
-from limiter.forward import ForwardResult, forward
+from limiter.forward import ForwardResult, UpstreamCall, prepare_call, relay
 from limiter.providers import Provider, provider_for_path
 from limiter.request_body import parse_json_object, read_capped
-from limiter.settings import ProviderSettings
 from limiter.spool import Entry
 
 log = logging.getLogger("agentmeter.limiter")
@@ -69,14 +69,13 @@ def chat_of(request: web.Request) -> str | None:
     return chat
 
 
-async def resolve_model(request: web.Request, name: str, admission: Admission) -> Model | None:
-    """The declared model for `name`, None for an unknown one that may pass; 400 otherwise."""
-    try:
-        catalog = await request.app[CATALOG].get()
-    except CatalogUnavailable:
-        if admission.failed_open:
-            return None  # the ledger is away and nothing is cached: fail open, unpriced
-        raise
+async def find_model(request: web.Request, name: str) -> Model | None:
+    """The declared model for `name`, None for an unknown one that may pass; 400 otherwise.
+
+    Raises CatalogUnavailable when the catalog cannot be read and no copy is cached (the
+    caller decides: a failed-open request passes unpriced, any other is answered 503).
+    """
+    catalog = await request.app[CATALOG].get()
     model = catalog.find(name)
     if model is not None and model.enabled:
         return model
@@ -89,14 +88,27 @@ async def resolve_model(request: web.Request, name: str, admission: Admission) -
 
 
 @dataclass(slots=True)
+class Prepared:
+    """A request read, checked and encoded for the provider, waiting for its admission."""
+
+    raw: bytearray
+    body: dict[str, Any]
+    model_name: str
+    model: Model | None
+    chat: str | None
+    call: UpstreamCall
+    # The catalog could not be read: only a failed-open admission lets the request pass.
+    catalog_error: CatalogUnavailable | None
+
+
+@dataclass(slots=True)
 class Exchange:
     """One admitted request on its way to the provider, and what its record needs."""
 
     request: web.Request
     provider: Provider
-    upstream: ProviderSettings
-    body: dict[str, Any] | None
-    raw: bytearray | None
+    # Dropped once sent: a large request body is not held while the answer streams.
+    call: UpstreamCall | None
     admission: Admission
     model: Model | None
     model_name: str
@@ -119,31 +131,25 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     enforcer = app[ENFORCER]
 
     admitting = enforcer.admit(credential_of(request, settings), now)
-    early = await _read_small_body(request, settings.max_body_bytes, admitting)
+    early = await _prepare_while_checking(request, provider, admitting)
     admission = await admitting
     if isinstance(early, LimiterError):
         raise early
-    if early is None:
-        raw = await read_capped(request, settings.max_body_bytes)
-        early = raw, parse_json_object(raw)
-    raw, body = early
-    model_name = provider.request_model(body)
-    model = await resolve_model(request, model_name, admission)
-    chat = chat_of(request)
-    upstream = settings.providers.get(provider.name)
-    if upstream is None:
-        raise ServiceUnavailable(f"No upstream is configured for {provider.name}.",
-                                 code="provider_not_configured")
+    prepared = early if early is not None else await _prepare(request, provider)
+    if prepared.catalog_error is not None and not admission.failed_open:
+        raise prepared.catalog_error
 
     reservation_id: str | None = None
     if enforcer.strict:
-        bound = strict_upper_bound(model, len(raw), provider.requested_max_tokens(body))
+        bound = strict_upper_bound(prepared.model, len(prepared.raw),
+                                   provider.requested_max_tokens(prepared.body))
         reservation_id = await enforcer.hold(admission, bound, now)
 
     answered: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
-    exchange = Exchange(request, provider, upstream, body, raw, admission, model, model_name,
-                        chat, reservation_id, record_id, now, answered)
-    del body, raw
+    exchange = Exchange(request, provider, prepared.call, admission, prepared.model,
+                        prepared.model_name, prepared.chat, reservation_id, record_id, now,
+                        answered)
+    del prepared, early
     # The exchange runs as its own task: the handler returns (freeing the keep-alive
     # connection for the agent's next request) once the answer is out, while the task records
     # the usage; and a handler cancelled because its client left cannot stop that recording.
@@ -152,16 +158,41 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     return await asyncio.shield(answered)
 
 
-async def _read_small_body(request: web.Request, limit: int, admitting: Awaitable[Admission]
-                           ) -> tuple[bytearray, dict[str, Any]] | LimiterError | None:
-    """Read and parse a small body while the check is out: the body, or its error held for
+async def _prepare(request: web.Request, provider: Provider) -> Prepared:
+    """Read the body within `max_body_bytes`, parse it, find its model and encode the call."""
+    app = request.app
+    settings = app[SETTINGS]
+    raw = await read_capped(request, settings.max_body_bytes)
+    body = parse_json_object(raw)
+    model_name = provider.request_model(body)
+    catalog_error: CatalogUnavailable | None = None
+    try:
+        model = await find_model(request, model_name)
+    except CatalogUnavailable as exc:
+        model, catalog_error = None, exc
+    chat = chat_of(request)
+    upstream = settings.providers.get(provider.name)
+    if upstream is None:
+        raise ServiceUnavailable(f"No upstream is configured for {provider.name}.",
+                                 code="provider_not_configured")
+    call = prepare_call(session=app[SESSION], provider=provider, settings=upstream,
+                        request=request, body=body,
+                        # the bytearray is sent as it is: no copy of a large body
+                        raw_body=cast(bytes, raw),
+                        timeout_s=settings.upstream_timeout_seconds)
+    return Prepared(raw, body, model_name, model, chat, call, catalog_error)
+
+
+async def _prepare_while_checking(request: web.Request, provider: Provider,
+                                  admitting: Awaitable[Admission]
+                                  ) -> Prepared | LimiterError | None:
+    """`_prepare` a small body while the check is out: the request, or its error held for
     later (the check's answer goes first). None for a body not declared small (not read)."""
     length = request.content_length
     if length is None or length > OVERLAP_BODY_BYTES:
         return None
     try:
-        raw = await read_capped(request, limit)
-        return raw, parse_json_object(raw)
+        return await _prepare(request, provider)
     except LimiterError as exc:
         return exc
     except BaseException:
@@ -221,20 +252,17 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
         if record is not None:
             journaled = recorder.journal_now(record)
 
-    assert x.body is not None and x.raw is not None
+    call, x.call = x.call, None
+    assert call is not None
     try:
-        result = await forward(session=app[SESSION], provider=x.provider, settings=x.upstream,
-                               request=request, body=x.body,
-                               # the bytearray is sent as it is: no copy of a large body
-                               raw_body=cast(bytes, x.raw),
-                               timeout_s=app[SETTINGS].upstream_timeout_seconds,
-                               # streams: called before the chunk with the terminal event
-                               before_end=lambda done: journal(_usage_record(x, done)))
+        # streams: before_end is called before the chunk with the terminal event
+        result = await relay(call, request,
+                             before_end=lambda done: journal(_usage_record(x, done)))
     except BaseException:
         # 502/504 or the client went away before any answer: nothing was spent.
         await asyncio.shield(recorder.release(x.reservation_id))
         raise
-    x.body = x.raw = None
+    del call
 
     record = _usage_record(x, result)
     response = result.response
@@ -256,7 +284,7 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
             log.warning("the provider answered without usage; nothing recorded",
                         extra={"provider": x.provider.name, "model": x.model_name})
         return response
-    await recorder.record(record, journaled)
+    recorder.record(record, journaled)
     return response
 
 

@@ -66,6 +66,14 @@ def split_url(url: str) -> tuple[Origin, str]:
     return Origin(parts.scheme, parts.hostname, port), target
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request encoded before it is sent (the limiter builds it while the check is out)."""
+
+    origin: Origin
+    parts: list[bytes]
+
+
 def _header_line(name: str, value: str) -> bytes:
     if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
         raise ValueError(f"header {name!r} holds a line break")
@@ -292,15 +300,10 @@ class UpstreamPool:
         self._open: set[_Connection] = set()
         self._slots: asyncio.Semaphore | None = None
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *,
-                   connect_timeout: float | None,
-                   read_timeout: float | None) -> UpstreamResponse:
-        """Send the request; return once the answer's status and headers have arrived.
-
-        Raises UpstreamConnectionError (or OSError) when the provider cannot be reached or
-        fails before answering, TimeoutError when connecting or waiting for the answer takes
-        longer than its timeout, ValueError for a header value with a line break.
-        """
+    @staticmethod
+    def prepare(url: str, body: bytes, headers: Mapping[str, str]) -> PreparedRequest:
+        """The request's bytes, ready to go out (raises ValueError for a header value with a
+        line break or a URL that is not http(s))."""
         origin, target = split_url(url)
         head = [f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n".encode()]
         head += [_header_line(name, value) for name, value in headers.items()
@@ -310,13 +313,31 @@ class UpstreamPool:
         head_bytes = b"".join(head)
         # A small request goes out in one write; a large body (agent contexts reach tens of MB)
         # is handed over as it is rather than copied behind the head.
-        request = [head_bytes + body] if len(body) <= COALESCE_BYTES else [head_bytes, body]
+        parts = [head_bytes + body] if len(body) <= COALESCE_BYTES else [head_bytes, body]
+        return PreparedRequest(origin, parts)
+
+    async def send(self, request: PreparedRequest, *, connect_timeout: float | None,
+                   read_timeout: float | None) -> UpstreamResponse:
+        """Send the request; return once the answer's status and headers have arrived.
+
+        Raises UpstreamConnectionError (or OSError) when the provider cannot be reached or
+        fails before answering, TimeoutError when connecting or waiting for the answer takes
+        longer than its timeout.
+        """
+        origin = request.origin
         connection = self._reuse(origin) or await self._connect(origin, connect_timeout)
         try:
-            return await connection.exchange(request, read_timeout)
+            return await connection.exchange(request.parts, read_timeout)
         except BaseException:
             connection.close()
             raise
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *,
+                   connect_timeout: float | None,
+                   read_timeout: float | None) -> UpstreamResponse:
+        """`prepare` and `send` in one call."""
+        return await self.send(self.prepare(url, body, headers), connect_timeout=connect_timeout,
+                               read_timeout=read_timeout)
 
     def _reuse(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)

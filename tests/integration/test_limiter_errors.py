@@ -100,11 +100,22 @@ async def test_unknown_missing_and_revoked_keys_get_401(
     assert len(upstream.received) == 1
 
 
-@pytest.mark.parametrize("fault", ["malformed", "over_max_body_bytes"])
+# What a small body (or its headers) would earn from a caller the check lets through.
+BODY_FAULTS: dict[str, tuple[bytes, dict[str, str], int]] = {
+    "malformed": (b"{not json", {}, 400),
+    "over_max_body_bytes": (json.dumps(openai_request(
+        messages=[{"role": "user", "content": "x" * 300}])).encode(), {}, 413),
+    "undeclared_model": (json.dumps(openai_request(model="not-declared")).encode(), {}, 400),
+    "chat_id_too_long": (json.dumps(openai_request()).encode(), {"X-Chat-ID": "c" * 201}, 400),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BODY_FAULTS))
 async def test_a_refusal_comes_before_what_the_body_would_earn(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path, upstream: FakeUpstream,
         fault: str) -> None:
-    """A small body is read while the limit check is out; its faults never hide a 401/409."""
+    """A small body is read, checked and encoded while the limit check is out; its faults
+    never hide a 401/409."""
     keys = seed_ledger(ledger_url, policy(users=[
         {"username": "alice", "limit_usd": "0.000001"}, {"username": "bob"}]))
     client = await start(aiohttp_client, ledger_url, tmp_path, upstream.base_url,
@@ -113,11 +124,10 @@ async def test_a_refusal_comes_before_what_the_body_would_earn(
                               headers=bearer(keys["alice"]))).status == 200
     await settled(client.app)  # alice has now spent her 1-micro limit
     before = ledger_snapshot(ledger_url)
-    body = b"{not json" if fault == "malformed" else json.dumps(
-        openai_request(messages=[{"role": "user", "content": "x" * 300}])).encode()
-    json_type = {"Content-Type": "application/json"}
+    body, fault_headers, fault_status = BODY_FAULTS[fault]
+    json_type = {"Content-Type": "application/json", **fault_headers}
     expected = [(bearer("am-unknown"), 401), (bearer(keys["alice"]), 409),
-                (bearer(keys["bob"]), 400 if fault == "malformed" else 413)]
+                (bearer(keys["bob"]), fault_status)]
     for headers, status in expected:
         resp = await client.post(CHAT, data=body, headers={**headers, **json_type})
         assert resp.status == status, headers
