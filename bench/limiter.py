@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -84,6 +85,13 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int, main_thread_only: bool = False) -> float:
+    """CPU time (user + system) a process, or only its main thread, has used so far."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread_only else f"/proc/{pid}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prepare_database(admin_url: str) -> tuple[str, str]:
@@ -248,9 +256,16 @@ LABELS = {"limiter": "through the limiter", "forward": "forward() alone"}
 
 
 async def run_round(session: aiohttp.ClientSession, targets: dict[str, Target],
-                    args: argparse.Namespace, number: int) -> Figures:
+                    args: argparse.Namespace, number: int, pids: dict[str, int]) -> Figures:
     plain, streamed = request_body(args.provider, False), request_body(args.provider, True)
+    # CPU per call tells the gateways' own cost apart from the machine's scheduling delays.
+    meters = {"limiter main thread": (pids["limiter"], True),
+              "limiter all threads": (pids["limiter"], False),
+              "forward() alone": (pids["forward"], False)}
+    cpu_before = {name: cpu_seconds(*meter) for name, meter in meters.items()}
     c1 = await alternate(session, targets, plain, False, args.requests)
+    cpu_per_call = {name: (cpu_seconds(*meter) - cpu_before[name]) / args.requests * 1000
+                    for name, meter in meters.items()}
     s1 = await alternate(session, targets, streamed, True, args.requests)
     rps: dict[str, dict[str, float]] = {"plain": {}, "stream": {}}
     names = list(targets)[::-1] if number % 2 else list(targets)
@@ -275,6 +290,8 @@ async def run_round(session: aiohttp.ClientSession, targets: dict[str, Target],
     direct = [t[0] for t in c1["direct"]]
     print(f"  direct at c=1      p50 {percentile(direct, 50) * 1000:.2f} ms  "
           f"p99 {percentile(direct, 99) * 1000:.2f} ms")
+    print("  CPU per call at c=1 " + "  ".join(
+        f"{name} {ms:.2f} ms" for name, ms in cpu_per_call.items()))
     for kind, rates in rps.items():
         print(f"  c={args.concurrency} {kind:6s} " + "  ".join(
             f"{name} {rate:7.0f}/s" for name, rate in rates.items()))
@@ -304,14 +321,15 @@ def spread(values: list[float]) -> str:
 
 
 async def measure(args: argparse.Namespace, targets: dict[str, Target],
-                  limiter_pid: int) -> bool:
+                  pids: dict[str, int]) -> bool:
     connector = aiohttp.TCPConnector(limit=args.concurrency * 3, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         warm = request_body(args.provider, False), request_body(args.provider, True)
         for i in range(50):
             for target in targets.values():
                 await call(session, target, warm[i % 2], bool(i % 2))
-        rounds = [await run_round(session, targets, args, n) for n in range(1, args.rounds + 1)]
+        rounds = [await run_round(session, targets, args, n, pids)
+                  for n in range(1, args.rounds + 1)]
         print(f"\nacross {len(rounds)} rounds:")
         medians: dict[str, float] = {}
         for name, label in LABELS.items():
@@ -322,7 +340,8 @@ async def measure(args: argparse.Namespace, targets: dict[str, Target],
                 if name == "limiter":
                     medians[metric] = statistics.median(values)
         before, after = await memory_growth(session, targets["limiter"], args.provider,
-                                            limiter_pid, args.concurrency, args.duration)
+                                            pids["limiter"], args.concurrency,
+                                            args.duration)
     growth = 100 * (after - before) / before
     print(f"  RSS of the limiter process: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB "
           f"after {args.duration:.0f} s at c={args.concurrency} ({growth:+.1f}%)")
@@ -394,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                                   {"Authorization": f"Bearer {key}", **json_type}),
                 "forward": Target(f"http://127.0.0.1:{ports['forward']}{path}", json_type),
             }
-            ok = asyncio.run(measure(args, targets, processes["limiter"].pid))
+            ok = asyncio.run(measure(args, targets,
+                                    {name: p.pid for name, p in processes.items()}))
         finally:
             for process in processes.values():
                 stop_process(process)
