@@ -188,6 +188,14 @@ def _is_event_stream(upstream: UpstreamResponse) -> bool:
     return upstream.content_type == "text/event-stream"
 
 
+class _RelayedStream(web.StreamResponse):
+    """A relayed stream's head goes out with its first events, in one write: `prepare` is
+    only ever followed at once by the first `write`, and a second send would add to the time
+    to the first token."""
+
+    _send_headers_immediately = False
+
+
 class _StreamRelay:
     """State of one relayed stream, shared by the relaying task and the function awaiting it."""
 
@@ -244,14 +252,21 @@ class _StreamRelay:
                 break
             if not chunk:
                 break
+            # The provider's answer ended with these bytes: they go out with the stream's end.
+            last = upstream.complete
             # Parsed before the client gets it: when this chunk completes the answer, its
             # usage is handed on (journaled) before the client has the whole answer.
             parser.feed(chunk)
+            if last:
+                parser.close()
             self._hand_on_if_complete()
             try:
                 response = self.response
                 if response is None:
                     response = await self._start(upstream)
+                if last:
+                    await response.write_eof(chunk)  # the last events and the end: one write
+                    return
                 await response.write(chunk)
             except ConnectionError:
                 self.client_gone = True
@@ -277,8 +292,8 @@ class _StreamRelay:
         self.first_byte = asyncio.get_running_loop().time() - self.started
         if self.call.on_first_byte is not None:
             self.call.on_first_byte()
-        response = web.StreamResponse(status=upstream.status,
-                                      headers=relayable_headers(upstream.headers))
+        response = _RelayedStream(status=upstream.status,
+                                  headers=relayable_headers(upstream.headers))
         self.response = response
         await response.prepare(self.request)
         return response
