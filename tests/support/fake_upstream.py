@@ -217,9 +217,11 @@ def anthropic_error_event() -> str:
 class FakeUpstream:
     """The fake provider; `answers` are used first-in first-out, then `default`."""
 
-    def __init__(self, default: Answer | None = None) -> None:
+    def __init__(self, default: Answer | None = None, keep_received: bool = True) -> None:
         self.default = default or Answer()
         self.answers: deque[Answer] = deque()
+        # Off for a long-running fake (benchmarks): every request kept grows it without end.
+        self.keep_received = keep_received
         self.received: list[Received] = []
         # Set when a stream's caller closed the connection before the stream ended.
         self.disconnected = asyncio.Event()
@@ -256,7 +258,9 @@ class FakeUpstream:
             body = json.loads(raw)
         except ValueError:
             body = None
-        self.received.append(Received(request.path, CIMultiDict(request.headers), raw, body))
+        if self.keep_received:
+            self.received.append(Received(request.path, CIMultiDict(request.headers), raw,
+                                          body))
         answer = self.answers.popleft() if self.answers else self.default
         if not isinstance(body, dict):
             return web.json_response({"error": {"message": "not JSON"}}, status=400)
@@ -341,7 +345,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40, help="words per answer")
     args = parser.parse_args()
     text = " ".join(f"word{i}" for i in range(args.words))
-    fake = FakeUpstream(Answer(text=text))
+    fake = FakeUpstream(Answer(text=text), keep_received=False)
     web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None)
 
 
