@@ -12,13 +12,14 @@ being written is never replayed (and removed) under its writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -134,14 +135,18 @@ class Spool:
                 handle = _lock_existing(path)
                 if handle is None:
                     continue  # another process is writing or replaying it
+                lines = 0
                 try:
-                    entries, lines = _read_entries(path)
-                    for start in range(0, len(entries), REPLAY_BATCH):
-                        await write(entries[start:start + REPLAY_BATCH])
+                    # Batch by batch: a backlog of an hour's outage is never held whole.
+                    with contextlib.closing(_batches(path, REPLAY_BATCH)) as batches:
+                        for entries, batch_lines in batches:
+                            if entries:
+                                await write(entries)
+                            done += len(entries)
+                            lines += batch_lines
                     path.unlink()
                 finally:
                     handle.close()
-                done += len(entries)
                 with self._lock:
                     self._pending = max(0, self._pending - lines)
                     pending = self._pending
@@ -183,25 +188,31 @@ def _lock_existing(path: Path) -> IO[bytes] | None:
     return handle
 
 
-def _read_entries(path: Path) -> tuple[list[Entry], int]:
-    """The records of a file and its count of non-empty lines (what `pending` counted)."""
+def _batches(path: Path, size: int) -> Iterator[tuple[list[Entry], int]]:
+    """The file's records, `size` at a time, each batch with its count of non-empty lines
+    (what `pending` counted)."""
     entries: list[Entry] = []
     lines = 0
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        lines += 1
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            # Only a crash in the middle of an append leaves a torn line; it was never
-            # acknowledged as spooled, so skipping it loses nothing that was promised.
-            log.warning("skipping unreadable spool line", extra={"file": str(path),
-                                                                 "line": number})
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries, lines
+    with path.open("rb") as records:
+        for number, raw in enumerate(records, start=1):
+            if not raw.strip():
+                continue
+            lines += 1
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                # Only a crash in the middle of an append leaves a torn line; it was never
+                # acknowledged as spooled, so skipping it loses nothing that was promised.
+                log.warning("skipping unreadable spool line", extra={"file": str(path),
+                                                                     "line": number})
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+                if len(entries) == size:
+                    yield entries, lines
+                    entries, lines = [], 0
+    if entries or lines:
+        yield entries, lines
 
 
 def _count_lines(path: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
 from limiter.recording import from_entry, to_entry
-from limiter.spool import Entry, Spool
+from limiter.spool import REPLAY_BATCH, Entry, Spool
 
 
 def entry(n: int) -> Entry:
@@ -71,6 +72,56 @@ async def test_failed_replay_keeps_every_record(tmp_path: Path) -> None:
         await spool.replay(down)
     assert spool.pending == 3
     assert lines(tmp_path) == [entry(0), entry(1), entry(2)]
+
+
+async def test_a_backlog_is_replayed_without_being_read_whole(tmp_path: Path) -> None:
+    """An hour-long outage leaves a large spool: the replay holds one batch at a time (reading
+    it whole once left a limiter's memory 10 MiB higher after every outage)."""
+    spool = Spool(tmp_path)
+    spool.open()
+    padding = "x" * 1000
+    spool.append_many([{"id": f"rec-{n}", "pad": padding} for n in range(20 * REPLAY_BATCH)])
+    backlog_bytes = sum(path.stat().st_size for path in tmp_path.glob("*.jsonl"))
+    sizes: list[int] = []
+
+    async def write(batch: list[Entry]) -> None:
+        sizes.append(len(batch))
+
+    tracemalloc.start()
+    try:
+        assert await spool.replay(write) == 20 * REPLAY_BATCH
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sizes == [REPLAY_BATCH] * 20
+    assert peak < backlog_bytes / 3, (peak, backlog_bytes)
+    assert list(tmp_path.glob("*.jsonl")) == [] and spool.pending == 0
+
+
+async def test_a_replay_failing_midway_keeps_the_whole_file(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append_many([entry(n) for n in range(2 * REPLAY_BATCH + 1)])
+    sent: list[Entry] = []
+
+    async def fails_second(batch: list[Entry]) -> None:
+        if sent:
+            raise ConnectionRefusedError("ledger went away again")
+        sent.extend(batch)
+
+    with pytest.raises(ConnectionRefusedError):
+        await spool.replay(fails_second)
+    assert len(sent) == REPLAY_BATCH
+    assert spool.pending == 2 * REPLAY_BATCH + 1
+    assert lines(tmp_path) == [entry(n) for n in range(2 * REPLAY_BATCH + 1)]
+    # The next replay sends everything again (the ledger ignores ids it already has).
+    again: list[Entry] = []
+
+    async def write(batch: list[Entry]) -> None:
+        again.extend(batch)
+
+    assert await spool.replay(write) == 2 * REPLAY_BATCH + 1
+    assert again == [entry(n) for n in range(2 * REPLAY_BATCH + 1)] and spool.pending == 0
 
 
 async def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
