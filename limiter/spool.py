@@ -217,7 +217,8 @@ def _batches(path: Path, size: int) -> Iterator[tuple[list[Entry], int]]:
 
 def _count_lines(path: Path) -> int:
     try:
-        return sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        with path.open("rb") as records:  # line by line: a spool can outgrow memory
+            return sum(1 for line in records if line.strip())
     except FileNotFoundError:
         return 0
 
