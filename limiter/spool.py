@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import IO, Any
 
@@ -188,7 +188,7 @@ def _lock_existing(path: Path) -> IO[bytes] | None:
     return handle
 
 
-def _batches(path: Path, size: int) -> Iterator[tuple[list[Entry], int]]:
+def _batches(path: Path, size: int) -> Generator[tuple[list[Entry], int], None, None]:
     """The file's records, `size` at a time, each batch with its count of non-empty lines
     (what `pending` counted)."""
     entries: list[Entry] = []
