@@ -94,8 +94,8 @@ def cpu_seconds(pid: int, main_thread_only: bool = False) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def prepare_database(admin_url: str) -> tuple[str, str]:
-    """A fresh migrated `bench_limiter` ledger and a user key for it."""
+def prepare_database(admin_url: str, name: str = DB_NAME) -> tuple[str, str]:
+    """A fresh migrated ledger database `name` and a user key for it."""
     from ledger.engine import create_sync_engine
     from ledger.keys import create_key
     from ledger.migrate import upgrade
@@ -104,9 +104,9 @@ def prepare_database(admin_url: str) -> tuple[str, str]:
     from ledger.settings import DatabaseSettings
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    url = admin_url.rsplit("/", 1)[0] + "/" + DB_NAME
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
     upgrade(url)
     engine = create_sync_engine(DatabaseSettings(url=url))
     try:
@@ -118,15 +118,16 @@ def prepare_database(admin_url: str) -> tuple[str, str]:
     return url, key
 
 
-def drop_database(admin_url: str) -> None:
+def drop_database(admin_url: str, name: str = DB_NAME) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def spawn(argv: list[str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """A server process (`python -m ARGV`) once it listens on `port`."""
+def spawn(argv: list[str], port: int, log_path: Path,
+          cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    """A server process (`python -m ARGV`, run from `cwd`) once it listens on `port`."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen([PYTHON, "-m", *argv], cwd=ROOT, stdout=log,
+        process = subprocess.Popen([PYTHON, "-m", *argv], cwd=cwd, stdout=log,
                                    stderr=subprocess.STDOUT)
     if not wait_for_port(port, process, 30):
         stop_process(process)
