@@ -123,7 +123,8 @@ def _upstream_url(settings: ProviderSettings, provider: Provider, request: web.R
 @dataclass(slots=True)
 class UpstreamCall:
     session: UpstreamPool
-    request: PreparedRequest
+    # Dropped once sent: a large request body is not held while a long answer streams.
+    request: PreparedRequest | None
     stream: bool
     timeout_s: float
     request_bytes: int
@@ -131,8 +132,11 @@ class UpstreamCall:
     on_first_byte: Callable[[], None] | None
 
     async def send(self) -> UpstreamResponse:
+        request, self.request = self.request, None
+        if request is None:
+            raise RuntimeError("an upstream call is sent once")
         try:
-            return await self.session.send(self.request, connect_timeout=self.timeout_s,
+            return await self.session.send(request, connect_timeout=self.timeout_s,
                                            read_timeout=self.timeout_s)
         except TimeoutError as exc:
             raise self.timeout_error() from exc

@@ -107,7 +107,7 @@ class Exchange:
 
     request: web.Request
     provider: Provider
-    # Dropped once sent: a large request body is not held while the answer streams.
+    # Handed to the relay (which drops the request once sent).
     call: UpstreamCall | None
     admission: Admission
     model: Model | None
@@ -262,7 +262,6 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
         # 502/504 or the client went away before any answer: nothing was spent.
         await asyncio.shield(recorder.release(x.reservation_id))
         raise
-    del call
 
     record = _usage_record(x, result)
     response = result.response
