@@ -320,11 +320,11 @@ class _StreamRelay:
 
 
 class _ClientWatch:
-    """Cancels the relay task as soon as the client's connection is found closed."""
+    """Cancels the relaying task as soon as the client's connection is found closed."""
 
     __slots__ = ("_handle", "_request", "_task", "fired")
 
-    def __init__(self, request: web.Request, task: asyncio.Task[None]) -> None:
+    def __init__(self, request: web.Request, task: asyncio.Task[Any]) -> None:
         self._request = request
         self._task = task
         self.fired = False
@@ -345,14 +345,17 @@ class _ClientWatch:
 async def _relay_stream(call: UpstreamCall, request: web.Request,
                         before_end: Callable[[ForwardResult], None] | None) -> ForwardResult:
     relay = _StreamRelay(call, request, before_end)
-    task = asyncio.get_running_loop().create_task(relay.run())
-    watch = _ClientWatch(request, task)
+    # The relay runs in the calling task (a task of its own would cost a loop turn before the
+    # first byte): the watch cancels this task when the client leaves, and that cancellation
+    # is taken back here; any other is passed on.
+    current = asyncio.current_task()
+    assert current is not None
+    watch = _ClientWatch(request, current)
     try:
-        await task
+        await relay.run()
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if not watch.fired or (current is not None and current.cancelling()):
-            raise  # the handler itself is being cancelled
+        if not watch.fired or current.uncancel() > 0:
+            raise  # the calling task itself is being cancelled
         relay.client_gone = True
         if relay.upstream_seconds == 0.0:
             relay.upstream_seconds = asyncio.get_running_loop().time() - relay.started

@@ -168,6 +168,23 @@ async def test_client_abort_before_the_first_token_closes_the_upstream(
         input=-(-len(body_for("anthropic", True)) // 4))
 
 
+async def test_a_cancelled_handler_stops_the_stream_and_is_not_taken_for_a_client_leaving(
+        harness: Harness, upstream: FakeUpstream, client: aiohttp.ClientSession) -> None:
+    """The stream is relayed in the handler's own task; the client watch cancels that task
+    when the client leaves and takes the cancellation back. A cancellation from anyone else
+    (a shutdown) must go through: the upstream is closed and no result is made up."""
+    upstream.queue(Answer(text="a long answer", usage=USAGE["openai"], pause_after=5))
+    async with client.post(harness.url + PATHS["openai"],
+                           data=body_for("openai", True)) as response:
+        await asyncio.wait_for(response.content.readany(), 5)
+        (handler,) = harness.handlers
+        handler.cancel()
+        await asyncio.wait_for(upstream.disconnected.wait(), 2)
+        await asyncio.sleep(0.2)  # past the client watch's next look
+    assert handler.cancelled()
+    assert harness.results.empty()
+
+
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_refused_upstream_is_an_upstream_error(provider: str, stream: bool,

@@ -36,12 +36,17 @@ class Harness:
         self.errors: list[LimiterError] = []
         self.first_bytes = 0
         self.port = 0
+        # The handler tasks, for tests that cancel one (as a shutdown does).
+        self.handlers: list[asyncio.Task[object]] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
         raw = await request.read()
         provider = provider_for_path(request.path)
         try:
