@@ -1,13 +1,15 @@
 """Sending a request on to the provider and relaying its answer, reading the usage on the way.
 
 Non-streamed answers are read whole and handed back for the caller to send. Streams are relayed
-chunk by chunk as the upstream delivers them (each chunk is written to the client first, then fed
-to the provider's incremental usage parser; nothing is buffered or re-encoded). The stream runs in
-its own task so that a client that goes away can stop it at once, wherever it waits: connecting,
-waiting for the first token or between events. aiohttp does not tell a handler that its client
-left, so a light timer checks the client's connection every `DISCONNECT_POLL_SECONDS`; a failed
-write to the client is noticed immediately. (Non-streamed calls are not watched: their answer
-comes whole, and the provider has usually done the work by the time a client could notice.)
+chunk by chunk as the upstream delivers them (each chunk is fed to the provider's incremental
+usage parser, then written to the client, so the usage of the chunk that ends the answer is
+handed on before the client has it; nothing is buffered or re-encoded). A client that goes away
+stops the stream at once, wherever it waits: connecting, waiting for the first token or between
+events. aiohttp does not tell a handler that its client left, so a light timer checks the
+client's connection every `DISCONNECT_POLL_SECONDS` and cancels the relaying task, which takes
+that cancellation back; a failed write to the client is noticed immediately. (Non-streamed calls
+are not watched: their answer comes whole, and the provider has usually done the work by the
+time a client could notice.)
 
 What is known is always returned: a stream cut by either side is flagged `partial`, with the
 provider's exact counts where it already sent them and the estimate of
