@@ -197,7 +197,8 @@ def _is_event_stream(upstream: UpstreamResponse) -> bool:
 class _RelayedStream(web.StreamResponse):
     """A relayed stream's head goes out with its first events, in one write: `prepare` is
     only ever followed at once by the first `write`, and a second send would add to the time
-    to the first token."""
+    to the first token. (The switch is aiohttp's own, the one `web.Response` turns off; were it
+    gone, the head would simply go out in a write of its own again.)"""
 
     _send_headers_immediately = False
 

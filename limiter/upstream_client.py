@@ -332,13 +332,6 @@ class UpstreamPool:
             connection.close()
             raise
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *,
-                   connect_timeout: float | None,
-                   read_timeout: float | None) -> UpstreamResponse:
-        """`prepare` and `send` in one call."""
-        return await self.send(self.prepare(url, body, headers), connect_timeout=connect_timeout,
-                               read_timeout=read_timeout)
-
     def _reuse(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         now = asyncio.get_running_loop().time()

@@ -122,8 +122,8 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 async def post(pool: UpstreamPool, url: str, body: bytes = b"{}",
                headers: dict[str, str] | None = None, timeout: float = 5.0) -> Any:
-    return await pool.post(url, body, headers or {"Content-Type": "application/json"},
-                           connect_timeout=timeout, read_timeout=timeout)
+    request = pool.prepare(url, body, headers or {"Content-Type": "application/json"})
+    return await pool.send(request, connect_timeout=timeout, read_timeout=timeout)
 
 
 def test_answers_come_back_and_keep_alive_connections_are_reused(run: Runner) -> None:
