@@ -12,7 +12,6 @@ without the ledger.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -127,7 +126,7 @@ class Enforcer:
         checker = self._key_checker
         if credential.kind != "key" or checker is None:
             return self._admit(credential, now, None)
-        return self._admit(credential, now, checker.start(credential.value, now))
+        return self._admit(credential, now, checker.start(credential.value, now, self._timeout))
 
     async def _admit(self, credential: Credential, now: datetime,
                      pending: Awaitable[CheckResult] | None) -> Admission:
@@ -145,8 +144,7 @@ class Enforcer:
         if pending is None:
             return await autocommitted(self._engine, self._timeout, check_status, credential,
                                        now)
-        async with asyncio.timeout(self._timeout):
-            found = await pending
+        found = await pending  # bounded by the checker itself
         if found is None:
             raise unknown_key()
         owner, status = found

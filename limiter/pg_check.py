@@ -34,6 +34,7 @@ from ledger.engine import is_sqlite, libpq_url
 from ledger.keys import KeyOwner
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
+from limiter.deadline import wait_within
 
 STATEMENT_NAME = b"agentmeter_check_key"
 CheckResult = tuple[KeyOwner, LimitStatus] | None
@@ -170,18 +171,19 @@ class KeyChecker:
     def supports(settings: DatabaseSettings) -> bool:
         return not is_sqlite(settings.url)
 
-    def start(self, secret: str, now: datetime) -> Awaitable[CheckResult]:
+    def start(self, secret: str, now: datetime,
+              timeout_s: float | None = None) -> Awaitable[CheckResult]:
         """Send the check now if a connection is idle; await the result when it is needed.
 
         The caller can do other work while the ledger answers. Errors (the ledger cannot
-        answer: psycopg errors, OSError) are raised when the result is awaited; the caller
-        bounds that wait with its own timeout. The connection goes back to the pool when the
-        answer arrives, awaited or not; the returned coroutine must still be awaited or
-        closed.
+        answer: psycopg errors, OSError) are raised when the result is awaited, TimeoutError
+        when that wait takes longer than `timeout_s` (None: no limit). The connection goes back
+        to the pool when the answer arrives, awaited or not; it is dropped when the answer
+        came too late. The returned coroutine must still be awaited or closed.
         """
         params = self._encoded(secret, now)
         if not self._idle:
-            return self._check(params, now)
+            return self._check(params, now, timeout_s)
         conn = self._idle.pop()
         try:
             sent = conn.send(params)
@@ -189,25 +191,29 @@ class KeyChecker:
             self._drop(conn)
             return _raise(exc)
         sent.add_done_callback(lambda done: self._settle(conn, done))
-        return self._result(sent, now)
+        return self._result(sent, now, timeout_s)
 
-    async def check(self, secret: str, now: datetime) -> CheckResult:
+    async def check(self, secret: str, now: datetime,
+                    timeout_s: float | None = None) -> CheckResult:
         """The key's owner and status; None for an unknown or revoked key."""
-        return await self.start(secret, now)
+        return await self.start(secret, now, timeout_s)
 
-    async def _check(self, params: list[bytes | None], now: datetime) -> CheckResult:
-        conn = await self._acquire()
-        try:
-            sent = conn.send(params)
-        except BaseException:
-            self._drop(conn)
-            raise
-        sent.add_done_callback(lambda done: self._settle(conn, done))
-        return await self._result(sent, now)
+    async def _check(self, params: list[bytes | None], now: datetime,
+                     timeout_s: float | None) -> CheckResult:
+        """No idle connection: wait for one (or open one), then check; all within the time."""
+        async with asyncio.timeout(timeout_s):
+            conn = await self._acquire()
+            try:
+                sent = conn.send(params)
+            except BaseException:
+                self._drop(conn)
+                raise
+            sent.add_done_callback(lambda done: self._settle(conn, done))
+            return await self._result(sent, now, None)
 
-    async def _result(self, sent: asyncio.Future[pq.abc.PGresult],
-                      now: datetime) -> CheckResult:
-        result = await sent
+    async def _result(self, sent: asyncio.Future[pq.abc.PGresult], now: datetime,
+                      timeout_s: float | None) -> CheckResult:
+        result = await wait_within(sent, timeout_s)
         try:
             return check_key_result(self._row(result), now)
         finally:

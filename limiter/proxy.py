@@ -152,10 +152,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     del prepared, early
     # The exchange runs as its own task: the handler returns (freeing the keep-alive
     # connection for the agent's next request) once the answer is out, while the task records
-    # the usage; and a handler cancelled because its client left cannot stop that recording.
+    # the usage; and a handler cancelled because its client left cannot stop that recording
+    # (it cancels only `answered`, which the task then leaves alone: no shield needed).
     task = app[RECORDER].spawn(_forward_and_record(exchange))
     task.add_done_callback(lambda done: _settle(answered, done))
-    return await asyncio.shield(answered)
+    return await answered
 
 
 async def _prepare(request: web.Request, provider: Provider) -> Prepared:

@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
+from limiter.deadline import wait_within
+
 # Unread body bytes after which the connection stops reading until the relay catches up.
 HIGH_WATER = 256 * 1024
 # Idle keep-alive connections older than this are closed rather than reused (servers drop
@@ -111,8 +113,7 @@ class UpstreamResponse:
         while not self._chunks and not self._complete and self._error is None:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(self._read_timeout):
-                    await self._waiter
+                await wait_within(self._waiter, self._read_timeout)
             finally:
                 self._waiter = None
         if self._chunks:
@@ -242,8 +243,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._read_timeout = read_timeout
         self.transport.writelines(request)
-        async with asyncio.timeout(read_timeout):
-            return await self._head
+        return await wait_within(self._head, read_timeout)
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.lost:

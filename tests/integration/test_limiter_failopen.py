@@ -11,9 +11,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ledger.engine import libpq_url
 from ledger.migrate import upgrade
 from limiter.app_keys import RECORDER
 from tests.support.fake_upstream import FakeUpstream
@@ -113,3 +115,45 @@ async def test_database_outage_fails_open_spools_and_replays_exactly_once(
         assert len(query(cluster.url, "SELECT id FROM messages")) == answered
         for gateway in (client, closed, strict):
             await gateway.close()
+
+
+async def test_a_check_slower_than_its_time_fails_open_as_a_timeout(
+        aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream, pg_url: str) -> None:
+    """The ledger is up but its answer does not come (an administrator's lock on the keys):
+    after `connect_timeout_seconds` the request goes through, counted as a timeout; with
+    `fail_mode: closed` it is answered 503. The record still reaches the ledger."""
+    keys = seed_ledger(pg_url)
+    registry = CollectorRegistry()
+    settings = limiter_settings(tmp_path, upstream.base_url)
+    client = await aiohttp_client(gateway_app(pg_url, settings, registry=registry))
+    closed = await aiohttp_client(gateway_app(
+        pg_url, dataclasses.replace(settings, fail_mode="closed",
+                                    spool_dir=str(tmp_path / "closed")),
+        registry=CollectorRegistry()))
+    alice = bearer(keys["alice"])
+    for gateway in (client, closed):  # the identity is known from an answered check
+        assert (await gateway.post(CHAT, json=openai_request(), headers=alice)).status == 200
+        await settled(gateway.app)
+
+    with psycopg.connect(libpq_url(pg_url)) as admin:
+        admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(10):  # an unbounded check would wait for the lock
+            resp = await client.post(CHAT, json=openai_request(), headers=alice)
+        waited = loop.time() - started
+        assert resp.status == 200
+        assert 2.0 <= waited < 4.0  # the gateways' connect_timeout_seconds is 2
+        async with asyncio.timeout(10):
+            resp = await closed.post(CHAT, json=openai_request(), headers=alice)
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "ledger_unavailable"
+        admin.rollback()
+
+    assert metric(registry, "agentmeter_limiter_fail_open_total", reason="timeout") == 1
+    assert metric(registry, "agentmeter_limiter_fail_open_total", reason="database_error") == 0
+    await settled(client.app)
+    assert len(query(pg_url, "SELECT id FROM messages")) == 3
+    # The ledger answers again: the next check is a real one, not another timeout.
+    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
+    assert metric(registry, "agentmeter_limiter_fail_open_total", reason="timeout") == 1

@@ -161,3 +161,35 @@ async def test_closing_the_checker_fails_a_check_in_flight(pg_url: str) -> None:
         async with asyncio.timeout(5):
             await in_flight
     assert await settled_backends(pg_url, 0) == 0
+
+
+@contextlib.contextmanager
+def keys_locked(url: str) -> Any:
+    """An administrator's long transaction holding the key table: the check waits on it."""
+    with psycopg.connect(libpq_url(url)) as admin:
+        admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        yield
+        admin.rollback()
+
+
+@pytest.mark.parametrize("idle_connection", [True, False], ids=["idle", "opened"])
+async def test_a_check_that_outlasts_its_time_fails_with_timeout_and_its_connection_goes(
+        pg_url: str, idle_connection: bool) -> None:
+    """Sent on an idle connection or on one opened for it, the check gives up after
+    `timeout_s`; the connection, mid-statement, is closed, and the next check gets an answer."""
+    keys = seed_ledger(pg_url)
+    async with open_checker(pg_url, pool_size=1) as checker:
+        if idle_connection:
+            assert await checker.check(keys["alice"], NOW) is not None
+        with keys_locked(pg_url):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await checker.check(keys["alice"], NOW, timeout_s=0.3)
+            waited = loop.time() - started
+            assert 0.3 <= waited < 2.0
+        # The abandoned connection's server process ends once the lock is gone: not kept.
+        assert await settled_backends(pg_url, 0) == 0
+        async with asyncio.timeout(5):
+            found = await checker.check(keys["bob"], NOW, timeout_s=5)
+        assert found is not None and found[0].username == "bob"
