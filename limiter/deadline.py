@@ -6,8 +6,8 @@ benchmark machine (it looks up the current task, schedules and reschedules a tim
 cancellations on the way out). `wait_within` sets one timer that fails the awaited future itself
 with TimeoutError, about 1 us, and the awaiting code sees the same TimeoutError as before.
 
-Only for futures that nothing else completes with a timeout of its own, and whose owner treats a
-TimeoutError set on them like any other failure (the connection is dropped).
+Use it only on a future whose owner handles a TimeoutError set on it like any other failure of
+that future: here the connection it belongs to is then closed, never reused.
 """
 
 from __future__ import annotations
