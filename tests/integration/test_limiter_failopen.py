@@ -11,11 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ledger.engine import libpq_url
 from ledger.migrate import upgrade
 from limiter.app_keys import RECORDER
 from tests.support.fake_upstream import FakeUpstream
@@ -23,6 +21,7 @@ from tests.support.gateway import (
     anthropic_request,
     bearer,
     gateway_app,
+    keys_locked,
     limiter_settings,
     metric,
     openai_request,
@@ -135,8 +134,7 @@ async def test_a_check_slower_than_its_time_fails_open_as_a_timeout(
         assert (await gateway.post(CHAT, json=openai_request(), headers=alice)).status == 200
         await settled(gateway.app)
 
-    with psycopg.connect(libpq_url(pg_url)) as admin:
-        admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+    with keys_locked(pg_url):
         loop = asyncio.get_running_loop()
         started = loop.time()
         async with asyncio.timeout(10):  # an unbounded check would wait for the lock
@@ -148,7 +146,6 @@ async def test_a_check_slower_than_its_time_fails_open_as_a_timeout(
             resp = await closed.post(CHAT, json=openai_request(), headers=alice)
         assert resp.status == 503
         assert (await resp.json())["error"]["code"] == "ledger_unavailable"
-        admin.rollback()
 
     assert metric(registry, "agentmeter_limiter_fail_open_total", reason="timeout") == 1
     assert metric(registry, "agentmeter_limiter_fail_open_total", reason="database_error") == 0

@@ -18,7 +18,7 @@ from ledger.keys import revoke_keys
 from ledger.settings import DatabaseSettings
 from ledger.spend import check_key
 from limiter.pg_check import KeyChecker
-from tests.support.gateway import policy, seed_ledger
+from tests.support.gateway import keys_locked, policy, seed_ledger
 
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 
@@ -161,15 +161,6 @@ async def test_closing_the_checker_fails_a_check_in_flight(pg_url: str) -> None:
         async with asyncio.timeout(5):
             await in_flight
     assert await settled_backends(pg_url, 0) == 0
-
-
-@contextlib.contextmanager
-def keys_locked(url: str) -> Any:
-    """An administrator's long transaction holding the key table: the check waits on it."""
-    with psycopg.connect(libpq_url(url)) as admin:
-        admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-        yield
-        admin.rollback()
 
 
 @pytest.mark.parametrize("idle_connection", [True, False], ids=["idle", "opened"])

@@ -6,16 +6,19 @@ back with plain SQL, so tests assert what an operator would see in it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 from aiohttp import web
 from sqlalchemy import text
 
-from ledger.engine import create_sync_engine
+from ledger.engine import create_sync_engine, libpq_url
 from ledger.keys import create_key
 from ledger.metric_names import PREFIX
 from ledger.policy_apply import apply_policy
@@ -86,6 +89,16 @@ def query(url: str, sql: str, **params: Any) -> list[Any]:
             return list(conn.execute(text(sql), params))
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def keys_locked(url: str) -> Iterator[None]:
+    """A PostgreSQL ledger whose key table an administrator's open transaction holds: the key
+    check waits on it until the block ends."""
+    with psycopg.connect(libpq_url(url)) as admin:
+        admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        yield
+        admin.rollback()
 
 
 def message_count(url: str) -> int:
