@@ -25,6 +25,8 @@ from ledger.engine import create_sync_engine
 from ledger.settings import DatabaseSettings
 
 LOGGER = logging.getLogger("agentmeter.exporter")
+# How the exporter's ledger connections show in pg_stat_activity.
+APPLICATION_NAME = "agentmeter-exporter"
 
 Closer = Callable[[], None]
 
@@ -73,7 +75,7 @@ def build_exporter(
         if health_budget <= 0:
             raise ValueError(f"exporter.collector_timeout_seconds must be positive: "
                              f"{health_budget}")
-        engine = create_sync_engine(database)
+        engine = create_sync_engine(database, application_name=APPLICATION_NAME)
         closers.append(engine.dispose)
         named: dict[str, Source] = {"ledger": LedgerCollector(engine, config, clock=clock)}
         kubernetes = _kubernetes_source(config)

@@ -49,6 +49,20 @@ def is_sqlite(url: str) -> bool:
     return _backend(url) == "sqlite"
 
 
+def application_name_args(url: str, application_name: str | None) -> dict[str, Any]:
+    """Connection arguments naming the client in PostgreSQL's `pg_stat_activity`, so that an
+    operator can tell agentmeter's connections (and which part holds them) apart.
+
+    Empty for SQLite, for no name, and when the URL names the client itself (the operator's
+    choice wins).
+    """
+    if application_name is None or is_sqlite(url):
+        return {}
+    if "application_name" in make_url(url).query:
+        return {}
+    return {"application_name": application_name}
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; the busy timeout makes concurrent writers wait.
     cursor = dbapi_connection.cursor()
@@ -58,7 +72,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _engine_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
+def _engine_kwargs(settings: DatabaseSettings, application_name: str | None) -> dict[str, Any]:
     if is_sqlite(settings.url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     # No overflow: under a burst, callers queue for a pooled connection instead of opening
@@ -67,15 +81,17 @@ def _engine_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
         "pool_size": settings.pool_size,
         "max_overflow": 0,
         "pool_recycle": 1800,
-        "connect_args": {"connect_timeout": max(1, round(settings.connect_timeout_seconds))},
+        "connect_args": {"connect_timeout": max(1, round(settings.connect_timeout_seconds)),
+                         **application_name_args(settings.url, application_name)},
     }
 
 
 def create_sync_engine(settings: DatabaseSettings,
-                       statement_timeout_s: float | None = None) -> Engine:
+                       statement_timeout_s: float | None = None,
+                       application_name: str | None = None) -> Engine:
     """A sync engine; `statement_timeout_s` bounds each statement on PostgreSQL (a thread
-    has no event loop to time it out)."""
-    kwargs = _engine_kwargs(settings)
+    has no event loop to time it out); `application_name` names its connections there."""
+    kwargs = _engine_kwargs(settings, application_name)
     if statement_timeout_s is not None and not is_sqlite(settings.url):
         kwargs["connect_args"]["options"] = \
             f"-c statement_timeout={max(1, round(statement_timeout_s * 1000))}"
@@ -85,8 +101,10 @@ def create_sync_engine(settings: DatabaseSettings,
     return engine
 
 
-def create_async_engine(settings: DatabaseSettings) -> AsyncEngine:
-    engine = _create_async_engine(async_url(settings.url), **_engine_kwargs(settings))
+def create_async_engine(settings: DatabaseSettings,
+                        application_name: str | None = None) -> AsyncEngine:
+    engine = _create_async_engine(async_url(settings.url),
+                                  **_engine_kwargs(settings, application_name))
     if is_sqlite(settings.url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

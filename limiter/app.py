@@ -44,6 +44,9 @@ from limiter.upstream_client import UpstreamPool
 
 # Under the spool directory: the write-ahead journal of records not yet committed.
 JOURNAL_DIR = "journal"
+# How the limiter's ledger connections show in pg_stat_activity (the key check's: pg_check).
+APPLICATION_NAME = "agentmeter-limiter"
+WRITER_APPLICATION_NAME = "agentmeter-limiter-writer"
 # Concurrent upstream connections (long streams hold one each for minutes).
 UPSTREAM_CONNECTIONS = 1000
 
@@ -64,7 +67,7 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
     app[METRICS] = LimiterMetrics(app[REGISTRY])
 
     async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
-        engine = create_async_engine(database)
+        engine = create_async_engine(database, application_name=APPLICATION_NAME)
         metrics = app[METRICS]
         spool = Spool(config.spool_dir, on_pending=metrics.spool_pending.set)
         journal = Spool(Path(config.spool_dir) / JOURNAL_DIR)
@@ -75,7 +78,8 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         key_checker = KeyChecker(database) if KeyChecker.supports(database) else None
         app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker)
         writer_engine = create_sync_engine(
-            database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR)
+            database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR,
+            application_name=WRITER_APPLICATION_NAME)
         app[RECORDER] = Recorder(engine, spool, database, replay_interval_s,
                                  writer_engine=writer_engine, journal=journal,
                                  linger_s=config.record_linger_seconds)

@@ -30,13 +30,15 @@ import psycopg
 from psycopg import errors, pq
 from sqlalchemy.dialects import postgresql
 
-from ledger.engine import is_sqlite, libpq_url
+from ledger.engine import application_name_args, is_sqlite, libpq_url
 from ledger.keys import KeyOwner
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
 from limiter.deadline import wait_within
 
 STATEMENT_NAME = b"agentmeter_check_key"
+# How the check's connections show in pg_stat_activity.
+APPLICATION_NAME = "agentmeter-limiter-check"
 CheckResult = tuple[KeyOwner, LimitStatus] | None
 
 # Text-format decoders for the column types the statement returns, by type OID.
@@ -153,6 +155,7 @@ class KeyChecker:
         self._daily = tuple(name for name in self._names
                             if self._fixed.get(name) is None and name != "key_hash")
         self._url = libpq_url(settings.url)
+        self._client = application_name_args(settings.url, APPLICATION_NAME)
         self._connect_timeout = max(1, round(settings.connect_timeout_seconds))
         self._size = settings.pool_size
         # Pool: idle connections, every open one, and checks waiting for one to be free.
@@ -276,7 +279,8 @@ class KeyChecker:
         self._connecting += 1
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=self._connect_timeout)
+                self._url, autocommit=True, connect_timeout=self._connect_timeout,
+                **self._client)
             try:
                 await conn.execute(f"PREPARE {STATEMENT_NAME.decode()} AS {self._sql}")
             except BaseException:
