@@ -8,7 +8,8 @@ runs as `agentmeter limiter` in another, with its ledger on a scratch PostgreSQL
 models). Calls straight to the fake and calls through the limiter are alternated within each
 round, so both see the same machine load; the spread between rounds says how far to trust the
 figures on a shared machine. A third server, `forward()` alone without authentication or ledger,
-tells the relay's own cost apart from the limit check and the recording.
+tells the relay's own cost apart from the limit check and the recording; the CPU that the
+limiter's ledger connections cost PostgreSQL per call is printed beside the limiter's own.
 
 Targets: added p50 <= 1 ms and p99 <= 5 ms at concurrency 1, added stream TTFB p50 <= 2 ms,
 throughput through the limiter >= 10% of direct at concurrency 32, RSS growth < 10% over
@@ -92,6 +93,39 @@ def cpu_seconds(pid: int, main_thread_only: bool = False) -> float:
     stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread_only else f"/proc/{pid}/stat")
     fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ledger_backend_cpu(admin_url: str, name: str = DB_NAME) -> dict[int, tuple[str, float]]:
+    """Per PostgreSQL process serving a connection to ledger `name`: the client's
+    application_name (the limiter names its key check's, its writer's and its other
+    connections) and the CPU seconds the process has used so far.
+
+    On this benchmark's single machine they share the CPUs with the limiter: `perf sched`
+    showed the key check's backend woken onto the limiter's vCPU and run there, ahead of the
+    limiter, while the other vCPU idled, so its time adds to the added latency. Empty when
+    the server's processes are not visible from here (another machine).
+    """
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchall()
+    used: dict[int, tuple[str, float]] = {}
+    for pid, client in rows:
+        try:
+            used[pid] = client, cpu_seconds(pid)
+        except OSError:  # gone, or a server on another machine
+            continue
+    return used
+
+
+def ledger_cpu_by_client(before: dict[int, tuple[str, float]],
+                         after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each kind of client's backends used between two `ledger_backend_cpu`."""
+    spent: dict[str, float] = {}
+    for pid, (client, used) in after.items():
+        earlier = before.get(pid, (client, 0.0))[1]
+        spent[client] = spent.get(client, 0.0) + used - earlier
+    return spent
 
 
 def prepare_database(admin_url: str, name: str = DB_NAME) -> tuple[str, str]:
@@ -264,9 +298,13 @@ async def run_round(session: aiohttp.ClientSession, targets: dict[str, Target],
               "limiter all threads": (pids["limiter"], False),
               "forward() alone": (pids["forward"], False)}
     cpu_before = {name: cpu_seconds(*meter) for name, meter in meters.items()}
+    ledger_before = ledger_backend_cpu(args.pg_admin_url)
     c1 = await alternate(session, targets, plain, False, args.requests)
     cpu_per_call = {name: (cpu_seconds(*meter) - cpu_before[name]) / args.requests * 1000
                     for name, meter in meters.items()}
+    ledger = ledger_cpu_by_client(ledger_before, ledger_backend_cpu(args.pg_admin_url))
+    for client, used in sorted(ledger.items()):
+        cpu_per_call[f"PostgreSQL for {client or 'unnamed'}"] = used / args.requests * 1000
     s1 = await alternate(session, targets, streamed, True, args.requests)
     rps: dict[str, dict[str, float]] = {"plain": {}, "stream": {}}
     names = list(targets)[::-1] if number % 2 else list(targets)
