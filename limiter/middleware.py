@@ -40,32 +40,38 @@ def _code_for(reason: str) -> str:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except LimiterError as exc:
-        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-    except NotFoundError as exc:
-        return error_response(404, "not_found", str(exc))
-    except InvalidValue as exc:
-        return error_response(400, "invalid_value", str(exc))
-    except LedgerError as exc:
-        return error_response(400, "ledger_error", str(exc))
-    except DataError:
-        # The database refused a value the client sent (a NUL byte, a name too long for its
-        # column): the request's fault, not an outage.
-        return error_response(400, "invalid_value",
-                              "A value in the request cannot be stored in the ledger.")
-    except (SQLAlchemyError, TimeoutError) as exc:  # only the ledger raises these here
-        log.warning("ledger unreachable while answering %s %s: %s", request.method,
-                    request.path, type(exc).__name__)
-        return error_response(503, "ledger_unavailable",
-                              "The spend ledger is unreachable; try again shortly.")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, _code_for(exc.reason), f"{exc.reason}.", headers)
-    except Exception:
-        log.exception("unexpected error while answering %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "Internal error.")
+    except Exception as exc:
+        return error_answer(request, exc)
+
+
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer for an exception a handler raised (also used by `limiter.lane`)."""
+    if isinstance(exc, LimiterError):
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    if isinstance(exc, NotFoundError):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, InvalidValue):
+        return error_response(400, "invalid_value", str(exc))
+    if isinstance(exc, LedgerError):
+        return error_response(400, "ledger_error", str(exc))
+    if isinstance(exc, DataError):
+        # The database refused a value the client sent (a NUL byte, a name too long for its
+        # column): the request's fault, not an outage.
+        return error_response(400, "invalid_value",
+                              "A value in the request cannot be stored in the ledger.")
+    if isinstance(exc, SQLAlchemyError | TimeoutError):  # only the ledger raises these here
+        log.warning("ledger unreachable while answering %s %s: %s", request.method,
+                    request.path, type(exc).__name__)
+        return error_response(503, "ledger_unavailable",
+                              "The spend ledger is unreachable; try again shortly.")
+    log.error("unexpected error while answering %s %s", request.method, request.path,
+              exc_info=exc)
+    return error_response(500, "internal_error", "Internal error.")
 
 
 def _route_label(request: web.Request) -> str:
@@ -79,7 +85,6 @@ def _route_label(request: web.Request) -> str:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[METRICS]
     started = time.perf_counter()
     status = 500
     try:
@@ -93,11 +98,16 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        # Until the client had the whole answer: recording after it is not client latency.
-        elapsed = request.get(RESPONDED_AT, time.perf_counter()) - started
-        route = _route_label(request)
-        metrics.requests_by(route, str(status), request.get(PROVIDER, "")).inc()
-        metrics.request_duration_by(route).observe(elapsed)
-        upstream = request.get(UPSTREAM_SECONDS)
-        if upstream is not None:
-            metrics.overhead_by(route).observe(max(0.0, elapsed - upstream))
+        observe_request(request, _route_label(request), status, started)
+
+
+def observe_request(request: web.Request, route: str, status: int, started: float) -> None:
+    """Count an answered request and its durations (also used by `limiter.lane`)."""
+    metrics = request.app[METRICS]
+    # Until the client had the whole answer: recording after it is not client latency.
+    elapsed = request.get(RESPONDED_AT, time.perf_counter()) - started
+    metrics.requests_by(route, str(status), request.get(PROVIDER, "")).inc()
+    metrics.request_duration_by(route).observe(elapsed)
+    upstream = request.get(UPSTREAM_SECONDS)
+    if upstream is not None:
+        metrics.overhead_by(route).observe(max(0.0, elapsed - upstream))
