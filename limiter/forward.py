@@ -29,6 +29,7 @@ from aiohttp import web
 
 from ledger.tokens import TokenUsage
 from limiter.errors import UpstreamError, UpstreamTimeout
+from limiter.lane_request import LaneRequest, LaneStream
 from limiter.providers.base import Provider, relayable_headers, settle_usage
 from limiter.settings import ProviderSettings
 from limiter.sse import StreamUsageParser, load_json
@@ -299,8 +300,8 @@ class _StreamRelay:
         self.first_byte = asyncio.get_running_loop().time() - self.started
         if self.call.on_first_byte is not None:
             self.call.on_first_byte()
-        response = _RelayedStream(status=upstream.status,
-                                  headers=relayable_headers(upstream.headers))
+        stream = LaneStream if isinstance(self.request, LaneRequest) else _RelayedStream
+        response = stream(status=upstream.status, headers=relayable_headers(upstream.headers))
         self.response = response
         await response.prepare(self.request)
         return response

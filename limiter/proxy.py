@@ -44,6 +44,7 @@ from limiter.catalog_cache import CatalogUnavailable
 from limiter.enforcement import Admission, strict_upper_bound
 from limiter.errors import BadRequest, LimiterError, ServiceUnavailable
 from limiter.forward import ForwardResult, UpstreamCall, prepare_call, relay
+from limiter.lane_request import LaneRequest
 from limiter.providers import Provider, provider_for_path
 from limiter.request_body import parse_json_object, read_capped
 from limiter.spool import Entry
@@ -225,6 +226,15 @@ def _settle(answered: asyncio.Future[web.StreamResponse],
         answered.set_result(task.result())
 
 
+async def _send_whole(request: web.Request, response: web.Response) -> None:
+    """Send a complete answer, on the lane's connection or aiohttp's."""
+    if isinstance(request, LaneRequest):
+        request.send(response)
+        return
+    await response.prepare(request)
+    await response.write_eof()
+
+
 def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
     if result.usage is None:
         return None
@@ -271,8 +281,7 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
         if journaled is None:
             journal(record)
         with contextlib.suppress(ConnectionError):
-            await response.prepare(request)
-            await response.write_eof()
+            await _send_whole(request, cast(web.Response, response))
     request[RESPONDED_AT] = time.perf_counter()
     if not x.answered.done():
         x.answered.set_result(response)

@@ -1,4 +1,4 @@
-"""Serving the limiter: what `agentmeter limiter` and `agentmeter serve` call."""
+"""Serving the limiter: what `agentmeter limiter` and `agentmeter serve` run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from ledger.settings import DatabaseSettings
 from limiter.app import create_app
+from limiter.lane import GatewayRunner
 from limiter.settings import LimiterSettings
 
 # Time in-flight requests (streams included) get to finish when the process is asked to stop.
@@ -27,7 +28,8 @@ async def run_limiter(config: LimiterSettings, database: DatabaseSettings, host:
                       port: int, registry: CollectorRegistry | None = None) -> None:
     """Serve until cancelled, then finish in-flight requests and close cleanly."""
     app = create_app(config, database, registry=registry)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+    # The provider routes are served on the fast lane, everything else by aiohttp.
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -36,10 +38,3 @@ async def run_limiter(config: LimiterSettings, database: DatabaseSettings, host:
     finally:
         await runner.cleanup()
 
-
-def serve(config: LimiterSettings, database: DatabaseSettings, host: str, port: int,
-          registry: CollectorRegistry | None = None) -> None:
-    """Blocking: serve until SIGINT/SIGTERM."""
-    app = create_app(config, database, registry=registry)
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
-                shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)

@@ -1,14 +1,34 @@
-"""Shared fixtures: fresh migrated ledgers on SQLite and on the real PostgreSQL."""
+"""Shared fixtures: fresh migrated ledgers on SQLite and on the real PostgreSQL, and test
+clients that serve the limiter as it is served in production."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+from limiter.app_keys import SETTINGS
 from tests.support.databases import PgLedger, SqliteTemplate, pg_available
+from tests.support.gateway import GatewayTestServer
 from tests.support.requirements import missing
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's client factory, with limiter apps served through `GatewayRunner`
+    (the provider routes on the fast lane) exactly as `agentmeter limiter` serves them."""
+
+    async def go(param: Any, *, server_kwargs: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> Any:
+        if isinstance(param, web.Application) and SETTINGS in param:
+            param = GatewayTestServer(param, **(server_kwargs or {}))
+            return await aiohttp_client(param, **kwargs)
+        return await aiohttp_client(param, server_kwargs=server_kwargs, **kwargs)
+
+    return go
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import yaml
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import text
 
 from ledger.engine import create_sync_engine, libpq_url
@@ -26,6 +27,7 @@ from ledger.policy_file import parse_policy
 from ledger.settings import DatabaseSettings
 from limiter.app import create_app
 from limiter.app_keys import RECORDER
+from limiter.lane import GatewayRunner
 from limiter.settings import LimiterSettings, ProviderSettings
 
 # Prices chosen so costs are easy to read: gpt-test costs 1 micro per input token and 2 per
@@ -157,6 +159,14 @@ def gateway_app(url: str, settings: LimiterSettings, *, clock: MovableClock | No
                 **kwargs: Any) -> web.Application:
     database = DatabaseSettings(url=url, connect_timeout_seconds=2.0, pool_size=pool_size)
     return create_app(settings, database, registry=registry, clock=clock, **kwargs)
+
+
+class GatewayTestServer(TestServer):
+    """Serves a limiter app as `agentmeter limiter` does: provider routes on the fast lane
+    (`limiter.lane`), everything else, and every connection handed over, by aiohttp."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
 
 
 async def settled(app: web.Application) -> None:

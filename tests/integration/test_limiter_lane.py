@@ -1,0 +1,242 @@
+"""The fast lane at the HTTP level: what it serves itself, what it hands to aiohttp, and that
+clients see the same answers either way. Raw bytes over a socket where the framing matters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from limiter.lane import LANE_BODY_BYTES, LaneServer
+from tests.support.fake_upstream import Answer, FakeUpstream
+from tests.support.gateway import (
+    GatewayTestServer,
+    bearer,
+    gateway_app,
+    limiter_settings,
+    metric,
+    openai_request,
+    query,
+    seed_ledger,
+    settled,
+)
+
+CHAT = "/v1/chat/completions"
+
+
+async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUpstream,
+                registry: CollectorRegistry | None = None, **changes: Any) -> Any:
+    app = gateway_app(url, limiter_settings(tmp_path, upstream.base_url, **changes),
+                      registry=registry or CollectorRegistry())
+    return await aiohttp_client(app)
+
+
+def lane_server(client: Any) -> LaneServer:
+    server = client.server.runner.server
+    assert isinstance(server, LaneServer)
+    return server
+
+
+def message_count(url: str) -> int:
+    return int(query(url, "SELECT count(*) AS n FROM messages")[0].n)
+
+
+def post(secret: str, body: bytes, *extra: str, path: str = CHAT,
+         version: str = "HTTP/1.1") -> bytes:
+    lines = [f"POST {path} {version}", "Host: gateway", f"Authorization: Bearer {secret}",
+             "Content-Type: application/json", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+async def connect(client: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(client.server.host, client.server.port)
+
+
+async def test_a_keep_alive_connection_moves_to_aiohttp_at_its_first_other_request(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    lanes = lane_server(client)
+    connector = aiohttp.TCPConnector(limit=1)  # one connection for all three requests
+    async with aiohttp.ClientSession(str(client.make_url("")), connector=connector,
+                                     headers=bearer(keys["alice"])) as session:
+        async with session.post(CHAT, json=openai_request()) as first:
+            assert first.status == 200
+            assert "Hello" in (await first.json())["choices"][0]["message"]["content"]
+        assert len(lanes.lanes) == 1 and not lanes.fallback.connections
+        async with session.get("/v1/models") as models:
+            assert models.status == 200
+            assert "gpt-test" in {m["id"] for m in (await models.json())["data"]}
+        assert not lanes.lanes and len(lanes.fallback.connections) == 1
+        async with session.post(CHAT, json=openai_request(stream=True)) as streamed:
+            assert streamed.status == 200
+            assert b"data: [DONE]" in await streamed.read()
+    await settled(client.app)
+    assert message_count(sqlite_url) == 2
+
+
+async def test_pipelined_requests_are_answered_in_order_on_the_lane(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    reader, writer = await connect(client)
+    ok = json.dumps(openai_request()).encode()
+    unknown = json.dumps(openai_request(model="no-such-model")).encode()
+    writer.write(post(keys["alice"], ok) + post(keys["alice"], unknown)
+                 + post(keys["bob"], ok))
+    answers = [await read_response(reader) for _ in range(3)]
+    writer.close()
+    assert [status for status, _, _ in answers] == [200, 400, 200]
+    assert json.loads(answers[1][2])["error"]["code"] == "model_not_allowed"
+    assert answers[0][1]["content-type"].startswith("application/json")
+    assert "date" in answers[0][1]
+    assert len(lane_server(client).lanes) <= 1 and not lane_server(client).fallback.connections
+    await settled(client.app)
+    assert message_count(sqlite_url) == 2
+
+
+async def test_connection_close_is_honoured(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    reader, writer = await connect(client)
+    writer.write(post(keys["alice"], json.dumps(openai_request()).encode(),
+                      "Connection: close"))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway
+    writer.close()
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+@pytest.mark.parametrize("case", ["chunked", "http/1.0", "large", "encoded-path"])
+async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
+        case: str, aiohttp_client: Any, sqlite_url: str, tmp_path: Path,
+        upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    body = json.dumps(openai_request()).encode()
+    if case == "chunked":
+        head = post(keys["alice"], b"").replace(b"Content-Length: 0",
+                                                b"Transfer-Encoding: chunked")
+        request = head + chunked(body)
+    elif case == "http/1.0":
+        request = post(keys["alice"], body, version="HTTP/1.0")
+    elif case == "large":  # a long prompt: larger than the lane reads whole
+        big = openai_request()
+        big["messages"][0]["content"] = "word " * (LANE_BODY_BYTES // 4)
+        request = post(keys["alice"], json.dumps(big).encode())
+    else:
+        request = post(keys["alice"], body, path="/v1/chat%2Fcompletions")
+    reader, writer = await connect(client)
+    writer.write(request)
+    status, _, answer = await read_response(reader)
+    writer.close()
+    lanes = lane_server(client)
+    assert not lanes.lanes and len(lanes.fallback.connections) <= 1
+    if case == "encoded-path":
+        assert status == 404 and json.loads(answer)["error"]["code"] == "not_found"
+        return
+    assert status == 200 and json.loads(answer)["choices"]
+    await settled(client.app)
+    assert message_count(sqlite_url) == 1
+
+
+async def test_expect_continue_is_left_to_aiohttp(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    body = json.dumps(openai_request()).encode()
+    reader, writer = await connect(client)
+    writer.write(post(keys["alice"], b"", "Expect: 100-continue").replace(
+        b"Content-Length: 0", b"Content-Length: %d" % len(body)))
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100")
+    writer.write(body)
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 200
+
+
+async def test_a_malformed_head_gets_aiohttps_400_and_costs_nothing(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    reader, writer = await connect(client)
+    writer.write(post(keys["alice"], b"{}", "Bad Header Line"))
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 400
+    assert not upstream.received and message_count(sqlite_url) == 0
+
+
+async def test_lane_requests_are_counted_like_aiohttps(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    registry = CollectorRegistry()
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream, registry=registry)
+    assert (await client.post(CHAT, json=openai_request(),
+                              headers=bearer(keys["alice"]))).status == 200
+    assert (await client.post(CHAT, json=openai_request())).status == 401
+    assert metric(registry, "agentmeter_limiter_requests_total", route=CHAT, code="200",
+                  provider="openai") == 1
+    assert metric(registry, "agentmeter_limiter_requests_total", route=CHAT, code="401",
+                  provider="openai") == 1
+
+
+async def test_shutdown_lets_a_stream_in_flight_finish_and_records_it(
+        sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    answer = Answer(text="one two three four", pause_after=2)
+    upstream.queue(answer)
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url),
+                      registry=CollectorRegistry())
+    server = GatewayTestServer(app)
+    await server.start_server()
+    idle_reader, idle_writer = await asyncio.open_connection(server.host, server.port)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(server.make_url(CHAT), headers=bearer(keys["alice"]),
+                                      json=openai_request(stream=True))
+        assert response.status == 200
+        await asyncio.wait_for(response.content.readany(), 5)
+        closing = asyncio.create_task(server.close())
+        await asyncio.sleep(0.3)
+        assert not closing.done()  # waiting for the stream
+        answer.resume.set()
+        rest = await asyncio.wait_for(response.read(), 10)
+        assert b"data: [DONE]" in rest
+        await asyncio.wait_for(closing, 10)
+    assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # idle: closed at once
+    idle_writer.close()
+    rows = query(sqlite_url, "SELECT partial FROM messages")
+    assert [bool(r.partial) for r in rows] == [False]
