@@ -42,6 +42,7 @@ MAX_HEAD_BYTES = 32 * 1024
 # An idle keep-alive connection is closed after this long (aiohttp's default).
 KEEPALIVE_SECONDS = 3630.0
 _HEAD_END = b"\r\n\r\n"
+_LANE_PREFIX = b"POST /v1/"
 
 
 class _Head:
@@ -78,7 +79,7 @@ class Parsed:
 
 def parse_head(head: bytes) -> Parsed | None:
     """The head (request line and headers, blank line included) if the lane serves it."""
-    if not head.startswith(b"POST /v1/"):
+    if not head.startswith(_LANE_PREFIX):
         return None
     collected = _Head()
     parser = httptools.HttpRequestParser(collected)
@@ -116,6 +117,8 @@ class LaneProtocol(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._closing = False
+        # The head of the request at the start of the buffer, parsed while its body arrives.
+        self._head: tuple[int, Parsed] | None = None
 
     # -- asyncio.Protocol
 
