@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ledger.tokens import TokenUsage
 from limiter.lane import LANE_BODY_BYTES, LaneServer
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
@@ -112,14 +114,49 @@ async def test_pipelined_requests_are_answered_in_order_on_the_lane(
     writer.write(post(keys["alice"], ok) + post(keys["alice"], unknown)
                  + post(keys["bob"], ok))
     answers = [await read_response(reader) for _ in range(3)]
-    writer.close()
     assert [status for status, _, _ in answers] == [200, 400, 200]
     assert json.loads(answers[1][2])["error"]["code"] == "model_not_allowed"
     assert answers[0][1]["content-type"].startswith("application/json")
     assert "date" in answers[0][1]
-    assert len(lane_server(client).lanes) <= 1 and not lane_server(client).fallback.connections
+    assert len(lane_server(client).lanes) == 1 and not lane_server(client).fallback.connections
+    # A request for aiohttp pipelined behind one for the lane: answered in turn, by aiohttp.
+    writer.write(post(keys["alice"], ok) + b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    answers = [await read_response(reader) for _ in range(2)]
+    writer.close()
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert json.loads(answers[1][2]) == json.loads(
+        await (await client.get("/healthz")).read())
+    assert not lane_server(client).lanes
     await settled(client.app)
-    assert message_count(sqlite_url) == 2
+    assert message_count(sqlite_url) == 3
+
+
+async def test_a_client_that_reads_slowly_gets_the_whole_stream(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Far more than the socket buffers hold: the lane waits for the client to drain its
+    writes (and so stops reading the provider) instead of failing or dropping events."""
+    keys = seed_ledger(sqlite_url)
+    words = [f"word{i}" for i in range(30_000)]
+    upstream.queue(Answer(text=" ".join(words), usage=TokenUsage(input=7, output=len(words))))
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(post(keys["alice"], json.dumps(openai_request(stream=True)).encode()))
+    await asyncio.sleep(1.0)  # not reading: the gateway's writes back up
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert status == 200
+    text = "".join(
+        choice["delta"].get("content") or ""
+        for line in body.decode().splitlines() if line.startswith("data: {")
+        for choice in json.loads(line[6:])["choices"])
+    assert text == " ".join(words)
+    await settled(client.app)
+    rows = query(sqlite_url, "SELECT output_tokens, partial FROM messages")
+    assert [(r.output_tokens, bool(r.partial)) for r in rows] == [(len(words), False)]
 
 
 async def test_connection_close_is_honoured(
