@@ -194,19 +194,24 @@ class LaneProtocol(asyncio.Protocol):
         buffer = self._buffer
         if transport is None or not buffer or self._closing_now():
             return
-        end = buffer.find(_HEAD_END, 0, MAX_HEAD_BYTES)
-        if end < 0:
-            if len(buffer) >= MAX_HEAD_BYTES or not buffer.startswith(b"POST /v1/"[:len(buffer)]):
+        if self._head is None:
+            end = buffer.find(_HEAD_END, 0, MAX_HEAD_BYTES)
+            if end < 0:
+                if len(buffer) >= MAX_HEAD_BYTES or not buffer.startswith(
+                        _LANE_PREFIX[:len(buffer)]):
+                    self._hand_over()
+                return
+            head_end = end + len(_HEAD_END)
+            parsed = parse_head(bytes(buffer[:head_end]))
+            if parsed is None:
                 self._hand_over()
-            return
-        head_end = end + len(_HEAD_END)
-        parsed = parse_head(bytes(buffer[:head_end]))
-        if parsed is None:
-            self._hand_over()
-            return
+                return
+            self._head = head_end, parsed
+        head_end, parsed = self._head
         total = head_end + parsed.length
         if len(buffer) < total:
             return  # the rest of the body is on its way
+        self._head = None
         body = bytes(buffer[head_end:total])
         del buffer[:total]
         self._disarm_idle()

@@ -131,6 +131,26 @@ async def test_pipelined_requests_are_answered_in_order_on_the_lane(
     assert message_count(sqlite_url) == 3
 
 
+async def test_a_request_that_arrives_in_pieces_is_served_once_it_is_whole(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    reader, writer = await connect(client)
+    request = post(keys["alice"], json.dumps(openai_request()).encode())
+    head_end = request.index(b"\r\n\r\n") + 4
+    pieces = [request[:20], request[20:head_end], request[head_end:head_end + 10],
+              request[head_end + 10:]]
+    for piece in pieces[:-1]:
+        writer.write(piece)
+        await asyncio.sleep(0.05)
+        assert not upstream.received  # nothing goes upstream before the body is whole
+    writer.write(pieces[-1])
+    status, _, answer = await read_response(reader)
+    writer.close()
+    assert status == 200 and json.loads(answer)["choices"]
+    assert len(upstream.received) == 1 and lane_server(client).lanes
+
+
 async def test_a_client_that_reads_slowly_gets_the_whole_stream(
         aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
     """Far more than the socket buffers hold: the lane waits for the client to drain its
