@@ -8,8 +8,10 @@ runs as `agentmeter limiter` in another, with its ledger on a scratch PostgreSQL
 models). Calls straight to the fake and calls through the limiter are alternated within each
 round, so both see the same machine load; the spread between rounds says how far to trust the
 figures on a shared machine. A third server, `forward()` alone without authentication or ledger,
-tells the relay's own cost apart from the limit check and the recording; the CPU that the
-limiter's ledger connections cost PostgreSQL per call is printed beside the limiter's own.
+shows the relay's own cost on aiohttp's server (the limiter serves the provider routes on its
+faster lane, `limiter.lane`, so the difference is an upper bound of what the limit check and
+the recording add); the CPU that the limiter's ledger connections cost PostgreSQL per call is
+printed beside the limiter's own.
 
 Targets: added p50 <= 1 ms and p99 <= 5 ms at concurrency 1, added stream TTFB p50 <= 2 ms,
 throughput through the limiter >= 10% of direct at concurrency 32, RSS growth < 10% over
