@@ -25,6 +25,7 @@ from ledger.schema import metadata
 from ledger.settings import DatabaseSettings
 from limiter.app import create_app
 from limiter.app_keys import RECORDER
+from limiter.lane import GatewayRunner
 from limiter.settings import LimiterSettings
 
 TableDump = dict[str, list[tuple[Any, ...]]]
@@ -84,7 +85,8 @@ class ThreadedGateway:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        # As `agentmeter limiter` serves it: the provider routes on the lane.
+        self._runner = GatewayRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = int(self._runner.addresses[0][1])
