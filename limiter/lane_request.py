@@ -21,7 +21,7 @@ from multidict import CIMultiDictProxy
 if TYPE_CHECKING:
     from limiter.lane import LaneProtocol
 
-# Statuses whose answers carry no body (RFC 9110: and no Content-Length for 1xx and 204).
+# Answers without a body, sent without Content-Length (as every 1xx; RFC 9110 section 8.6).
 _BODILESS = frozenset({204, 304})
 
 
