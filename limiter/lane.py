@@ -29,11 +29,12 @@ from yarl import URL
 
 from limiter.lane_request import DateHeader, LaneRequest
 from limiter.middleware import CLIENT_CLOSED, error_answer, observe_request
+from limiter.providers import PROVIDERS
 from limiter.proxy import proxy
 
 log = logging.getLogger("agentmeter.limiter")
 
-LANE_PATHS = frozenset({b"/v1/chat/completions", b"/v1/messages"})
+LANE_PATHS = frozenset(provider.path.encode() for provider in PROVIDERS.values())
 # Bodies up to this size are served on the lane (read whole first); larger ones go to aiohttp,
 # which streams them within `max_body_bytes`.
 LANE_BODY_BYTES = 1024 * 1024

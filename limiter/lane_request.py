@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -75,10 +76,7 @@ class LaneRequest(dict[Any, Any]):
         bodiless = status < 200 or status in _BODILESS
         body = b"" if bodiless else _body_of(response)
         headers = response.headers
-        lines = [head_line(status, response.reason)]
-        for name, value in headers.items():
-            if name.lower() not in _FRAMING:
-                lines.append(f"{name}: {value}\r\n")
+        lines = head_lines(status, response.reason, headers)
         if not bodiless:
             if "Content-Type" not in headers:
                 lines.append("Content-Type: application/octet-stream\r\n")
@@ -101,13 +99,16 @@ def _body_of(response: web.Response) -> bytes:
     raise TypeError(f"the lane sends bytes bodies only, not {type(body).__name__}")
 
 
-def head_line(status: int, reason: str | None) -> str:
+def head_lines(status: int, reason: str | None, headers: Mapping[str, str]) -> list[str]:
+    """The status line and the answer's own headers (framing headers are the lane's)."""
     if not reason:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = ""
-    return f"HTTP/1.1 {status} {reason}\r\n"
+    return [f"HTTP/1.1 {status} {reason}\r\n",
+            *(f"{name}: {value}\r\n" for name, value in headers.items()
+              if name.lower() not in _FRAMING)]
 
 
 class LaneStream(web.StreamResponse):
@@ -140,10 +141,7 @@ class LaneStream(web.StreamResponse):
         connection = request._connection
         parts: list[bytes | bytearray | memoryview] = []
         if not self._head_sent:
-            lines = [head_line(self.status, self.reason)]
-            for name, value in self.headers.items():
-                if name.lower() not in _FRAMING:
-                    lines.append(f"{name}: {value}\r\n")
+            lines = head_lines(self.status, self.reason, self.headers)
             lines.append("Transfer-Encoding: chunked\r\n")
             parts.append(connection.head_bytes(lines))
             self._head_sent = request.started = True

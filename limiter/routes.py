@@ -14,6 +14,7 @@ from limiter import api_admin
 from limiter.api_status import usage_status
 from limiter.app_keys import DATABASE, ENGINE, REGISTRY
 from limiter.database import reachable
+from limiter.providers import PROVIDERS
 from limiter.proxy import list_models, proxy
 
 
@@ -48,8 +49,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes([
-        web.post("/v1/chat/completions", proxy),
-        web.post("/v1/messages", proxy),
+        *(web.post(provider.path, proxy) for provider in PROVIDERS.values()),
         web.get("/v1/models", list_models, allow_head=False),
         web.get("/api/v1/usage/status", usage_status, allow_head=False),
         web.get("/api/v1/limits", api_admin.get_limits, allow_head=False),
