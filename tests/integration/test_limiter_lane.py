@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,22 @@ from tests.support.gateway import (
 CHAT = "/v1/chat/completions"
 
 
-async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUpstream,
-                registry: CollectorRegistry | None = None, **changes: Any) -> Any:
-    app = gateway_app(url, limiter_settings(tmp_path, upstream.base_url, **changes),
-                      registry=registry or CollectorRegistry())
-    return await aiohttp_client(app)
+@dataclass
+class Gateway:
+    client: Any
+    keys: dict[str, str]
+    registry: CollectorRegistry
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, sqlite_url: str, tmp_path: Path,
+                  upstream: FakeUpstream) -> Gateway:
+    """The limiter on a seeded SQLite ledger, served as the CLI serves it."""
+    keys = seed_ledger(sqlite_url)
+    registry = CollectorRegistry()
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url),
+                      registry=registry)
+    return Gateway(await aiohttp_client(app), keys, registry)
 
 
 def lane_server(client: Any) -> LaneServer:
@@ -82,9 +94,8 @@ async def connect(client: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
 
 
 async def test_a_keep_alive_connection_moves_to_aiohttp_at_its_first_other_request(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+        gateway: Gateway, sqlite_url: str) -> None:
+    keys, client = gateway.keys, gateway.client
     lanes = lane_server(client)
     connector = aiohttp.TCPConnector(limit=1)  # one connection for all three requests
     async with aiohttp.ClientSession(str(client.make_url("")), connector=connector,
@@ -105,9 +116,8 @@ async def test_a_keep_alive_connection_moves_to_aiohttp_at_its_first_other_reque
 
 
 async def test_pipelined_requests_are_answered_in_order_on_the_lane(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+        gateway: Gateway, sqlite_url: str) -> None:
+    keys, client = gateway.keys, gateway.client
     reader, writer = await connect(client)
     ok = json.dumps(openai_request()).encode()
     unknown = json.dumps(openai_request(model="no-such-model")).encode()
@@ -132,9 +142,8 @@ async def test_pipelined_requests_are_answered_in_order_on_the_lane(
 
 
 async def test_a_request_that_arrives_in_pieces_is_served_once_it_is_whole(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+        gateway: Gateway, upstream: FakeUpstream) -> None:
+    keys, client = gateway.keys, gateway.client
     reader, writer = await connect(client)
     request = post(keys["alice"], json.dumps(openai_request()).encode())
     head_end = request.index(b"\r\n\r\n") + 4
@@ -152,13 +161,12 @@ async def test_a_request_that_arrives_in_pieces_is_served_once_it_is_whole(
 
 
 async def test_a_client_that_reads_slowly_gets_the_whole_stream(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+        gateway: Gateway, sqlite_url: str, upstream: FakeUpstream) -> None:
     """Far more than the socket buffers hold: the lane waits for the client to drain its
     writes (and so stops reading the provider) instead of failing or dropping events."""
-    keys = seed_ledger(sqlite_url)
+    keys, client = gateway.keys, gateway.client
     words = [f"word{i}" for i in range(30_000)]
     upstream.queue(Answer(text=" ".join(words), usage=TokenUsage(input=7, output=len(words))))
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((client.server.host, client.server.port))
@@ -179,10 +187,8 @@ async def test_a_client_that_reads_slowly_gets_the_whole_stream(
     assert [(r.output_tokens, bool(r.partial)) for r in rows] == [(len(words), False)]
 
 
-async def test_connection_close_is_honoured(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+async def test_connection_close_is_honoured(gateway: Gateway) -> None:
+    keys, client = gateway.keys, gateway.client
     reader, writer = await connect(client)
     writer.write(post(keys["alice"], json.dumps(openai_request()).encode(),
                       "Connection: close"))
@@ -198,10 +204,8 @@ def chunked(body: bytes) -> bytes:
 
 @pytest.mark.parametrize("case", ["chunked", "http/1.0", "large", "encoded-path"])
 async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
-        case: str, aiohttp_client: Any, sqlite_url: str, tmp_path: Path,
-        upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+        case: str, gateway: Gateway, sqlite_url: str) -> None:
+    keys, client = gateway.keys, gateway.client
     body = json.dumps(openai_request()).encode()
     if case == "chunked":
         head = post(keys["alice"], b"").replace(b"Content-Length: 0",
@@ -229,10 +233,8 @@ async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
     assert message_count(sqlite_url) == 1
 
 
-async def test_expect_continue_is_left_to_aiohttp(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+async def test_expect_continue_is_left_to_aiohttp(gateway: Gateway) -> None:
+    keys, client = gateway.keys, gateway.client
     body = json.dumps(openai_request()).encode()
     reader, writer = await connect(client)
     writer.write(post(keys["alice"], b"", "Expect: 100-continue").replace(
@@ -246,9 +248,8 @@ async def test_expect_continue_is_left_to_aiohttp(
 
 
 async def test_a_malformed_head_gets_aiohttps_400_and_costs_nothing(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+        gateway: Gateway, sqlite_url: str, upstream: FakeUpstream) -> None:
+    keys, client = gateway.keys, gateway.client
     reader, writer = await connect(client)
     writer.write(post(keys["alice"], b"{}", "Bad Header Line"))
     status, _, _ = await read_response(reader)
@@ -257,11 +258,8 @@ async def test_a_malformed_head_gets_aiohttps_400_and_costs_nothing(
     assert not upstream.received and message_count(sqlite_url) == 0
 
 
-async def test_lane_requests_are_counted_like_aiohttps(
-        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(sqlite_url)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream, registry=registry)
+async def test_lane_requests_are_counted_like_aiohttps(gateway: Gateway) -> None:
+    keys, client, registry = gateway.keys, gateway.client, gateway.registry
     assert (await client.post(CHAT, json=openai_request(),
                               headers=bearer(keys["alice"]))).status == 200
     assert (await client.post(CHAT, json=openai_request())).status == 401
