@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from decimal import Decimal, InvalidOperation
 
 from ledger.errors import InvalidValue
@@ -10,11 +11,16 @@ MICROS_PER_USD = 1_000_000
 # Money columns are 64-bit integers.
 MAX_MICROS = 2**63 - 1
 
+# Values quoted in errors are cut short: a 2,000-character string makes an unreadable message.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 60
+_QUOTE.maxlist = _QUOTE.maxdict = 4
+
 
 def to_decimal(value: object) -> Decimal:
     """An exact decimal from an int, a decimal string or a Decimal (floats are refused)."""
     if isinstance(value, bool):
-        raise InvalidValue(f"not an amount: {value!r}")
+        raise InvalidValue(f"not an amount: {_QUOTE.repr(value)}")
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int):
@@ -27,11 +33,11 @@ def to_decimal(value: object) -> Decimal:
         try:
             result = Decimal(value.strip())
         except InvalidOperation:
-            raise InvalidValue(f"not a decimal amount: {value!r}") from None
+            raise InvalidValue(f"not a decimal amount: {_QUOTE.repr(value)}") from None
     else:
-        raise InvalidValue(f"not an amount: {value!r}")
+        raise InvalidValue(f"not an amount: {_QUOTE.repr(value)}")
     if not result.is_finite():
-        raise InvalidValue(f"not a finite amount: {value!r}")
+        raise InvalidValue(f"not a finite amount: {_QUOTE.repr(value)}")
     return result
 
 
