@@ -71,3 +71,51 @@ def test_period_rollup_migration_backfills_existing_usage(ledger_url: str,
     finally:
         if name:
             drop_database(name)
+
+
+def test_change_notification_triggers_come_and_go_with_their_migration(ledger_url: str,
+                                                                        tmp_path: object) -> None:
+    """PostgreSQL gets the triggers behind the limiter's check cache (ledger.notify); a
+    downgrade removes them and its functions; SQLite has none either way."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from ledger.migrate import alembic_config
+    from tests.support.databases import create_database, drop_database, pg_database_url
+
+    if ledger_url.startswith("postgresql"):
+        name = create_database("am_migrate")
+        url = pg_database_url(name)
+    else:
+        name, url = "", f"sqlite:///{tmp_path}/notify.db"
+
+    def triggers() -> set[str]:
+        if not name:
+            return set()
+        with engine.connect() as conn:
+            return {row[0] for row in conn.execute(text(
+                "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'agentmeter%' UNION "
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'agentmeter%'"))}
+
+    def downgrade(revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        upgrade(url)
+        expected = {f"agentmeter_{table}_changed" for table in (
+            "limit_config", "user_limits", "group_limits", "group_members", "users",
+            "api_keys", "period_spend")} | {"agentmeter_spend_changed",
+                                            "agentmeter_notify_spend", "agentmeter_notify_reset"}
+        assert triggers() == (expected if name else set())
+        downgrade("0002")
+        assert triggers() == set()
+        upgrade(url)
+        assert triggers() == (expected if name else set())
+    finally:
+        engine.dispose()
+        if name:
+            drop_database(name)
