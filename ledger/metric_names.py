@@ -55,6 +55,7 @@ LIMITER_TIME_TO_FIRST_TOKEN_SECONDS = "agentmeter_limiter_time_to_first_token_se
 LIMITER_BLOCKED = "agentmeter_limiter_blocked"
 LIMITER_FAIL_OPEN = "agentmeter_limiter_fail_open"
 LIMITER_SPOOL_PENDING = "agentmeter_limiter_spool_pending"
+LIMITER_KEY_CHECKS = "agentmeter_limiter_key_checks"
 
 # Both processes
 LOG_EVENTS = "agentmeter_log_events"
@@ -70,6 +71,7 @@ COUNTERS = frozenset(
         LIMITER_REQUESTS,
         LIMITER_BLOCKED,
         LIMITER_FAIL_OPEN,
+        LIMITER_KEY_CHECKS,
         LOG_EVENTS,
     }
 )

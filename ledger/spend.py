@@ -175,8 +175,9 @@ def check_key_statement(include_reservations: bool = False) -> Select[Any]:
     return _status_statement("key", include_reservations)
 
 
-def check_key_params(secret: str, now: datetime) -> dict[str, Any]:
-    return {**_status_params(now), "key_hash": hash_key(secret)}
+def check_key_params(key_hash: str, now: datetime) -> dict[str, Any]:
+    """The statement's binds for the key with this hash (`ledger.keys.hash_key`)."""
+    return {**_status_params(now), "key_hash": key_hash}
 
 
 def check_key_result(row: Any, now: datetime) -> tuple[KeyOwner, LimitStatus] | None:
@@ -194,5 +195,5 @@ def check_key(conn: Connection, secret: str, now: datetime,
     This is the limiter's hot path: one round trip to the ledger per request.
     """
     row = conn.execute(check_key_statement(include_reservations),
-                       check_key_params(secret, now)).first()
+                       check_key_params(hash_key(secret), now)).first()
     return check_key_result(row, now)

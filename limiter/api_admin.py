@@ -37,7 +37,7 @@ from ledger.reports import (
     user_detail,
 )
 from limiter.api_status import status_view
-from limiter.app_keys import CLOCK, DATABASE, ENGINE, SETTINGS
+from limiter.app_keys import CHECK_CACHE, CLOCK, DATABASE, ENGINE, SETTINGS
 from limiter.auth import credential_of, is_admin, refuse_non_admin
 from limiter.database import in_transaction
 from limiter.errors import BadRequest
@@ -54,6 +54,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _db(request: web.Request, fn: Callable[..., Any], *args: Any) -> Any:
     app = request.app
     return await in_transaction(app[ENGINE], app[DATABASE].connect_timeout_seconds, fn, *args)
+
+
+async def _change(request: web.Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """`_db` for a change to what key checks read: this process forgets its cached checks at
+    once (other processes hear the ledger's notification)."""
+    result = await _db(request, fn, *args)
+    request.app[CHECK_CACHE].reset()
+    return result
 
 
 def admin_only(handler: Handler) -> Handler:
@@ -152,7 +160,7 @@ async def put_limits(request: web.Request) -> web.Response:
     body = await read_json_object(request, MAX_ADMIN_BODY_BYTES)
     _unknown_fields(body, {"enabled", "period", "group_policy", "default_limit_micros",
                            "default_limit_usd"})
-    return web.json_response(await _db(request, _update_limits, body))
+    return web.json_response(await _change(request, _update_limits, body))
 
 
 @admin_only
@@ -167,7 +175,7 @@ async def put_user_limit(request: web.Request) -> web.Response:
     if unlimited == (given and micros is not None):
         raise BadRequest("Give `limit_micros`, `limit_usd` or `\"unlimited\": true` (one of them).",
                          code="invalid_body")
-    await _db(request, set_user_override, username, micros, unlimited)
+    await _change(request, set_user_override, username, micros, unlimited)
     return web.json_response({"username": username, "limit_micros": micros,
                               "unlimited": unlimited})
 
@@ -175,7 +183,7 @@ async def put_user_limit(request: web.Request) -> web.Response:
 @admin_only
 async def delete_user_limit(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    removed = await _db(request, clear_user_override, username)
+    removed = await _change(request, clear_user_override, username)
     return web.json_response({"username": username, "removed": bool(removed)})
 
 
@@ -188,14 +196,14 @@ async def put_group_limit(request: web.Request) -> web.Response:
     if micros is None:
         raise BadRequest("Give `limit_micros` or `limit_usd` (a positive amount); DELETE "
                          "removes a group's limit.", code="invalid_body")
-    await _db(request, set_group_limit, group, micros)
+    await _change(request, set_group_limit, group, micros)
     return web.json_response({"group": group, "limit_micros": micros})
 
 
 @admin_only
 async def delete_group_limit(request: web.Request) -> web.Response:
     group = request.match_info["group"]
-    removed = await _db(request, clear_group_limit, group)
+    removed = await _change(request, clear_group_limit, group)
     return web.json_response({"group": group, "removed": bool(removed)})
 
 

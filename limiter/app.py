@@ -20,10 +20,12 @@ from ledger.engine import create_async_engine, create_sync_engine
 from ledger.settings import DatabaseSettings
 from limiter.app_keys import (
     CATALOG,
+    CHECK_CACHE,
     CLOCK,
     DATABASE,
     ENFORCER,
     ENGINE,
+    LISTENER,
     METRICS,
     RECORDER,
     REGISTRY,
@@ -32,7 +34,9 @@ from limiter.app_keys import (
     Clock,
 )
 from limiter.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
+from limiter.check_cache import CheckCache
 from limiter.enforcement import Enforcer
+from limiter.ledger_listener import LedgerListener
 from limiter.metrics import LimiterMetrics
 from limiter.middleware import error_middleware, metrics_middleware
 from limiter.pg_check import KeyChecker
@@ -65,6 +69,8 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
     app[REGISTRY] = registry if registry is not None else CollectorRegistry()
     app[CLOCK] = clock if clock is not None else utc_now
     app[METRICS] = LimiterMetrics(app[REGISTRY])
+    app[CHECK_CACHE] = CheckCache(config.check_cache_seconds)
+    app[LISTENER] = None
 
     async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = create_async_engine(database, application_name=APPLICATION_NAME)
@@ -75,7 +81,14 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         await asyncio.to_thread(journal.open)
         app[ENGINE] = engine
         app[CATALOG] = CatalogCache(engine, database.connect_timeout_seconds, catalog_ttl_s)
-        key_checker = KeyChecker(database) if KeyChecker.supports(database) else None
+        key_checker, listener, listening = None, None, None
+        if KeyChecker.supports(database):
+            key_checker = KeyChecker(database, app[CHECK_CACHE], metrics)
+            if config.check_cache_seconds > 0:
+                listener = LedgerListener(database, app[CHECK_CACHE])
+                listening = asyncio.create_task(listener.run(),
+                                                name="agentmeter-ledger-listener")
+        app[LISTENER] = listener
         app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker)
         writer_engine = create_sync_engine(
             database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR,
@@ -86,6 +99,10 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         try:
             yield
         finally:
+            if listening is not None:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening
             await asyncio.to_thread(app[RECORDER].close)
             writer_engine.dispose()
             spool.close()

@@ -11,12 +11,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.settings import DatabaseSettings
+from limiter.check_cache import CheckCache
 from limiter.settings import LimiterSettings
 from limiter.upstream_client import UpstreamPool
 
 if TYPE_CHECKING:
     from limiter.catalog_cache import CatalogCache
     from limiter.enforcement import Enforcer
+    from limiter.ledger_listener import LedgerListener
     from limiter.metrics import LimiterMetrics
     from limiter.recording import Recorder
 
@@ -30,6 +32,9 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 SESSION = web.AppKey("session", UpstreamPool)
 METRICS: web.AppKey[LimiterMetrics] = web.AppKey("metrics")
 CATALOG: web.AppKey[CatalogCache] = web.AppKey("catalog")
+CHECK_CACHE = web.AppKey("check_cache", CheckCache)
+# PostgreSQL ledgers with the check cache on: what hears the ledger's changes.
+LISTENER: web.AppKey[LedgerListener | None] = web.AppKey("listener")
 ENFORCER: web.AppKey[Enforcer] = web.AppKey("enforcer")
 RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
 

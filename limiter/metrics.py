@@ -16,6 +16,8 @@ from ledger import metric_names as names
 # Why the limit check failed and the request went through anyway (fail_mode: open).
 FAIL_OPEN_REASONS = ("database_error", "timeout")
 PROVIDER_NAMES = ("openai", "anthropic")
+# Where a key check's answer came from (limiter.check_cache).
+KEY_CHECK_SOURCES = ("cache", "ledger")
 PROXY_ROUTES = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 
 # Request latencies: agent requests run from milliseconds (409s) to minutes (long streams).
@@ -76,12 +78,20 @@ class LimiterMetrics:
             names.LIMITER_SPOOL_PENDING,
             "Usage records waiting in the local spool for the ledger to come back.",
             registry=registry)
+        self.key_checks = Counter(
+            names.LIMITER_KEY_CHECKS,
+            "Key checks answered, by source: the ledger, or memory kept current by the "
+            "ledger's change notifications.",
+            ["source"], registry=registry)
         # The per-request families, by positional label values.
         self.requests_by = Children(self.requests)  # route, code, provider
         self.request_duration_by = Children(self.request_duration)  # route
         self.overhead_by = Children(self.overhead)  # route
         self.upstream_duration_by = Children(self.upstream_duration)  # provider
         self.time_to_first_token_by = Children(self.time_to_first_token)  # provider
+        self.key_checks_by = Children(self.key_checks)  # source
+        for source in KEY_CHECK_SOURCES:
+            self.key_checks.labels(source=source)
         for reason in FAIL_OPEN_REASONS:
             self.fail_open.labels(reason=reason)
         for provider in PROVIDER_NAMES:

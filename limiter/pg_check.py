@@ -24,17 +24,19 @@ import contextlib
 from collections import deque, namedtuple
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import errors, pq
 from sqlalchemy.dialects import postgresql
 
 from ledger.engine import application_name_args, is_sqlite, libpq_url
-from ledger.keys import KeyOwner
+from ledger.keys import KeyOwner, hash_key
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
+from limiter.check_cache import CheckCache
 from limiter.deadline import wait_within
+from limiter.metrics import LimiterMetrics
 
 STATEMENT_NAME = b"agentmeter_check_key"
 # How the check's connections show in pg_stat_activity.
@@ -143,7 +145,8 @@ class _Connection:
 class KeyChecker:
     """`check_key` on a pool of libpq connections (PostgreSQL ledgers only)."""
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: DatabaseSettings, cache: CheckCache | None = None,
+                 metrics: LimiterMetrics | None = None) -> None:
         dialect = postgresql.psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         compiled = check_key_statement().compile(dialect=dialect)
         self._sql = str(compiled)
@@ -169,6 +172,10 @@ class KeyChecker:
         self._params: list[bytes | None] = []
         self._row_type: Callable[..., Any] | None = None
         self._decoders: list[Callable[[bytes], Any]] = []
+        # Answers remembered while the ledger's changes are heard (limiter.check_cache).
+        self._cache = cache if cache is not None else CheckCache(0)
+        self._from_cache = metrics.key_checks_by("cache") if metrics else None
+        self._from_ledger = metrics.key_checks_by("ledger") if metrics else None
 
     @staticmethod
     def supports(settings: DatabaseSettings) -> bool:
@@ -184,9 +191,20 @@ class KeyChecker:
         to the pool when the answer arrives, awaited or not; it is dropped when the answer
         came too late. The returned coroutine must still be awaited or closed.
         """
-        params = self._encoded(secret, now)
+        key_hash = hash_key(secret)
+        cache = self._cache
+        if cache.active:
+            found = cache.get(key_hash, now)
+            if found is not None:
+                if self._from_cache is not None:
+                    self._from_cache.inc()
+                return _ready(found)
+        if self._from_ledger is not None:
+            self._from_ledger.inc()
+        asked = _Asked(key_hash, now, cache.generation)
+        params = self._encoded(key_hash, now)
         if not self._idle:
-            return self._check(params, now, timeout_s)
+            return self._check(params, asked, timeout_s)
         conn = self._idle.pop()
         try:
             sent = conn.send(params)
@@ -194,14 +212,14 @@ class KeyChecker:
             self._drop(conn)
             return _raise(exc)
         sent.add_done_callback(lambda done: self._settle(conn, done))
-        return self._result(sent, now, timeout_s)
+        return self._result(sent, asked, timeout_s)
 
     async def check(self, secret: str, now: datetime,
                     timeout_s: float | None = None) -> CheckResult:
         """The key's owner and status; None for an unknown or revoked key."""
         return await self.start(secret, now, timeout_s)
 
-    async def _check(self, params: list[bytes | None], now: datetime,
+    async def _check(self, params: list[bytes | None], asked: _Asked,
                      timeout_s: float | None) -> CheckResult:
         """No idle connection: wait for one (or open one), then check; all within the time."""
         async with asyncio.timeout(timeout_s):
@@ -212,15 +230,19 @@ class KeyChecker:
                 self._drop(conn)
                 raise
             sent.add_done_callback(lambda done: self._settle(conn, done))
-            return await self._result(sent, now, None)
+            return await self._result(sent, asked, None)
 
-    async def _result(self, sent: asyncio.Future[pq.abc.PGresult], now: datetime,
+    async def _result(self, sent: asyncio.Future[pq.abc.PGresult], asked: _Asked,
                       timeout_s: float | None) -> CheckResult:
         result = await wait_within(sent, timeout_s)
         try:
-            return check_key_result(self._row(result), now)
+            found = check_key_result(self._row(result), asked.now)
         finally:
             result.clear()
+        if found is None:
+            return None
+        owner, status = found
+        return owner, self._cache.remember(asked.key_hash, owner, status, asked.generation)
 
     def _settle(self, conn: _Connection, sent: asyncio.Future[pq.abc.PGresult]) -> None:
         """A check ended: its connection is idle again, or dropped if the check failed or was
@@ -296,8 +318,8 @@ class KeyChecker:
         self._open.add(checked)
         return checked
 
-    def _encoded(self, secret: str, now: datetime) -> list[bytes | None]:
-        values = check_key_params(secret, now)
+    def _encoded(self, key_hash: str, now: datetime) -> list[bytes | None]:
+        values = check_key_params(key_hash, now)
         starts = tuple(values[name] for name in self._daily)
         if starts != self._params_for:
             merged = {**self._fixed, **values}
@@ -326,8 +348,20 @@ class KeyChecker:
         self._idle.clear()
 
 
+class _Asked(NamedTuple):
+    """A check sent to the ledger: for which key, when, and the cache's generation then."""
+
+    key_hash: str
+    now: datetime
+    generation: int
+
+
 async def _raise(exc: BaseException) -> CheckResult:
     raise exc
+
+
+async def _ready(found: CheckResult) -> CheckResult:
+    return found
 
 
 def _row_shape(result: pq.abc.PGresult) -> tuple[Callable[..., Any],

@@ -3,8 +3,8 @@
 Default enforcement lets requests already in flight finish past the limit (the design's "brief
 overage"), but no more: the overage is bounded by what was in flight, and once an overage is
 recorded every later request is refused. Strict enforcement never passes the limit. Two limiter
-processes sharing one ledger refuse a user at the limit within one request of each other, since
-neither caches spend.
+processes sharing one ledger refuse a user at the limit within one request of each other: each
+hears the other's records from the ledger's notifications as they are committed.
 """
 
 from __future__ import annotations

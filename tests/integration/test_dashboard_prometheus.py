@@ -183,6 +183,7 @@ def _limiter(t: float) -> Iterator[Metric]:
     yield _counter(m.LIMITER_BLOCKED, [({"user": "bob"}, 3 + 0.5 * t)])
     yield _counter(m.LIMITER_FAIL_OPEN, [({"reason": "database_unavailable"}, 1 + 0.1 * t)])
     yield _gauge(m.LIMITER_SPOOL_PENDING, value=0)
+    yield _counter(m.LIMITER_KEY_CHECKS, [({"source": "cache"}, 90 * t), ({"source": "ledger"}, t)])
     yield from _self_health("limiter", t)
 
 

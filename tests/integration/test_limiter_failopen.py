@@ -120,10 +120,12 @@ async def test_a_check_slower_than_its_time_fails_open_as_a_timeout(
         aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream, pg_url: str) -> None:
     """The ledger is up but its answer does not come (an administrator's lock on the keys):
     after `connect_timeout_seconds` the request goes through, counted as a timeout; with
-    `fail_mode: closed` it is answered 503. The record still reaches the ledger."""
+    `fail_mode: closed` it is answered 503. The record still reaches the ledger. (Checks are
+    not answered from memory here: a cached answer would not wait for the lock.)"""
     keys = seed_ledger(pg_url)
     registry = CollectorRegistry()
-    settings = limiter_settings(tmp_path, upstream.base_url)
+    settings = dataclasses.replace(limiter_settings(tmp_path, upstream.base_url),
+                                   check_cache_seconds=0)
     client = await aiohttp_client(gateway_app(pg_url, settings, registry=registry))
     closed = await aiohttp_client(gateway_app(
         pg_url, dataclasses.replace(settings, fail_mode="closed",

@@ -12,12 +12,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
+from limiter.app_keys import LISTENER
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     MovableClock,
     apply,
     bearer,
     gateway_app,
+    heard,
     limiter_settings,
     message_count,
     metric,
@@ -177,10 +179,12 @@ async def test_two_limiters_on_one_postgresql_share_limits(
     # What one limiter recorded, the other sees on its very next check.
     assert (await two.post(CHAT, json=openai_request(), headers=alice)).status == 409
     assert (await one.post(CHAT, json=openai_request(), headers=alice)).status == 409
-    # Raising the limit through one limiter's admin API frees the user on the other.
+    # Raising the limit through one limiter's admin API frees the user on the other, once the
+    # ledger's notification of the change has reached it (it remembers its last check).
     admin = bearer("admin-token-xyz")
     put = await one.put("/api/v1/limits/users/alice", json={"limit_usd": "1"}, headers=admin)
     assert put.status == 200
+    await heard(two.app)
     assert (await two.post(CHAT, json=openai_request(), headers=alice)).status == 200
 
 
@@ -194,3 +198,19 @@ async def test_policy_change_applies_without_restart(
     # Limits and spend are read on every check: no restart, no cache to wait for.
     apply(sqlite_url, policy(limits={"default_limit_usd": "0.00001"}, users=users()))
     assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
+
+
+async def test_sqlite_ledgers_answer_every_key_check_themselves(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    """SQLite announces no changes, so nothing is answered from memory."""
+    keys = seed_ledger(sqlite_url, policy(users=users()))
+    registry = CollectorRegistry()
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream, MovableClock(),
+                         registry)
+    for _ in range(2):
+        assert (await client.post(CHAT, json=openai_request(),
+                                  headers=bearer(keys["alice"]))).status == 200
+    checks = {source: metric(registry, "agentmeter_limiter_key_checks_total", source=source)
+              for source in ("ledger", "cache")}
+    assert checks == {"ledger": 2, "cache": 0}
+    assert client.app[LISTENER] is None

@@ -26,7 +26,7 @@ from ledger.policy_apply import apply_policy
 from ledger.policy_file import parse_policy
 from ledger.settings import DatabaseSettings
 from limiter.app import create_app
-from limiter.app_keys import RECORDER
+from limiter.app_keys import LISTENER, RECORDER
 from limiter.lane import GatewayRunner
 from limiter.settings import LimiterSettings, ProviderSettings
 
@@ -170,8 +170,18 @@ class GatewayTestServer(TestServer):
 
 
 async def settled(app: web.Application) -> None:
-    """Wait until every answered request's usage is in the ledger (or the spool)."""
+    """Wait until every answered request's usage is in the ledger (or the spool), and the
+    app's cached key checks have heard of it."""
     await app[RECORDER].idle()
+    await heard(app)
+
+
+async def heard(app: web.Application) -> None:
+    """Wait until the app has applied every ledger change committed so far (what another
+    process recorded or changed reaches its cached key checks as a notification)."""
+    listener = app[LISTENER]
+    if listener is not None:
+        await listener.caught_up()
 
 
 def metric(registry: Any, name: str, **labels: str) -> float:
