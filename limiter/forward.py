@@ -35,6 +35,7 @@ from limiter.settings import ProviderSettings
 from limiter.sse import StreamUsageParser, load_json
 from limiter.upstream_client import (
     PreparedRequest,
+    Sent,
     UpstreamConnectionError,
     UpstreamPool,
     UpstreamResponse,
@@ -133,12 +134,31 @@ class UpstreamCall:
     request_bytes: int
     provider: Provider
     on_first_byte: Callable[[], None] | None
+    # Set by `begin`: the request is on its way, `send` awaits its answer.
+    begun: Sent | None = None
+
+    def begin(self) -> None:
+        """Write the request now if a keep-alive connection is idle (`send` then only waits
+        for the answer): the caller can hand the rest to a task without the request waiting
+        for that task's first turn."""
+        if self.request is None or self.begun is not None:
+            return
+        try:
+            self.begun = self.session.begin(self.request, read_timeout=self.timeout_s)
+        except UPSTREAM_ERRORS:
+            return  # that connection is closed; `send` opens another
+        if self.begun is not None:
+            self.request = None
 
     async def send(self) -> UpstreamResponse:
         request, self.request = self.request, None
-        if request is None:
+        begun, self.begun = self.begun, None
+        if request is None and begun is None:
             raise RuntimeError("an upstream call is sent once")
         try:
+            if begun is not None:
+                return await self.session.answer(begun)
+            assert request is not None
             return await self.session.send(request, connect_timeout=self.timeout_s,
                                            read_timeout=self.timeout_s)
         except TimeoutError as exc:

@@ -151,6 +151,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                         prepared.model_name, prepared.chat, reservation_id, record_id, now,
                         answered)
     del prepared, early
+    if exchange.call is not None:
+        exchange.call.begin()
     # The exchange runs as its own task: the handler returns (freeing the keep-alive
     # connection for the agent's next request) once the answer is out, while the task records
     # the usage; and a handler cancelled because its client left cannot stop that recording

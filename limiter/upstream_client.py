@@ -235,15 +235,19 @@ class _Connection(asyncio.Protocol):
     # used by the pool and the response
     async def exchange(self, request: list[bytes], read_timeout: float | None
                        ) -> UpstreamResponse:
+        return await wait_within(self.begin(request, read_timeout), read_timeout)
+
+    def begin(self, request: list[bytes], read_timeout: float | None
+              ) -> asyncio.Future[UpstreamResponse]:
+        """Write the request now; the future gets the answer's head."""
         if self.lost or self.transport is None:
             raise UpstreamConnectionError("the provider closed the connection")
-        loop = asyncio.get_running_loop()
-        self._head = loop.create_future()
+        self._head = head = asyncio.get_running_loop().create_future()
         self._response = None
         self._keep_alive = False
         self._read_timeout = read_timeout
         self.transport.writelines(request)
-        return await wait_within(self._head, read_timeout)
+        return head
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.lost:
@@ -289,6 +293,15 @@ class _Connection(asyncio.Protocol):
                 and "chunked" not in headers.get("Transfer-Encoding", "").lower())
 
 
+@dataclass(slots=True)
+class Sent:
+    """A request written on a connection, its answer not read yet (`UpstreamPool.begin`)."""
+
+    connection: _Connection
+    head: asyncio.Future[UpstreamResponse]
+    read_timeout: float | None
+
+
 class UpstreamPool:
     """Keep-alive connections to the providers, at most `limit` open at once."""
 
@@ -330,6 +343,29 @@ class UpstreamPool:
             return await connection.exchange(request.parts, read_timeout)
         except BaseException:
             connection.close()
+            raise
+
+    def begin(self, request: PreparedRequest, *, read_timeout: float | None) -> Sent | None:
+        """The first half of `send` when a keep-alive connection is idle: the request is
+        written before this returns (no loop turn before it leaves); `answer` is the second
+        half. None when no connection is idle (use `send`)."""
+        connection = self._reuse(request.origin)
+        if connection is None:
+            return None
+        try:
+            head = connection.begin(request.parts, read_timeout)
+        except BaseException:
+            connection.close()
+            raise
+        return Sent(connection, head, read_timeout)
+
+    @staticmethod
+    async def answer(sent: Sent) -> UpstreamResponse:
+        """The head of the answer to a request `begin` wrote (errors as for `send`)."""
+        try:
+            return await wait_within(sent.head, sent.read_timeout)
+        except BaseException:
+            sent.connection.close()
             raise
 
     def _reuse(self, origin: Origin) -> _Connection | None:

@@ -389,3 +389,50 @@ def test_a_large_body_arrives_intact(run: Runner) -> None:
             pool.close()
 
     run(scenario)
+
+
+def test_begin_writes_on_an_idle_connection_before_it_returns(run: Runner) -> None:
+    """`begin` is `send` without the loop turn before the request leaves (the gateway calls
+    it before handing the exchange to a task): the server, in a thread of its own, has the
+    request while the event loop has not run since."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/json"
+    arrived = [threading.Event(), threading.Event()]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for event in arrived:
+                data = b""
+                while not data.endswith(b"{}"):
+                    data += conn.recv(65536)
+                event.set()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        request = pool.prepare(url, b"{}", {"Content-Type": "application/json"})
+        assert pool.begin(request, read_timeout=5) is None  # nothing idle: `send` connects
+        response = await post(pool, url)
+        assert await response.read() == b"ok"
+        response.release()
+
+        sent = pool.begin(pool.prepare(url, b"{}", {}), read_timeout=5)
+        assert sent is not None
+        assert arrived[1].wait(5)  # blocking: no loop turn since `begin`
+        response = await pool.answer(sent)
+        assert (response.status, await response.read()) == (200, b"ok")
+        response.release()
+        pool.close()
+
+    try:
+        run(scenario)
+    finally:
+        thread.join(5)
+        listener.close()
