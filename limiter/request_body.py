@@ -7,11 +7,11 @@ byte is read, and a chunked body is read only up to the cap plus one byte.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from limiter import json_codec
 from limiter.errors import BadRequest, PayloadTooLarge
 
 _CHUNK = 256 * 1024
@@ -40,7 +40,7 @@ def parse_json_object(raw: bytes | bytearray) -> dict[str, Any]:
         raise BadRequest("The request body is empty; a JSON object is expected.",
                          code="invalid_json")
     try:
-        value = json.loads(raw)
+        value = json_codec.loads(raw)
     except (ValueError, RecursionError):
         raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(value, dict):

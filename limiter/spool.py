@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import IO, Any
 
+from limiter import json_codec
+
 log = logging.getLogger("agentmeter.limiter")
 
 SUFFIX = ".jsonl"
@@ -76,8 +78,7 @@ class Spool:
         `sync` makes it survive the machine too. Cheap enough for the event loop: the journal
         takes each answer this way before its last byte reaches the client.
         """
-        data = b"".join(json.dumps(entry, separators=(",", ":"), sort_keys=True).encode()
-                        + b"\n" for entry in entries)
+        data = b"".join(json_codec.dumps_line(entry) + b"\n" for entry in entries)
         with self._lock:
             if self._file is None:
                 self._file = self._new_file()

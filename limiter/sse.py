@@ -10,12 +10,12 @@ junk: a usage parser that broke the relay would cost the user their answer.
 
 from __future__ import annotations
 
-import json
 import re
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 from ledger.tokens import TokenUsage
+from limiter import json_codec
 
 # A line longer than this without a line end is junk, not SSE: drop it rather than grow forever.
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -24,7 +24,7 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 def load_json(data: bytes) -> Any:
     """The decoded JSON value, or None for anything that is not JSON (never raises)."""
     try:
-        return json.loads(data)
+        return json_codec.loads(data)
     except (ValueError, RecursionError):
         return None
 

@@ -69,6 +69,18 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
+def _exactly(raw_body: bytes | None) -> dict[str, Any] | None:
+    """The client's object read again with `json`, which keeps every number as written
+    (limiter.json_codec reads integers beyond 64 bits as floats); None if it cannot be."""
+    if raw_body is None:
+        return None
+    try:
+        value = json.loads(raw_body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def add_top_level_member(raw_body: bytes, member: bytes) -> bytes | None:
     """`raw_body` (a JSON object with at least one member) with `member` (`"key":value`) added
     before its closing brace, copying the bytes once; None when it does not end like an object."""
@@ -122,6 +134,9 @@ class Provider(ABC):
         prepared = self.prepare_body(body)
         if prepared is body and raw_body is not None:
             return raw_body
+        exact = _exactly(raw_body)
+        if exact is not None:
+            prepared = self.prepare_body(exact)
         return encode_json(prepared)
 
     def upstream_headers(self, incoming: Mapping[str, str],

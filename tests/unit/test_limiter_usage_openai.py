@@ -11,6 +11,7 @@ from ledger.tokens import TokenUsage
 from limiter.errors import BadRequest, NotFound
 from limiter.providers import PROVIDERS, provider_for_path
 from limiter.providers.openai import OpenAIProvider, OpenAIStreamParser
+from limiter.request_body import parse_json_object
 from limiter.settings import ProviderSettings
 from tests.support.fake_upstream import Answer, openai_events, openai_usage_json
 
@@ -220,3 +221,15 @@ def test_payload_is_re_encoded_when_options_must_change_or_bytes_are_missing() -
     # A body that does not end like an object (cannot come from a JSON object) is re-encoded.
     assert json.loads(OPENAI.upstream_payload({"model": "m", "stream": True}, b'{"a":1} x'))[
         "stream_options"] == {"include_usage": True}
+
+
+def test_a_re_encoded_payload_keeps_integers_beyond_64_bits_exactly() -> None:
+    """The request path reads JSON with orjson, which turns such integers into floats; what
+    goes upstream is the client's numbers as written."""
+    raw = (b'{"model":"m","stream":true,"stream_options":{"include_usage":false},'
+           b'"seed":123456789012345678901234567890,"messages":[]}')
+    body = parse_json_object(raw)
+    assert isinstance(body["seed"], float)
+    sent = json.loads(OPENAI.upstream_payload(body, raw))
+    assert sent["seed"] == 123456789012345678901234567890
+    assert sent["stream_options"] == {"include_usage": True}
