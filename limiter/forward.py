@@ -282,12 +282,15 @@ class _StreamRelay:
                 break
             # The provider's answer ended with these bytes: they go out with the stream's end.
             last = upstream.complete
-            # Parsed before the client gets it: when this chunk completes the answer, its
-            # usage is handed on (journaled) before the client has the whole answer.
-            parser.feed(chunk)
-            if last:
-                parser.close()
-            self._hand_on_if_complete()
+            # A chunk that may complete the answer is parsed before the client gets it, so
+            # that the usage is handed on (journaled) before the client has the whole answer;
+            # any other is relayed first (the time to the first token) and parsed after.
+            ending = parser.may_complete(chunk) or last
+            if ending:
+                parser.feed(chunk)
+                if last:
+                    parser.close()
+                self._hand_on_if_complete()
             try:
                 response = self.response
                 if response is None:
@@ -299,6 +302,10 @@ class _StreamRelay:
             except ConnectionError:
                 self.client_gone = True
                 return
+            finally:
+                if not ending:
+                    parser.feed(chunk)
+                    self._hand_on_if_complete()
         parser.close()
         self._hand_on_if_complete()  # a last event without its blank line completes here
         try:

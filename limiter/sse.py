@@ -45,8 +45,11 @@ class StreamUsageParser:
     of the estimate when counts are missing) and `error` the provider's error object, if any.
     """
 
-    __slots__ = ("_cr", "_data", "_event", "_tail", "complete", "error", "events",
-                 "output_text_chars")
+    __slots__ = ("_cr", "_data", "_ending", "_event", "_seen", "_tail", "complete", "error",
+                 "events", "output_text_chars")
+
+    # Bytes the provider's terminal event always contains (empty: unknown).
+    TERMINAL: bytes = b""
 
     def __init__(self) -> None:
         self._tail = b""
@@ -57,6 +60,8 @@ class StreamUsageParser:
         self.error: dict[str, Any] | None = None
         self.output_text_chars = 0
         self.events = 0
+        self._ending = not self.TERMINAL
+        self._seen = b""
 
     # Subclass interface ------------------------------------------------------------------------
 
@@ -71,6 +76,23 @@ class StreamUsageParser:
     def on_event(self, event: bytes, data: bytes) -> None:
         """One dispatched event (`event` is b"message" when the stream named none)."""
         raise NotImplementedError
+
+    def may_complete(self, chunk: bytes) -> bool:
+        """Whether feeding `chunk` next may complete the answer: from the first chunk holding
+        the terminal event's marker (or the end of one split across chunks) on, since the
+        event's blank line may come later. A relay writes any other chunk before feeding it;
+        one that may complete the answer is fed first, so its usage is known before the
+        client has it. Call once per chunk, in order."""
+        if self._ending:
+            return True
+        marker, keep = self.TERMINAL, len(self.TERMINAL) - 1
+        if marker in chunk or (self._seen and marker in self._seen + chunk[:keep]):
+            self._ending = True
+            return True
+        # The bytes a marker split across chunks could begin with.
+        if keep:
+            self._seen = (chunk if len(chunk) >= keep else self._seen + chunk)[-keep:]
+        return False
 
     # Decoding ----------------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ _DELTA_TEXT = text_keys("text", "thinking", "partial_json")
 
 class AnthropicStreamParser(StreamUsageParser):
     __slots__ = ("_counters", "_output_final")
+    TERMINAL = b"message_stop"
 
     def __init__(self) -> None:
         super().__init__()

@@ -79,6 +79,7 @@ class OpenAIStreamParser(StreamUsageParser):
     """Chunks are `data: {json}` events; `data: [DONE]` ends the stream."""
 
     __slots__ = ("_usage",)
+    TERMINAL = b"[DONE]"
 
     def __init__(self) -> None:
         super().__init__()

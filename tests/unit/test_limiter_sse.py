@@ -127,6 +127,42 @@ def test_anthropic_usage_is_the_same_for_any_split(cuts: list[int], line_ending:
     assert split.output_text_chars == whole.output_text_chars > 0
 
 
+PARSERS = {"openai": (OpenAIStreamParser, OPENAI_STREAM),
+           "anthropic": (AnthropicStreamParser, ANTHROPIC_STREAM)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(provider=st.sampled_from(sorted(PARSERS)), data=st.data(),
+       line_ending=st.sampled_from(["\n", "\r\n", "\r"]))
+def test_the_chunk_that_completes_an_answer_is_always_flagged_first(
+        provider: str, data: st.DataObject, line_ending: str) -> None:
+    """A relay writes unflagged chunks before parsing them: however the stream is split
+    (the terminal marker or its blank line in pieces), the chunk on which the answer becomes
+    complete is one `may_complete` flagged, and so is every chunk after it."""
+    parser_type, events = PARSERS[provider]
+    stream = _stream(events, line_ending)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=40)))
+    parser = parser_type()
+    flags = []
+    completed_on = None
+    previous = 0
+    for cut in [*cuts, len(stream)]:
+        chunk = stream[previous:cut]
+        previous = cut
+        flags.append(parser.may_complete(chunk))
+        parser.feed(chunk)
+        if parser.complete and completed_on is None:
+            completed_on = len(flags) - 1
+    assert completed_on is not None
+    assert all(flags[completed_on:])
+    # Chunks well before the end go out unparsed: the first event holds no marker.
+    first_event = _stream(events[:1], line_ending)
+    fresh = parser_type()
+    assert not fresh.may_complete(first_event)
+    assert fresh.may_complete(parser_type.TERMINAL[:3]) is False
+    assert fresh.may_complete(parser_type.TERMINAL[3:]) is True
+
+
 JUNK_LINES = st.lists(st.one_of(
     st.binary(max_size=60),
     st.sampled_from([b"data: {", b"data: null", b"data: []", b"data: 12", b'data: {"usage": 5}',
