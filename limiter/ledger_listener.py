@@ -46,11 +46,12 @@ class LedgerListener:
         while True:
             try:
                 await self._listen()
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # (psycopg.Error, OSError) unless a bug
                 # Said once per outage; the attempts go on quietly.
                 level = logging.WARNING if pause == RETRY_FIRST_S else logging.DEBUG
                 log.log(level, "cannot listen for the ledger's changes; key checks all go "
-                        "to the ledger until this works: %s", exc)
+                        "to the ledger until this works: %s", exc,
+                        exc_info=not isinstance(exc, psycopg.Error | OSError))
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_S)
             else:
@@ -100,6 +101,10 @@ class LedgerListener:
                 except psycopg.Error as exc:
                     if not lost.done():
                         lost.set_exception(exc)
+                except Exception:  # a bug: start over rather than miss what was sent
+                    log.exception("failed to apply the ledger's notifications")
+                    if not lost.done():
+                        lost.set_exception(psycopg.OperationalError("notification failed"))
 
             loop.add_reader(fd, readable)
             self._pgconn = pgconn

@@ -2,13 +2,13 @@
 
 The check is one statement (`ledger.spend.check_key`) and it sits on the critical path of
 every request that the check cache (limiter.check_cache) cannot answer: a key's first, and any
-after a change to limits or keys. Through SQLAlchemy's async engine it cost about 0.65 ms of CPU per call
-on the 2-core benchmark machine, through psycopg's async cursor about 0.16 ms (0.25 ms in the
-running gateway, where other processes keep the caches cold). So the limiter compiles the
-ledger's own statement once (the SQL stays defined in one place), prepares it on each connection
-and runs it on the connection's libpq handle directly: the parameters are encoded once per UTC
-day except the key's hash, the request is one non-blocking send, the answer is read when the
-socket is readable, and the row is decoded by column type.
+after a change to limits or keys. Through SQLAlchemy's async engine it cost about 0.65 ms of
+CPU per call on the 2-core benchmark machine, through psycopg's async cursor about 0.16 ms
+(0.25 ms in the running gateway, where other processes keep the caches cold). So the limiter
+compiles the ledger's own statement once (the SQL stays defined in one place), prepares it on
+each connection and runs it on the connection's libpq handle directly: the parameters are
+encoded once per UTC day except the key's hash, the request is one non-blocking send, the
+answer is read when the socket is readable, and the row is decoded by column type.
 
 Connections are opened by psycopg (so every libpq connection option, password method and TLS
 mode works as it does for the rest of the ledger) and kept in a small pool of their own: idle
