@@ -245,6 +245,32 @@ async def test_without_the_notifications_every_check_asks_the_ledger(
     assert checks(registry, "cache") == 1
 
 
+async def test_a_notification_that_fails_to_apply_restarts_the_listening(
+        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault while applying what was heard must not leave the gateway deaf with answers in
+    memory: memory is emptied, and the notifications are listened for again."""
+    keys = seed_ledger(pg_url, LIMITED)
+    registry = CollectorRegistry()
+    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
+    cache = client.app[CHECK_CACHE]
+    alice = bearer(keys["alice"])
+    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
+    await settled(client.app)
+    assert remembered(client, keys["alice"]) is not None
+
+    def broken(change: Any) -> None:
+        monkeypatch.undo()  # once
+        raise RuntimeError("a bug in applying a change")
+
+    monkeypatch.setattr(cache, "apply", broken)
+    await asyncio.to_thread(record_elsewhere, pg_url, "alice", TokenUsage(input=970))
+    await until(lambda: not cache.active)
+    assert remembered(client, keys["alice"]) is None
+    await until(lambda: cache.active)
+    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
+
+
 async def test_check_cache_seconds_zero_asks_the_ledger_every_time(
         aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
     keys = seed_ledger(pg_url, LIMITED)
