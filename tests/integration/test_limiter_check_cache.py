@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,52 @@ NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 LIMITED = policy(limits={"default_limit_usd": "0.001"})
 
 
-def checks(registry: CollectorRegistry, source: str) -> float:
-    return metric(registry, "agentmeter_limiter_key_checks_total", source=source)
+@dataclass
+class Gateway:
+    """A started gateway on the seeded ledger, hearing the ledger's notifications."""
+
+    client: Any
+    registry: CollectorRegistry
+    keys: dict[str, str]
+    url: str
+
+    @property
+    def cache(self) -> Any:
+        return self.client.app[CHECK_CACHE]
+
+    def checks(self, source: str) -> float:
+        return metric(self.registry, "agentmeter_limiter_key_checks_total", source=source)
+
+    async def post(self, user: str = "alice") -> Any:
+        return await self.client.post(CHAT, json=openai_request(),
+                                      headers=bearer(self.keys[user]))
+
+    async def answered(self) -> None:
+        """One request of alice's answered and in the ledger (30 micros; one ledger check)."""
+        assert (await self.post()).status == 200
+        await settled(self.client.app)
+
+    def remembered(self, user: str = "alice") -> Any:
+        """The cache's answer for the key (None: the next check asks the ledger)."""
+        return self.cache.get(hash_key(self.keys[user]), NOW)
 
 
 async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUpstream,
-                registry: CollectorRegistry, **changes: Any) -> Any:
+                **changes: Any) -> Gateway:
+    keys = seed_ledger(url, LIMITED)
+    registry = CollectorRegistry()
     app = gateway_app(url, limiter_settings(tmp_path, upstream.base_url, **changes),
                       clock=MovableClock(NOW), registry=registry)
     client = await aiohttp_client(app)
     if changes.get("check_cache_seconds", 1) > 0:
         await until(lambda: app[CHECK_CACHE].active)  # LISTEN is in place
-    return client
+    return Gateway(client, registry, keys, url)
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, pg_url: str, tmp_path: Path,
+                  upstream: FakeUpstream) -> Gateway:
+    return await start(aiohttp_client, pg_url, tmp_path, upstream)
 
 
 async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
@@ -74,11 +109,6 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     async with asyncio.timeout(seconds):
         while not condition():
             await asyncio.sleep(0.002)
-
-
-def remembered(client: Any, secret: str) -> Any:
-    """The cache's answer for the key (None: the next check asks the ledger)."""
-    return client.app[CHECK_CACHE].get(hash_key(secret), NOW)
 
 
 def record_elsewhere(url: str, username: str, usage: TokenUsage) -> None:
@@ -103,184 +133,127 @@ def in_ledger(url: str, fn: Callable[..., Any], *args: Any) -> Any:
         engine.dispose()
 
 
-async def test_checks_after_the_first_are_answered_from_memory(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    alice = bearer(keys["alice"])
+async def test_checks_after_the_first_are_answered_from_memory(gateway: Gateway) -> None:
     for _ in range(3):
-        assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    assert (checks(registry, "ledger"), checks(registry, "cache")) == (1, 2)
-    await settled(client.app)
+        assert (await gateway.post()).status == 200
+    assert (gateway.checks("ledger"), gateway.checks("cache")) == (1, 2)
+    await settled(gateway.client.app)
     # The gateway's own records come back as notifications: memory holds the ledger's total.
-    assert remembered(client, keys["alice"])[1].spent_micros == 90
-    status = await (await client.get("/api/v1/usage/status", headers=alice)).json()
+    assert gateway.remembered()[1].spent_micros == 90
+    status = await (await gateway.client.get(
+        "/api/v1/usage/status", headers=bearer(gateway.keys["alice"]))).json()
     assert status["current_spend_micros"] == 90
 
 
 async def test_spend_recorded_by_another_process_refuses_without_asking_the_ledger(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    await settled(client.app)
-
-    await asyncio.to_thread(record_elsewhere, pg_url, "alice", TokenUsage(input=970))
-    await heard(client.app)
-    assert remembered(client, keys["alice"])[1].spent_micros == 1000
-    refused = await client.post(CHAT, json=openai_request(), headers=alice)
+        gateway: Gateway) -> None:
+    await gateway.answered()
+    await asyncio.to_thread(record_elsewhere, gateway.url, "alice", TokenUsage(input=970))
+    await heard(gateway.client.app)
+    assert gateway.remembered()[1].spent_micros == 1000
+    refused = await gateway.post()
     assert refused.status == 409
     body = await refused.json()
     assert (body["spent_micros"], body["limit_micros"]) == (1000, 1000)
-    assert (checks(registry, "ledger"), checks(registry, "cache")) == (1, 1)
-    spent = query(pg_url, "SELECT cost_micros FROM period_spend WHERE period = 'month'")
+    assert (gateway.checks("ledger"), gateway.checks("cache")) == (1, 1)
+    spent = query(gateway.url, "SELECT cost_micros FROM period_spend WHERE period = 'month'")
     assert [row.cost_micros for row in spent] == [1000]
-    # Bob's spend is his own.
-    assert (await client.post(CHAT, json=openai_request(),
-                              headers=bearer(keys["bob"]))).status == 200
+    assert (await gateway.post("bob")).status == 200  # Bob's spend is his own
 
 
-async def test_caught_up_applies_every_change_committed_before_it(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, CollectorRegistry())
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    await settled(client.app)
-    assert remembered(client, keys["alice"])[1].spent_micros == 30
-
+async def test_caught_up_applies_every_change_committed_before_it(gateway: Gateway) -> None:
+    await gateway.answered()
+    assert gateway.remembered()[1].spent_micros == 30
     # Committed while the event loop is held up: the notification waits on the socket.
-    record_elsewhere(pg_url, "alice", TokenUsage(input=500))
-    record_elsewhere(pg_url, "alice", TokenUsage(input=400))
-    assert remembered(client, keys["alice"])[1].spent_micros == 30
-    await heard(client.app)
-    assert remembered(client, keys["alice"])[1].spent_micros == 930
+    record_elsewhere(gateway.url, "alice", TokenUsage(input=500))
+    record_elsewhere(gateway.url, "alice", TokenUsage(input=400))
+    assert gateway.remembered()[1].spent_micros == 30
+    await heard(gateway.client.app)
+    assert gateway.remembered()[1].spent_micros == 930
     # Callers at the same time wait for a round trip sent after they asked.
-    record_elsewhere(pg_url, "alice", TokenUsage(input=50))
-    await asyncio.gather(*(heard(client.app) for _ in range(3)))
-    assert remembered(client, keys["alice"])[1].spent_micros == 980
+    record_elsewhere(gateway.url, "alice", TokenUsage(input=50))
+    await asyncio.gather(*(heard(gateway.client.app) for _ in range(3)))
+    assert gateway.remembered()[1].spent_micros == 980
 
 
-async def test_a_key_revoked_elsewhere_is_refused_once_heard(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    assert remembered(client, keys["alice"]) is not None
-
-    assert await asyncio.to_thread(in_ledger, pg_url, revoke_keys, "alice") == 1
-    await heard(client.app)
-    assert remembered(client, keys["alice"]) is None
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 401
-    assert checks(registry, "ledger") == 2
+async def test_a_key_revoked_elsewhere_is_refused_once_heard(gateway: Gateway) -> None:
+    await gateway.answered()
+    assert gateway.remembered() is not None
+    assert await asyncio.to_thread(in_ledger, gateway.url, revoke_keys, "alice") == 1
+    await heard(gateway.client.app)
+    assert gateway.remembered() is None
+    assert (await gateway.post()).status == 401
+    assert gateway.checks("ledger") == 2
 
 
-async def test_limits_changed_elsewhere_apply_once_heard(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    await settled(client.app)
-
+async def test_limits_changed_elsewhere_apply_once_heard(gateway: Gateway) -> None:
+    await gateway.answered()
     # `agentmeter apply` run by an operator: a default limit below what alice has spent.
-    await asyncio.to_thread(apply, pg_url, policy(limits={"default_limit_usd": "0.00001"}))
-    await heard(client.app)
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
+    await asyncio.to_thread(apply, gateway.url,
+                            policy(limits={"default_limit_usd": "0.00001"}))
+    await heard(gateway.client.app)
+    assert (await gateway.post()).status == 409
     # An override set elsewhere frees her again.
-    await asyncio.to_thread(in_ledger, pg_url, set_user_override, "alice", None, True)
-    await heard(client.app)
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
+    await asyncio.to_thread(in_ledger, gateway.url, set_user_override, "alice", None, True)
+    await heard(gateway.client.app)
+    assert (await gateway.post()).status == 200
 
 
 async def test_a_limit_changed_through_this_gateway_applies_to_the_next_request(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    await settled(client.app)
-    admin = bearer("admin-token-xyz")
-    put = await client.put("/api/v1/limits/users/alice", json={"limit_micros": 10},
-                           headers=admin)
+        gateway: Gateway) -> None:
+    await gateway.answered()
+    put = await gateway.client.put("/api/v1/limits/users/alice", json={"limit_micros": 10},
+                                   headers=bearer("admin-token-xyz"))
     assert put.status == 200
     # No waiting: the gateway forgets its own cached checks when it changes a limit.
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
+    assert (await gateway.post()).status == 409
 
 
-async def test_without_the_notifications_every_check_asks_the_ledger(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+async def test_without_the_notifications_every_check_asks_the_ledger(gateway: Gateway) -> None:
     """The listening connection is cut (a restart, a network fault): records made meanwhile
     are never heard, so nothing is answered from memory until LISTEN is back, and then
     memory starts empty."""
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    cache = client.app[CHECK_CACHE]
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    await settled(client.app)
-
-    with psycopg.connect(libpq_url(pg_url), autocommit=True) as admin:
+    await gateway.answered()
+    with psycopg.connect(libpq_url(gateway.url), autocommit=True) as admin:
         cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE application_name = %s", (LISTEN_NAME,)).fetchall()
     assert len(cut) == 1
-    await until(lambda: not cache.active)
-    await asyncio.to_thread(record_elsewhere, pg_url, "alice", TokenUsage(input=970))
-    before = checks(registry, "ledger")
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
-    assert checks(registry, "ledger") == before + 1
+    await until(lambda: not gateway.cache.active)
+    await asyncio.to_thread(record_elsewhere, gateway.url, "alice", TokenUsage(input=970))
+    assert (await gateway.post()).status == 409
+    assert gateway.checks("ledger") == 2
 
-    await until(lambda: cache.active)  # reconnected
+    await until(lambda: gateway.cache.active)  # reconnected
     for _ in range(2):
-        assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
-    assert checks(registry, "ledger") == before + 2
-    assert checks(registry, "cache") == 1
+        assert (await gateway.post()).status == 409
+    assert (gateway.checks("ledger"), gateway.checks("cache")) == (3, 1)
 
 
 async def test_a_notification_that_fails_to_apply_restarts_the_listening(
-        aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fault while applying what was heard must not leave the gateway deaf with answers in
     memory: memory is emptied, and the notifications are listened for again."""
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry)
-    cache = client.app[CHECK_CACHE]
-    alice = bearer(keys["alice"])
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    await settled(client.app)
-    assert remembered(client, keys["alice"]) is not None
+    await gateway.answered()
+    assert gateway.remembered() is not None
 
     def broken(change: Any) -> None:
         monkeypatch.undo()  # once
         raise RuntimeError("a bug in applying a change")
 
-    monkeypatch.setattr(cache, "apply", broken)
-    await asyncio.to_thread(record_elsewhere, pg_url, "alice", TokenUsage(input=970))
-    await until(lambda: not cache.active)
-    assert remembered(client, keys["alice"]) is None
-    await until(lambda: cache.active)
-    assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 409
+    monkeypatch.setattr(gateway.cache, "apply", broken)
+    await asyncio.to_thread(record_elsewhere, gateway.url, "alice", TokenUsage(input=970))
+    await until(lambda: not gateway.cache.active)
+    assert gateway.remembered() is None
+    await until(lambda: gateway.cache.active)
+    assert (await gateway.post()).status == 409
 
 
 async def test_check_cache_seconds_zero_asks_the_ledger_every_time(
         aiohttp_client: Any, pg_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
-    keys = seed_ledger(pg_url, LIMITED)
-    registry = CollectorRegistry()
-    client = await start(aiohttp_client, pg_url, tmp_path, upstream, registry,
-                         check_cache_seconds=0)
-    alice = bearer(keys["alice"])
+    gateway = await start(aiohttp_client, pg_url, tmp_path, upstream, check_cache_seconds=0)
     for _ in range(3):
-        assert (await client.post(CHAT, json=openai_request(), headers=alice)).status == 200
-    assert (checks(registry, "ledger"), checks(registry, "cache")) == (3, 0)
+        assert (await gateway.post()).status == 200
+    assert (gateway.checks("ledger"), gateway.checks("cache")) == (3, 0)
     listening = query(pg_url, "SELECT count(*) FROM pg_stat_activity "
                               "WHERE application_name = :name", name=LISTEN_NAME)
     assert listening[0][0] == 0
