@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= examples/config.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit lint generate check-generated clean
+.PHONY: setup run test test-unit lint generate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -1,7 +1,8 @@
 """Control plane: is the limiter healthy, and is coderd?
 
 Errors and warnings first (log events by severity), then the API answers (status codes) and how
-long they take (p50/p95/p99), for agentmeter's limiter and for coderd side by side.
+long they take (p50/p95/p99), for agentmeter's limiter and for coderd side by side, then where
+the limiter's key checks were answered (its check cache or the ledger).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def build(config: DashboardConfig) -> core.Dashboard:
     coderd = c.selector(config.coderd_selector)
     coderd_5xx = c.selector(config.coderd_selector, 'code=~"5.."')
     limiter_5xx = c.selector(config.limiter_selector, 'code=~"5.."')
+    from_cache = c.selector(config.limiter_selector, 'source="cache"')
     layout = Layout()
 
     layout.row("Log events")
@@ -107,6 +109,26 @@ def build(config: DashboardConfig) -> core.Dashboard:
         targets=c.quantiles(CODERD_LATENCY, coderd),
     ), w=8, h=8)
 
+    layout.row("Limit checks")
+    checks = c.total(m.LIMITER_KEY_CHECKS)
+    layout.add(c.timeseries(
+        "Key checks by source", unit="reqps", stacked=True,
+        description="The limiter's per-request key and limit checks: answered from its check "
+        "cache (kept current by the ledger's change notifications) or by a ledger query. "
+        "Checks that all go to the ledger mean the cache is off (check_cache_seconds: 0, "
+        "SQLite) or its LISTEN connection is down.",
+        targets=[c.PromQuery(f"sum by (source) (rate({checks}{lim}[$__rate_interval]))",
+                             legend="{{source}}")],
+    ), w=16, h=6)
+    layout.add(c.stat(
+        "Checks answered from the cache", unit="percentunit", decimals=1, no_value="-",
+        description="Share of key checks over the dashboard range that needed no ledger "
+        "query.",
+        targets=[c.PromQuery(
+            f"(sum(increase({checks}{from_cache}[$__range])) or vector(0))"
+            f" / sum(increase({checks}{lim}[$__range]))", instant=True)],
+    ), w=8, h=6)
+
     layout.row("coderd logs (Loki, optional)", collapsed=True)
     layout.add(c.logs(
         "coderd warnings and errors",
@@ -120,7 +142,7 @@ def build(config: DashboardConfig) -> core.Dashboard:
         uid=UID_CONTROL_PLANE, title="agentmeter / Control plane", config=config,
         time_from="now-6h",
         description="Log events by severity, API status codes and HTTP latency for the limiter "
-        "and coderd.",
+        "and coderd; where the limiter's key checks were answered.",
         variables=[c.prometheus_variable(), c.loki_variable()], layout=layout,
     )
 
