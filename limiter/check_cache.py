@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, datetime
 from typing import NamedTuple
 
@@ -85,7 +86,7 @@ class CheckCache:
             return None
         spent = self._spend.get(answer.spend_row, status.spent_micros)
         if spent != status.spent_micros:
-            status = _with_spend(status, spent)
+            status = replace(status, spent_micros=spent)
             self._answers[key_hash] = answer._replace(status=status)
         return answer.owner, status
 
@@ -99,7 +100,7 @@ class CheckCache:
         spent = max(self._spend.get(row, 0), status.spent_micros)
         self._spend[row] = spent
         if spent != status.spent_micros:
-            status = _with_spend(status, spent)
+            status = replace(status, spent_micros=spent)
         if len(self._answers) >= self._max_keys:
             self._evict()
         self._answers[key_hash] = _Answer(owner, status, row, self._clock() + self._max_age_s)
@@ -123,10 +124,3 @@ class CheckCache:
             del self._answers[key_hash]
         if len(self._answers) >= self._max_keys:
             self._answers.clear()
-
-
-def _with_spend(status: LimitStatus, spent: int) -> LimitStatus:
-    return LimitStatus(user_id=status.user_id, username=status.username, period=status.period,
-                       limit_micros=status.limit_micros, limit_source=status.limit_source,
-                       spent_micros=spent, period_start=status.period_start,
-                       period_end=status.period_end)
