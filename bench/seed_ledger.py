@@ -3,7 +3,7 @@
 Reference data (users, groups, limits, models) goes in with COPY; the messages are generated
 inside PostgreSQL (one INSERT ... SELECT over generate_series: ten million rows from Python would
 take longer than the benchmark itself), drawing their token counts from a table of usage shapes
-whose costs were computed by the ledger's own `price_usage`. The daily, lifetime, per-period and
+whose costs were computed by the ledger's own `price_message`. The daily, lifetime, per-period and
 per-chat rollups are then aggregated from the messages, so they agree with them exactly, as
 `record_usage` would have left them.
 
@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from ledger.migrate import upgrade
-from ledger.pricing import Pricing, price_usage
+from ledger.pricing import PriceSheet, Pricing, price_message
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 
 SHAPES_PER_MODEL = 64
@@ -102,7 +102,7 @@ def _shapes(cur: psycopg.Cursor, models: int) -> None:
                                cache_read=rng.choice((0, rng.randint(0, 100_000))),
                                cache_write=rng.choice((0, 0, rng.randint(0, 20_000))),
                                cache_write_1h=rng.choice((0, 0, 0, rng.randint(0, 5_000))))
-            priced = price_usage(pricing, usage)
+            priced = price_message(PriceSheet.flat(pricing), usage)
             rows.append((m + 1, shape, *(usage.get(k) for k in TOKEN_KINDS),
                          priced.unpriced.total, priced.cost_micros))
     _copy(cur, "bench_shapes", ("model_id", "shape", "input", "output", "cache_read",

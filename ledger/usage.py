@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from ledger.catalog import PRICE_COLUMNS, ensure_traffic_model
 from ledger.dialect import upsert_for
 from ledger.periods import Period, as_utc, period_bounds
-from ledger.pricing import PricedUsage, Pricing, price_usage
+from ledger.pricing import PricedUsage, PriceSheet, Pricing, price_message
 from ledger.schema import (
     chat_daily_usage,
     chats,
@@ -205,7 +205,7 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
             models_seen[model_key] = _model(conn, s, record)
         model_id, pricing = models_seen[model_key]
         chat_id = chat_ids[(record.user_id, record.chat)] if record.chat else None
-        priced = price_usage(pricing, record.usage)
+        priced = price_message(None if pricing is None else PriceSheet.flat(pricing), record.usage)
         prepared.append((record, created_at, model_id, chat_id, priced))
         rows.append({
             "id": record.id, "user_id": record.user_id, "chat_id": chat_id,
