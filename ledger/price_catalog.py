@@ -149,6 +149,6 @@ def _sheet(model: types.ModelInfo, at: datetime) -> PriceSheet:
             if key is not None and _value(variant.prices, key) is not None:
                 own[kind] = _rates(_value(prices, key), thresholds)  # type: ignore[arg-type]
         variants.append(Variant(dimension=dimension, value=value, rates=own))
-    fees = {fee: _micros(value) for fee, key in FEE_KEYS.items()
-            if isinstance(value := _value(standard, key), Decimal)}
+    fees = {fee: _micros(price) for fee, key in FEE_KEYS.items()
+            if isinstance(price := _value(standard, key), Decimal)}
     return PriceSheet(rates=rates, thresholds=thresholds, variants=tuple(variants), fees=fees)

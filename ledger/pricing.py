@@ -174,6 +174,28 @@ class PriceSheet:
                      if (v.dimension, v.value) == (dimension, value)), None)
 
 
+def price_list(sheet: PriceSheet) -> list[tuple[str, int]]:
+    """Every price of `sheet`, labelled as an operator reads it: `input`, `output above
+    200000`, `service_tier=flex input`, `batch output`, `web_search per 1k`. A tier's price
+    equal to the one below it is not repeated."""
+    found: list[tuple[str, int]] = []
+
+    def add(prefix: str, rates: Mapping[TokenKind, Rates]) -> None:
+        for kind in TOKEN_KINDS:
+            values = rates.get(kind, ())
+            for i, value in enumerate(values):
+                if value is None or (i and value == values[i - 1]):
+                    continue
+                above = f" above {sheet.thresholds[i - 1]}" if i else ""
+                found.append((f"{prefix}{kind.value}{above}", value))
+
+    add("", sheet.rates)
+    for variant in sheet.variants:
+        add(f"{variant.label} ", variant.rates)
+    found += [(f"{fee.value} per 1k", price) for fee, price in sheet.fees.items()]
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Billing:
     """What the answer reported beyond tokens: the variant it was served at and its fees."""
@@ -221,7 +243,7 @@ def total_input(usage: TokenUsage) -> int:
 
 
 def _dearest(rates: Iterable[Rates], tier: int) -> int | None:
-    found = [r[tier] for r in rates if r[tier] is not None]
+    found = [rate for r in rates if (rate := r[tier]) is not None]
     return max(found) if found else None
 
 
