@@ -7,7 +7,6 @@ undeclared groups lose their limits and members, undeclared models are disabled.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
@@ -15,7 +14,7 @@ from sqlalchemy import Connection, delete, select, update
 from ledger.catalog import pricing_values
 from ledger.limit_store import load_limit_config, save_limit_config
 from ledger.limits import LimitConfig, UserOverride
-from ledger.money import format_usd
+from ledger.money import format_usd, usd_decimal
 from ledger.policy_file import (
     UNPRICED,
     DeclaredPrices,
@@ -60,14 +59,15 @@ def _describe_override(override: UserOverride | None) -> str:
     return "unlimited" if override.unlimited else _usd(override.limit_micros)
 
 
-def _usd_per_unit(micros: int) -> str:
-    return f"{Decimal(micros) / 1_000_000}"
-
-
 def _describe_prices(sheet: PriceSheet | None) -> str:
+    """The standard prices below every threshold; `agentmeter prices` shows the rest."""
     if sheet is None or not sheet.base.is_usable:
         return "no pricing"
-    return " ".join(f"{label}={_usd_per_unit(price)}" for label, price in price_list(sheet))
+    extras = [name for name, present in (("tiers", sheet.thresholds),
+                                         ("variants", sheet.variants), ("fees", sheet.fees))
+              if present]
+    return " ".join([*(f"{kind}={usd_decimal(price)}" for kind, price in sheet.base.items()
+                       if price is not None), *([f"+{'/'.join(extras)}"] if extras else [])])
 
 
 def _price_changes(name: str, old: PriceSheet | None, new: PriceSheet | None) -> list[str]:
@@ -75,8 +75,8 @@ def _price_changes(name: str, old: PriceSheet | None, new: PriceSheet | None) ->
     before = dict(price_list(old)) if old is not None else {}
     after = dict(price_list(new)) if new is not None else {}
     return [f"model {name}: price {label} "
-            f"{_usd_per_unit(before[label]) if label in before else '-'} -> "
-            f"{_usd_per_unit(after[label]) if label in after else '-'}"
+            f"{usd_decimal(before[label]) if label in before else '-'} -> "
+            f"{usd_decimal(after[label]) if label in after else '-'}"
             for label in [*before, *(k for k in after if k not in before)]
             if before.get(label) != after.get(label)]
 
@@ -222,7 +222,8 @@ class _Applier:
             if now_version.sheet != wanted_now and not new:
                 for line in _price_changes(declared.name, now_version.sheet, wanted_now):
                     self.note(line)
-            if now_version.source != _stored_source(wanted):
+            if (now_version.source, now_version.source_detail) != (_stored_source(wanted),
+                                                                    wanted.detail):
                 self.note(f"model {declared.name}: prices from {_source(wanted)}")
             add_version(self.conn, model_id, self.now, _stored_source(wanted), wanted.detail,
                         wanted_now, self.now)
