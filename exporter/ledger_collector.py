@@ -86,8 +86,6 @@ from ledger.totals import (
 Clock = Callable[[], datetime]
 
 COLLECTOR_NAME = "ledger"
-# The `gap` label of a price missing from the model's own prices (beside ledger.pricing.Gap).
-PRICE_GAP = "price"
 # The token_type label values, in the order of a LifetimeTotal's token counts.
 KIND_NAMES = tuple(kind.value for kind in TOKEN_KINDS)
 _token_counts = itemgetter(LIFETIME_TOKENS)
@@ -231,7 +229,7 @@ def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
                                 labels=["model", "token_type", "gap"])
     for gap in snapshot.gaps:
         for kind in gap.missing_kinds:
-            missing.add_metric([gap.model, kind.value, PRICE_GAP], 1.0)
+            missing.add_metric([gap.model, kind.value, names.GAP_PRICE], 1.0)
     for model_name, traffic_gap in snapshot.traffic_gaps:
         missing.add_metric([model_name, "", traffic_gap.value], 1.0)
     yield missing
@@ -253,7 +251,7 @@ def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
                                  "Tokens of kinds that had no price when they were recorded.",
                                  labels=["model", "token_type"])
     for usage in snapshot.unpriced:
-        messages.add_metric([usage.model, PRICE_GAP], float(usage.messages))
+        messages.add_metric([usage.model, names.GAP_PRICE], float(usage.messages))
         for kind_of_gap in GAPS:
             messages.add_metric([usage.model, kind_of_gap.value],
                                 float(usage.gap_messages[kind_of_gap]))

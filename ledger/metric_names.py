@@ -29,6 +29,9 @@ UNPRICED_MESSAGES = "agentmeter_unpriced_messages"
 UNPRICED_TOKENS = "agentmeter_unpriced_tokens"
 # Per-request fees (label `fee`, ledger.pricing.Fee), counted whether priced or not.
 FEES = "agentmeter_fees"
+# Values of the `gap` label on MODEL_PRICING_MISSING and UNPRICED_MESSAGES: this one for a model
+# or token kind without a price, and ledger.pricing.Gap's for what answers needed.
+GAP_PRICE = "price"
 SERIES_DROPPED = "agentmeter_series_dropped"
 
 # Kubernetes (exporter)
