@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from ledger.dialect import upsert
-from ledger.pricing import GAPS, Gap, Pricing
+from ledger.price_versions import price_versions, version_at
+from ledger.pricing import GAPS, Gap, PriceSheet, Pricing
 from ledger.schema import daily_usage, model_aliases, models, usage_totals
 from ledger.tokens import TOKEN_KINDS, TokenKind
 
@@ -24,9 +25,12 @@ class Model:
     enabled: bool
     declared: bool
     max_output_tokens: int | None
-    # None: the model has no pricing block at all.
+    # The standard prices below every tier threshold; None: the model is unpriced.
     pricing: Pricing | None
     aliases: tuple[str, ...] = ()
+    # Everything the price version in effect says (tiers, variants, fees): what strict
+    # enforcement bounds a request with (ledger.pricing.cost_upper_bound).
+    prices: PriceSheet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +66,15 @@ def _aliases(conn: Connection, model_ids: list[int]) -> dict[int, list[str]]:
 
 
 def _models(conn: Connection, rows: list[Any]) -> list[Model]:
-    aliases = _aliases(conn, [row.id for row in rows])
+    ids = [row.id for row in rows]
+    aliases = _aliases(conn, ids)
+    versions = price_versions(conn, ids)
+    now = datetime.now(UTC)
+    current = {model_id: version_at(found, now) for model_id, found in versions.items()}
     return [Model(id=row.id, name=row.name, provider=row.provider, enabled=bool(row.enabled),
                   declared=bool(row.declared), max_output_tokens=row.max_output_tokens,
-                  pricing=pricing_from_row(row), aliases=tuple(aliases.get(row.id, ())))
+                  pricing=pricing_from_row(row), aliases=tuple(aliases.get(row.id, ())),
+                  prices=None if (v := current.get(row.id)) is None else v.sheet)
             for row in rows]
 
 

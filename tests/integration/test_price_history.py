@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from ledger.catalog import find_model
 from ledger.engine import create_sync_engine
 from ledger.price_versions import price_versions
-from ledger.pricing import Fee, PriceSheet, Variant
+from ledger.pricing import Fee, PriceSheet, UnboundedWebSearches, Variant, cost_upper_bound
 from ledger.reports import user_detail
 from ledger.schema import daily_usage, messages, usage_totals
 from ledger.settings import DatabaseSettings
@@ -172,3 +172,21 @@ def test_pricing_none_after_prices_leaves_later_messages_unpriced(engine: Engine
     changes = apply(engine, FLAT.replace("pricing: {input: 1, output: 2}", "pricing: none"))
     assert changes == ["model acme-1: price input 1 -> -", "model acme-1: price output 2 -> -"]
     assert record(engine, "acme-1", TokenUsage(input=10)) is None
+
+
+def test_the_strict_bound_of_a_tiered_model_covers_every_way_it_is_billed(
+        engine: Engine) -> None:
+    apply(engine, TIERED)
+    with engine.connect() as conn:
+        model = find_model(conn, "acme-long")
+    assert model is not None and model.prices is not None
+    # 150k bytes of body can reach the 100k tier: every byte at the dearest input-side price
+    # there (input, 4/1M), output at the tier's 15/1M, up to 3 searches at $10 per 1,000.
+    bound = cost_upper_bound(model.prices, 150_000, 1_000, web_searches=3)
+    assert bound == 600_000 + 15_000 + 30_000
+    usage = TokenUsage(input=100_000, cache_read=50_000, output=1_000)
+    for billing in ({}, {"service_tier": "flex"}, {"batch": True}, {"service_tier": "scale"}):
+        cost = record(engine, "acme-long", usage, web_searches=3, **billing)
+        assert cost is not None and cost <= bound
+    with pytest.raises(UnboundedWebSearches):
+        cost_upper_bound(model.prices, 150_000, 1_000, web_searches=None)
