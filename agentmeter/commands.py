@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -139,11 +140,17 @@ def usage(args: argparse.Namespace) -> int:
             page = cost_table(conn, start, end, args.search, args.page, args.per_page)
     finally:
         engine.dispose()
+    return _show(args, lambda: _page_json(page), lambda: _print_table(page))
+
+
+def _show(args: argparse.Namespace, document: Callable[[], object],
+          text: Callable[[], None]) -> int:
+    """`--json`: the document, indented; otherwise the text for people."""
     if args.json:
-        json.dump(_page_json(page), sys.stdout, indent=2)
+        json.dump(document(), sys.stdout, indent=2)
         print()
     else:
-        _print_table(page)
+        text()
     return 0
 
 
@@ -186,12 +193,7 @@ def prices(args: argparse.Namespace) -> int:
             found = model_prices(conn, args.model, datetime.now(UTC))
     finally:
         engine.dispose()
-    if args.json:
-        json.dump(_prices_json(found), sys.stdout, indent=2)
-        print()
-    else:
-        _print_prices(found)
-    return 0
+    return _show(args, lambda: _prices_json(found), lambda: _print_prices(found))
 
 
 def dashboards_build(args: argparse.Namespace) -> int:
