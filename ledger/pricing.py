@@ -40,8 +40,10 @@ SERVICE_TIER = "service_tier"
 PROCESSING = "processing"
 SPEED = "speed"
 BATCH = "batch"
-# Service tiers that mean the standard prices.
+# What answers report for the standard prices: OpenAI's `default`, Anthropic's `standard`
+# (service tier and speed alike).
 STANDARD_SERVICE_TIERS = frozenset({"default", "standard"})
+STANDARD_SPEEDS = frozenset({"standard"})
 # Asked of the provider, not reported by it: any tier may answer, so the dearest one counts.
 AUTO_SERVICE_TIER = "auto"
 
@@ -207,12 +209,15 @@ class Billing:
 
     def context(self) -> list[tuple[str, str]]:
         """The variant dimensions that select prices (standard tiers select none)."""
-        pairs = []
-        if self.service_tier is not None and self.service_tier not in STANDARD_SERVICE_TIERS:
-            pairs.append((SERVICE_TIER, self.service_tier))
-        if self.batch:
+        pairs: list[tuple[str, str]] = []
+        # Anthropic reports a batch request as `service_tier: batch`: batch processing.
+        batch = self.batch or self.service_tier == BATCH
+        tier = self.service_tier
+        if tier is not None and tier != BATCH and tier not in STANDARD_SERVICE_TIERS:
+            pairs.append((SERVICE_TIER, tier))
+        if batch:
             pairs.append((PROCESSING, BATCH))
-        if self.speed is not None:
+        if self.speed is not None and self.speed not in STANDARD_SPEEDS:
             pairs.append((SPEED, self.speed))
         return pairs
 

@@ -112,8 +112,12 @@ def test_a_variant_replaces_the_prices_it_gives_and_keeps_the_others() -> None:
     assert not flex.gaps
     batch = price_message(TIERED, TokenUsage(input=10, output=10), Billing(batch=True))
     assert batch.cost_micros == 15 + 150
-    assert price_message(TIERED, usage, Billing(service_tier="default")) == price_message(
-        TIERED, usage)
+    for standard in (Billing(service_tier="default"), Billing(service_tier="standard"),
+                     Billing(speed="standard")):
+        assert price_message(TIERED, usage, standard) == price_message(TIERED, usage)
+    # Anthropic reports a batch request as its service tier.
+    assert price_message(TIERED, usage, Billing(service_tier="batch")) == price_message(
+        TIERED, usage, Billing(batch=True))
 
 
 def test_a_service_tier_without_a_price_costs_the_highest_price_and_is_a_gap() -> None:
