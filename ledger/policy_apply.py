@@ -196,7 +196,6 @@ class _Applier:
             self.conn.execute(model_aliases.insert().values(alias=alias, model_id=model_id))
             self.note(f"model {declared.name}: alias {alias} added")
 
-
     def prices(self, declared: PolicyModel, model_id: int, new: bool) -> None:
         """Record the declared prices as new versions where they differ from the ledger's.
 
@@ -207,6 +206,9 @@ class _Applier:
         wanted = declared.prices
         stored = price_versions(self.conn, [model_id])[model_id]
         if not stored:
+            if not new:  # priced for the first time (it was unpriced or only seen in traffic)
+                for line in _price_changes(declared.name, None, _sheet_at(wanted, self.now)):
+                    self.note(line)
             for at, sheet in wanted.schedule:
                 add_version(self.conn, model_id, at or self.now, wanted.source, wanted.detail,
                             sheet, self.now)

@@ -190,3 +190,12 @@ def test_the_strict_bound_of_a_tiered_model_covers_every_way_it_is_billed(
         assert cost is not None and cost <= bound
     with pytest.raises(UnboundedWebSearches):
         cost_upper_bound(model.prices, 150_000, 1_000, web_searches=None)
+
+
+def test_a_model_unpriced_on_purpose_then_priced_shows_each_new_price(engine: Engine) -> None:
+    apply(engine, FLAT.replace("pricing: {input: 1, output: 2}", "pricing: none"))
+    assert record(engine, "acme-1", TokenUsage(input=10)) is None
+    assert apply(engine, FLAT, dry_run=True) == ["model acme-1: price input - -> 1",
+                                                 "model acme-1: price output - -> 2"]
+    apply(engine, FLAT)
+    assert record(engine, "acme-1", TokenUsage(input=10)) == 10
