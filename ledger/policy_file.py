@@ -126,11 +126,12 @@ class _Reader:
         return PolicyError(f"{self.source}:{line}: {path}: {message}")
 
     def mapping(self, value: Any, parent: _Node | None, key: str | None, path: str,
-                allowed: set[str]) -> _Node:
+                allowed: set[str] | None) -> _Node:
+        """`value` as a mapping whose keys are all in `allowed` (None: keys of any name)."""
         if not isinstance(value, _Node):
             raise self.fail(parent, key, path or "the policy file", "must be a mapping")
         for name in value:
-            if name not in allowed:
+            if allowed is not None and name not in allowed:
                 raise self.fail(value, name, f"{path}.{name}" if path else str(name),
                                 f"unknown key (allowed: {', '.join(sorted(allowed))})")
         return value
@@ -340,11 +341,12 @@ def _price_sheet(r: _Reader, model: _Node, path: str) -> PriceSheet:
                 variants.append((PROCESSING, BATCH, _price_block(
                     r, vnode[dimension], vnode, dimension, where)[1]))
                 continue
-            named = r.mapping(vnode[dimension], vnode, dimension, where,
-                              {str(k) for k in vnode[dimension]}
-                              if isinstance(vnode[dimension], dict) else set())
+            named = r.mapping(vnode[dimension], vnode, dimension, where, None)
             for value in named:
-                variants.append((dimension, _text(value), _price_block(
+                if not isinstance(value, str) or not value.strip():
+                    raise r.fail(named, value, f"{where}.{value}",
+                                 "must be named (flex, priority, fast, ...)")
+                variants.append((dimension, value, _price_block(
                     r, named[value], named, value, f"{where}.{value}")[1]))
     fees = {}
     if node.get("fees") is not None:
