@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-page", type=int, default=50)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = command("prices", commands.prices, "a model's prices now and where they come from")
+    p.add_argument("model", help="a model's name or one of its aliases")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     dash = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
         dest="dash_command", required=True, metavar="COMMAND")
     p = command("build", commands.dashboards_build, "write the dashboard JSON files", dash)

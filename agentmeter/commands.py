@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,9 +14,12 @@ from agentmeter.timeparse import parse_instant, rfc3339
 from ledger.engine import create_sync_engine
 from ledger.keys import create_key, list_keys, revoke_keys
 from ledger.migrate import upgrade
-from ledger.money import format_usd
+from ledger.model_prices import ModelPrices, model_prices
+from ledger.money import format_usd, usd_decimal
 from ledger.policy_apply import apply_policy
 from ledger.policy_file import load_policy
+from ledger.price_versions import PriceVersion
+from ledger.pricing import price_list
 from ledger.reports import DEFAULT_RANGE, CostTablePage, cost_table
 
 
@@ -136,12 +140,60 @@ def usage(args: argparse.Namespace) -> int:
             page = cost_table(conn, start, end, args.search, args.page, args.per_page)
     finally:
         engine.dispose()
+    return _show(args, lambda: _page_json(page), lambda: _print_table(page))
+
+
+def _show(args: argparse.Namespace, document: Callable[[], object],
+          text: Callable[[], None]) -> int:
+    """`--json`: the document, indented; otherwise the text for people."""
     if args.json:
-        json.dump(_page_json(page), sys.stdout, indent=2)
+        json.dump(document(), sys.stdout, indent=2)
         print()
     else:
-        _print_table(page)
+        text()
     return 0
+
+
+def _prices_json(found: ModelPrices) -> dict[str, object]:
+    def version(v: PriceVersion) -> dict[str, object]:
+        return {"effective_from": rfc3339(v.effective_from), "source": v.source,
+                "source_detail": v.source_detail,
+                "prices": {} if v.sheet is None else {
+                    label: str(usd_decimal(micros))
+                    for label, micros in price_list(v.sheet)}}
+
+    return {"model": found.model.name, "provider": found.model.provider,
+            "aliases": list(found.model.aliases),
+            "current": None if found.current is None else version(found.current),
+            "upcoming": [version(v) for v in found.upcoming]}
+
+
+def _print_prices(found: ModelPrices) -> None:
+    model = found.model
+    print(f"model {model.name} ({model.provider})")
+    for title, v in [("current", found.current), *(("upcoming", u) for u in found.upcoming)]:
+        if v is None:
+            print("  unpriced: no prices")
+            continue
+        print(f"  {title}: from {rfc3339(v.effective_from)}, {v.source} "
+              f"({v.source_detail})")
+        if v.sheet is None or not v.sheet.base.is_usable:
+            print("    unpriced (pricing: none)")
+            continue
+        for label, micros in price_list(v.sheet):
+            unit = "USD per 1,000" if label.endswith(" per 1k") else "USD per 1M tokens"
+            print(f"    {label.removesuffix(' per 1k'):<36} {usd_decimal(micros)} {unit}")
+
+
+def prices(args: argparse.Namespace) -> int:
+    config = _config(args)
+    engine = create_sync_engine(config.database)
+    try:
+        with engine.connect() as conn:
+            found = model_prices(conn, args.model, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    return _show(args, lambda: _prices_json(found), lambda: _print_prices(found))
 
 
 def dashboards_build(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 Reference data (users, groups, limits, models) goes in with COPY; the messages are generated
 inside PostgreSQL (one INSERT ... SELECT over generate_series: ten million rows from Python would
 take longer than the benchmark itself), drawing their token counts from a table of usage shapes
-whose costs were computed by the ledger's own `price_usage`. The daily, lifetime, per-period and
+whose costs were computed by the ledger's own `price_message`. The daily, lifetime, per-period and
 per-chat rollups are then aggregated from the messages, so they agree with them exactly, as
 `record_usage` would have left them.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from ledger.migrate import upgrade
-from ledger.pricing import Pricing, price_usage
+from ledger.price_versions import sheet_to_json
+from ledger.pricing import PriceSheet, Pricing, price_message
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 
 SHAPES_PER_MODEL = 64
@@ -83,6 +85,10 @@ def _reference_data(cur: psycopg.Cursor, users: int, models: int, now: datetime)
                           "max_output_tokens", "has_pricing", "price_input", "price_output",
                           "price_cache_read", "price_cache_write", "price_cache_write_1h",
                           "created_at"), rows)
+    _copy(cur, "model_prices", ("model_id", "effective_from", "source", "source_detail",
+                                "prices", "recorded_at"),
+          [(m + 1, stamp, "policy", "bench", json.dumps(sheet_to_json(PriceSheet.flat(p))),
+            stamp) for m in range(models) if (p := _pricing(m, models)) is not None])
     _copy(cur, "chats", ("id", "user_id", "external_id", "created_at"),
           [((u - 1) * CHATS_PER_USER + c + 1, u, f"chat-{c}", stamp)
            for u in range(1, users + 1) for c in range(CHATS_PER_USER)])
@@ -102,7 +108,8 @@ def _shapes(cur: psycopg.Cursor, models: int) -> None:
                                cache_read=rng.choice((0, rng.randint(0, 100_000))),
                                cache_write=rng.choice((0, 0, rng.randint(0, 20_000))),
                                cache_write_1h=rng.choice((0, 0, 0, rng.randint(0, 5_000))))
-            priced = price_usage(pricing, usage)
+            priced = price_message(None if pricing is None else PriceSheet.flat(pricing),
+                                   usage)
             rows.append((m + 1, shape, *(usage.get(k) for k in TOKEN_KINDS),
                          priced.unpriced.total, priced.cost_micros))
     _copy(cur, "bench_shapes", ("model_id", "shape", "input", "output", "cache_read",

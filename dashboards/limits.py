@@ -109,10 +109,12 @@ def build(config: DashboardConfig) -> core.Dashboard:
     ), w=6, h=8)
     layout.add(c.table(
         "Missing prices", unit="none",
-        description="Each model and token kind without a price.",
+        description="Each price a model lacks, by kind of gap: price (a token kind without a "
+        "price), or variant, tier, fee (a service tier, tier or fee its recent answers needed "
+        "and the model has no price for).",
         targets=[c.PromQuery(f"{m.MODEL_PRICING_MISSING}{sel}", instant=True, table=True)],
         transformations=c.merge_and_rename(
-            {"model": "Model", "token_type": "Token kind"},
+            {"model": "Model", "gap": "Gap", "token_type": "Token kind"},
             hide=("Time", "Value", "job", "instance", "__name__")),
     ), w=8, h=8)
     layout.add(c.table(
@@ -129,11 +131,14 @@ def build(config: DashboardConfig) -> core.Dashboard:
             {"model": "Model", "Value #A": "Unpriced messages", "Value #B": "Unpriced tokens"}),
     ), w=10, h=8)
     layout.add(c.timeseries(
-        "Unpriced message rate by model", unit="reqps", stacked=True,
-        description="Rate of unpriced messages by model: traffic whose cost nobody sees.",
+        "Unpriced message rate by model and gap", unit="reqps", stacked=True,
+        description="Rate of messages not fully priced, by model and kind of gap: price "
+        "(recorded at no cost: traffic whose cost nobody sees), variant or tier (priced at the "
+        "model's highest prices), fee (web searches left unpriced).",
         targets=[c.PromQuery(
-            f"sum by (model) (rate({c.total(m.UNPRICED_MESSAGES)}{sel}[$__rate_interval]))",
-            legend="{{model}}")],
+            f"sum by (model, gap) (rate({c.total(m.UNPRICED_MESSAGES)}{sel}"
+            "[$__rate_interval]))",
+            legend="{{model}} ({{gap}})")],
     ), w=24, h=8)
 
     return dashboard(

@@ -59,7 +59,15 @@ def build(config: DashboardConfig) -> core.Dashboard:
         targets=[c.PromQuery(
             f"sum by (token_type) (increase({c.total(m.TOKENS)}{sel}[$__range]))",
             legend="{{token_type}}", instant=True)],
-    ), w=24, h=4)
+    ), w=18, h=4)
+    layout.add(c.stat(
+        "Fees by kind", unit="short", decimals=0, text_mode="value_and_name",
+        description="Per-request fees the answers reported in the range (web searches, billed "
+        "per 1,000), priced or not; their cost is in the total.",
+        targets=[c.PromQuery(
+            f"sum by (fee) (increase({c.total(m.FEES)}{sel}[$__range]))",
+            legend="{{fee}}", instant=True)],
+    ), w=6, h=4)
 
     layout.row("Per user")
     layout.add(c.table(

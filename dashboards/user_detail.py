@@ -101,17 +101,20 @@ def build(config: DashboardConfig) -> core.Dashboard:
 
     layout.add(c.table(
         "Per model", unit="short", sort_by="Cost",
-        description="The user's spend, messages and tokens per model over the dashboard range.",
+        description="The user's spend, messages, tokens and fees (web searches) per model over "
+        "the dashboard range.",
         targets=c.refs(
             by_model(c.total(m.SPEND_USD) + user),
             by_model(c.total(m.MESSAGES) + user),
             *(by_model(c.total(m.TOKENS) + c.selector(ex, USER_MATCHER, kinds))
               for kinds in TOKEN_COLUMNS),
+            by_model(c.total(m.FEES) + c.selector(ex, USER_MATCHER, 'fee="web_search"')),
         ),
         transformations=c.merge_and_rename({
             "model": "Model", "Value #A": "Cost", "Value #B": "Messages",
             "Value #C": "Input tokens", "Value #D": "Output tokens",
             "Value #E": "Cache read tokens", "Value #F": "Cache write tokens",
+            "Value #G": "Web searches",
         }),
         columns=[c.column("Cost", unit="currencyUSD", decimals=2)],
     ), w=24, h=8)

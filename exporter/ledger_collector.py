@@ -7,6 +7,11 @@ exporter restarts and never double-count. The only thing kept from one scrape to
 rendered label text of the rows it exported (`LabelCaches`): values always come from the ledger,
 and a scrape escapes only the users and models that are new since the last one.
 
+Pricing gaps carry a `gap` label: `price` (a token kind, or the whole model, without a price),
+or `variant`, `tier`, `fee` (a service tier, tier or fee the answers reported and the model has
+no price for: those messages were priced at the model's highest price, their fees left
+unpriced). A model shows such a gap while it had one within `active_window_days`.
+
 Per-user series exist only for users with an effective limit or with spend in the last
 `active_window_days`, at most `max_users` of them (the highest current spend first);
 `agentmeter_series_dropped{collector="ledger"}` says how many were left out (0 included).
@@ -28,9 +33,12 @@ Sample::
     agentmeter_limits_period_end_timestamp_seconds 1.7988768e+09
     agentmeter_limits_info{group_policy="lowest",period="month"} 1.0
     agentmeter_models_without_pricing 1.0
-    agentmeter_model_pricing_missing{model="gpt-x",token_type="input"} 1.0
+    agentmeter_model_pricing_missing{gap="price",model="gpt-x",token_type="input"} 1.0
+    agentmeter_model_pricing_missing{gap="variant",model="gpt-5",token_type=""} 1.0
     agentmeter_model_price_usd_per_million_tokens{model="claude-sonnet-4-5",token_type="input"} 3.0
-    agentmeter_unpriced_messages_total{model="gpt-x"} 2.0
+    agentmeter_unpriced_messages_total{gap="price",model="gpt-x"} 2.0
+    agentmeter_unpriced_messages_total{gap="variant",model="gpt-5"} 1.0
+    agentmeter_fees_total{fee="web_search",model="claude-sonnet-4-5",user="alice"} 12.0
     agentmeter_unpriced_tokens_total{model="gpt-x",token_type="input"} 700.0
     agentmeter_series_dropped{collector="ledger"} 0.0
 """
@@ -56,12 +64,14 @@ from ledger.catalog import (
     enabled_models,
     models_without_pricing,
     pricing_gaps,
+    recent_traffic_gaps,
     unpriced_usage_by_model,
 )
 from ledger.limit_store import load_limit_config
 from ledger.limits import LimitConfig
 from ledger.money import MICROS_PER_USD
 from ledger.periods import as_utc, period_bounds
+from ledger.pricing import GAPS, Fee, Gap
 from ledger.tokens import TOKEN_KINDS
 from ledger.totals import (
     LIFETIME_TOKENS,
@@ -107,6 +117,7 @@ class LedgerSnapshot:
     models: list[Model]
     without_pricing: list[ModelPricingGap]
     gaps: list[ModelPricingGap]
+    traffic_gaps: list[tuple[str, Gap]]
     unpriced: list[UnpricedUsage]
 
 
@@ -132,6 +143,7 @@ def read_snapshot(conn: Connection, now: datetime, *, active_since: date,
         models=enabled_models(conn),
         without_pricing=models_without_pricing(conn),
         gaps=pricing_gaps(conn),
+        traffic_gaps=recent_traffic_gaps(conn, active_since),
         unpriced=unpriced_usage_by_model(conn),
     )
 
@@ -182,6 +194,9 @@ def _lifetime_families(snapshot: LedgerSnapshot, labels: LabelCaches) -> Iterato
                     list(chain.from_iterable(map(_token_counts, lifetime))))
     yield RowFamily(names.MESSAGES, "Answered requests (assistant turns).", "counter",
                     user_model, [row.messages for row in lifetime])
+    yield RowFamily(names.FEES, "Per-request fees the answers reported (web searches), priced "
+                    "or not.", "counter", user_model.expand("fee", [Fee.WEB_SEARCH.value]),
+                    [row.web_searches for row in lifetime])
 
 
 def _limits_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
@@ -209,11 +224,14 @@ def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
                             "in traffic: their spend is under-reported.",
                             value=float(len(snapshot.without_pricing)))
     missing = GaugeMetricFamily(names.MODEL_PRICING_MISSING,
-                                "A token kind the model has no price for (always 1).",
-                                labels=["model", "token_type"])
+                                "A price the model lacks (always 1): a token kind (gap=price), or "
+                                "a service tier, tier or fee its recent answers needed.",
+                                labels=["model", "token_type", "gap"])
     for gap in snapshot.gaps:
         for kind in gap.missing_kinds:
-            missing.add_metric([gap.model, kind.value], 1.0)
+            missing.add_metric([gap.model, kind.value, names.GAP_PRICE], 1.0)
+    for model_name, traffic_gap in snapshot.traffic_gaps:
+        missing.add_metric([model_name, "", traffic_gap.value], 1.0)
     yield missing
     prices = GaugeMetricFamily(names.MODEL_PRICE_USD_PER_MILLION_TOKENS,
                                "Price of an enabled model per 1M tokens of a kind, in USD.",
@@ -226,13 +244,17 @@ def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
                 prices.add_metric([model.name, kind.value], _usd(price))
     yield prices
     messages = CounterMetricFamily(names.UNPRICED_MESSAGES,
-                                   "Messages recorded without a cost (their model has no pricing).",
-                                   labels=["model"])
+                                   "Messages not fully priced: without a cost (gap=price, the "
+                                   "model has no pricing) or at a variant, tier or fee without "
+                                   "a price (gap=variant|tier|fee).", labels=["model", "gap"])
     tokens = CounterMetricFamily(names.UNPRICED_TOKENS,
                                  "Tokens of kinds that had no price when they were recorded.",
                                  labels=["model", "token_type"])
     for usage in snapshot.unpriced:
-        messages.add_metric([usage.model], float(usage.messages))
+        messages.add_metric([usage.model, names.GAP_PRICE], float(usage.messages))
+        for kind_of_gap in GAPS:
+            messages.add_metric([usage.model, kind_of_gap.value],
+                                float(usage.gap_messages[kind_of_gap]))
         for kind in TOKEN_KINDS:
             tokens.add_metric([usage.model, kind.value], float(usage.tokens.get(kind, 0)))
     yield from (messages, tokens)

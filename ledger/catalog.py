@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from ledger.dialect import upsert
-from ledger.pricing import Pricing
-from ledger.schema import model_aliases, models, usage_totals
+from ledger.price_versions import price_versions, version_at
+from ledger.pricing import GAPS, Gap, PriceSheet, Pricing
+from ledger.schema import daily_usage, model_aliases, models, usage_totals
 from ledger.tokens import TOKEN_KINDS, TokenKind
 
 PRICE_COLUMNS = {kind: f"price_{kind.value}" for kind in TOKEN_KINDS}
@@ -24,9 +25,12 @@ class Model:
     enabled: bool
     declared: bool
     max_output_tokens: int | None
-    # None: the model has no pricing block at all.
+    # The standard prices below every tier threshold; None: the model is unpriced.
     pricing: Pricing | None
     aliases: tuple[str, ...] = ()
+    # Everything the price version in effect says (tiers, variants, fees): what strict
+    # enforcement bounds a request with (ledger.pricing.cost_upper_bound).
+    prices: PriceSheet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +66,15 @@ def _aliases(conn: Connection, model_ids: list[int]) -> dict[int, list[str]]:
 
 
 def _models(conn: Connection, rows: list[Any]) -> list[Model]:
-    aliases = _aliases(conn, [row.id for row in rows])
+    ids = [row.id for row in rows]
+    aliases = _aliases(conn, ids)
+    versions = price_versions(conn, ids)
+    now = datetime.now(UTC)
+    current = {model_id: version_at(found, now) for model_id, found in versions.items()}
     return [Model(id=row.id, name=row.name, provider=row.provider, enabled=bool(row.enabled),
                   declared=bool(row.declared), max_output_tokens=row.max_output_tokens,
-                  pricing=pricing_from_row(row), aliases=tuple(aliases.get(row.id, ())))
+                  pricing=pricing_from_row(row), aliases=tuple(aliases.get(row.id, ())),
+                  prices=None if (v := current.get(row.id)) is None else v.sheet)
             for row in rows]
 
 
@@ -150,20 +159,40 @@ def pricing_gaps(conn: Connection) -> list[ModelPricingGap]:
 @dataclass(frozen=True, slots=True)
 class UnpricedUsage:
     model: str
-    messages: int
+    messages: int  # recorded without a cost (the model had no pricing)
     tokens: dict[TokenKind, int]
+    # Messages priced with a gap (a variant, tier or fee without a price), per kind of gap.
+    gap_messages: dict[Gap, int]
+
+
+def _gap_column(gap: Gap) -> str:
+    return f"{gap.value}_gap_messages"
 
 
 def unpriced_usage_by_model(conn: Connection) -> list[UnpricedUsage]:
     """Unpriced messages and tokens per model over all time, from the lifetime totals."""
     columns = [func.coalesce(func.sum(getattr(usage_totals.c, f"unpriced_{k.value}_tokens")), 0)
                .label(k.value) for k in TOKEN_KINDS]
+    gaps = [func.coalesce(func.sum(usage_totals.c[_gap_column(gap)]), 0).label(gap.value)
+            for gap in GAPS]
     stmt = (select(models.c.name,
                    func.coalesce(func.sum(usage_totals.c.unpriced_messages), 0).label("messages"),
-                   *columns)
+                   *columns, *gaps)
             .select_from(models.outerjoin(usage_totals, usage_totals.c.model_id == models.c.id))
             .where(or_(models.c.enabled.is_(True), models.c.seen_in_traffic.is_(True)))
             .group_by(models.c.name).order_by(models.c.name))
     return [UnpricedUsage(model=row.name, messages=int(row.messages),
-                          tokens={k: int(getattr(row, k.value)) for k in TOKEN_KINDS})
+                          tokens={k: int(getattr(row, k.value)) for k in TOKEN_KINDS},
+                          gap_messages={gap: int(getattr(row, gap.value)) for gap in GAPS})
             for row in conn.execute(stmt)]
+
+
+def recent_traffic_gaps(conn: Connection, since: date) -> list[tuple[str, Gap]]:
+    """Models whose messages since `since` (a UTC day) were priced with a gap, and which gaps:
+    a service tier, tier or fee that has no price is only known from the answers."""
+    sums = [func.sum(daily_usage.c[_gap_column(gap)]).label(gap.value) for gap in GAPS]
+    stmt = (select(models.c.name, *sums)
+            .join(models, models.c.id == daily_usage.c.model_id)
+            .where(daily_usage.c.day >= since).group_by(models.c.name).order_by(models.c.name))
+    return [(row.name, gap) for row in conn.execute(stmt) for gap in GAPS
+            if getattr(row, gap.value)]

@@ -23,5 +23,12 @@ class GroupNotFound(NotFoundError):
         self.group = group
 
 
+class ModelNotFound(NotFoundError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} is not in the ledger (declare it in the policy file "
+                         "and apply it)")
+        self.model = model
+
+
 class InvalidValue(LedgerError):
     """A value that breaks a ledger rule (a negative limit, a sub-micro amount, ...)."""

@@ -27,6 +27,11 @@ MODEL_PRICING_MISSING = "agentmeter_model_pricing_missing"
 MODEL_PRICE_USD_PER_MILLION_TOKENS = "agentmeter_model_price_usd_per_million_tokens"
 UNPRICED_MESSAGES = "agentmeter_unpriced_messages"
 UNPRICED_TOKENS = "agentmeter_unpriced_tokens"
+# Per-request fees (label `fee`, ledger.pricing.Fee), counted whether priced or not.
+FEES = "agentmeter_fees"
+# Values of the `gap` label on MODEL_PRICING_MISSING and UNPRICED_MESSAGES: this one for a model
+# or token kind without a price, and ledger.pricing.Gap's for what answers needed.
+GAP_PRICE = "price"
 SERIES_DROPPED = "agentmeter_series_dropped"
 
 # Kubernetes (exporter)
@@ -68,6 +73,7 @@ COUNTERS = frozenset(
         CHATS,
         UNPRICED_MESSAGES,
         UNPRICED_TOKENS,
+        FEES,
         LIMITER_REQUESTS,
         LIMITER_BLOCKED,
         LIMITER_FAIL_OPEN,

@@ -56,6 +56,11 @@ def usd_to_micros(value: object) -> int:
     return int(micros)
 
 
+def usd_decimal(micros: int) -> Decimal:
+    """Micro-dollars as an exact USD decimal (`300000` -> `0.3`), for prices shown to people."""
+    return Decimal(micros) / MICROS_PER_USD
+
+
 def micros_to_usd(micros: int) -> float:
     """For display and Prometheus only; never feed the result back into arithmetic."""
     return micros / MICROS_PER_USD

@@ -7,17 +7,30 @@ undeclared groups lose their limits and members, undeclared models are disabled.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from ledger.catalog import PRICE_COLUMNS, pricing_from_row, pricing_values
+from ledger.catalog import pricing_values
 from ledger.limit_store import load_limit_config, save_limit_config
 from ledger.limits import LimitConfig, UserOverride
-from ledger.money import format_usd
-from ledger.policy_file import Policy, PolicyGroup, PolicyModel, PolicyUser
-from ledger.pricing import Pricing
+from ledger.money import format_usd, usd_decimal
+from ledger.policy_file import (
+    UNPRICED,
+    DeclaredPrices,
+    Policy,
+    PolicyGroup,
+    PolicyModel,
+    PolicyUser,
+)
+from ledger.price_versions import (
+    POLICY,
+    add_version,
+    drop_future_version,
+    price_versions,
+    version_at,
+)
+from ledger.pricing import PriceSheet, price_list
 from ledger.schema import (
     group_limits,
     group_members,
@@ -46,11 +59,26 @@ def _describe_override(override: UserOverride | None) -> str:
     return "unlimited" if override.unlimited else _usd(override.limit_micros)
 
 
-def _describe_pricing(pricing: Pricing | None) -> str:
-    if pricing is None:
+def _describe_prices(sheet: PriceSheet | None) -> str:
+    """The standard prices below every threshold; `agentmeter prices` shows the rest."""
+    if sheet is None or not sheet.base.is_usable:
         return "no pricing"
-    return " ".join(f"{kind}=" + ("-" if price is None else f"{Decimal(price) / 1_000_000}")
-                    for kind, price in pricing.items())
+    extras = [name for name, present in (("tiers", sheet.thresholds),
+                                         ("variants", sheet.variants), ("fees", sheet.fees))
+              if present]
+    return " ".join([*(f"{kind}={usd_decimal(price)}" for kind, price in sheet.base.items()
+                       if price is not None), *([f"+{'/'.join(extras)}"] if extras else [])])
+
+
+def _price_changes(name: str, old: PriceSheet | None, new: PriceSheet | None) -> list[str]:
+    """One line per price that changes (USD per 1M tokens, fees per 1,000)."""
+    before = dict(price_list(old)) if old is not None else {}
+    after = dict(price_list(new)) if new is not None else {}
+    return [f"model {name}: price {label} "
+            f"{usd_decimal(before[label]) if label in before else '-'} -> "
+            f"{usd_decimal(after[label]) if label in after else '-'}"
+            for label in [*before, *(k for k in after if k not in before)]
+            if before.get(label) != after.get(label)]
 
 
 class _Applier:
@@ -133,17 +161,18 @@ class _Applier:
             self.note(f"group {name}: member {username} added")
 
     def model(self, declared: PolicyModel, row: Any | None) -> None:
+        sheet = _sheet_at(declared.prices, self.now)
         values: dict[str, Any] = {
             "provider": declared.provider, "enabled": declared.enabled, "declared": True,
             "max_output_tokens": declared.max_output_tokens,
-            **pricing_values(declared.pricing),
+            **pricing_values(None if sheet is None else sheet.base),
         }
         if row is None:
             model_id = int(self.conn.execute(models.insert().values(
                 name=declared.name, created_at=self.now, **values)
             ).inserted_primary_key[0])  # type: ignore[index]
             self.note(f"model {declared.name}: declared ({declared.provider}, "
-                      f"{_describe_pricing(declared.pricing)})")
+                      f"{_describe_prices(sheet)}, from {_source(declared.prices)})")
         else:
             model_id = row.id
             old = {k: getattr(row, k) for k in values}
@@ -152,10 +181,7 @@ class _Applier:
                 for key in ("provider", "enabled", "declared", "max_output_tokens"):
                     if old[key] != values[key]:
                         self.note(f"model {declared.name}: {key} {old[key]} -> {values[key]}")
-                if any(old[c] != values[c] for c in ("has_pricing", *PRICE_COLUMNS.values())):
-                    self.note(f"model {declared.name}: pricing "
-                              f"{_describe_pricing(pricing_from_row(row))} -> "
-                              f"{_describe_pricing(declared.pricing)}")
+        self.prices(declared, model_id, row is None)
         current = {r.alias: r.model_id for r in self.conn.execute(
             select(model_aliases).where(model_aliases.c.alias.in_(declared.aliases)
                                         | (model_aliases.c.model_id == model_id)))}
@@ -169,6 +195,72 @@ class _Applier:
             self.conn.execute(delete(model_aliases).where(model_aliases.c.alias == alias))
             self.conn.execute(model_aliases.insert().values(alias=alias, model_id=model_id))
             self.note(f"model {declared.name}: alias {alias} added")
+
+    def prices(self, declared: PolicyModel, model_id: int, new: bool) -> None:
+        """Record the declared prices as new versions where they differ from the ledger's.
+
+        A model's first prices come with their whole dated schedule (a late record of an old
+        request finds the price of its day); later changes take effect now, and future dated
+        versions the declaration no longer has are withdrawn (they have priced nothing yet).
+        """
+        wanted = declared.prices
+        stored = price_versions(self.conn, [model_id])[model_id]
+        if not stored:
+            if not new:  # priced for the first time (it was unpriced or only seen in traffic)
+                for line in _price_changes(declared.name, None, _sheet_at(wanted, self.now)):
+                    self.note(line)
+            for at, sheet in wanted.schedule:
+                add_version(self.conn, model_id, at or self.now, wanted.source, wanted.detail,
+                            sheet, self.now)
+            return
+        now_version = version_at(stored, self.now)
+        assert now_version is not None
+        future = [v for v in stored if v.effective_from > self.now]
+        wanted_now = _sheet_at(wanted, self.now)
+        wanted_future = [(at, sheet) for at, sheet in wanted.schedule
+                         if at is not None and at > self.now]
+        if (now_version.sheet, now_version.source, now_version.source_detail) != (
+                wanted_now, _stored_source(wanted), wanted.detail):
+            if now_version.sheet != wanted_now and not new:
+                for line in _price_changes(declared.name, now_version.sheet, wanted_now):
+                    self.note(line)
+            if (now_version.source, now_version.source_detail) != (_stored_source(wanted),
+                                                                    wanted.detail):
+                self.note(f"model {declared.name}: prices from {_source(wanted)}")
+            add_version(self.conn, model_id, self.now, _stored_source(wanted), wanted.detail,
+                        wanted_now, self.now)
+        kept = [(v.effective_from, v.sheet) for v in future]
+        for version in future:
+            if (version.effective_from, version.sheet) not in wanted_future:
+                drop_future_version(self.conn, version)
+                self.note(f"model {declared.name}: prices from "
+                          f"{version.effective_from.isoformat()} withdrawn")
+        for at, sheet in wanted_future:
+            if (at, sheet) not in kept:
+                add_version(self.conn, model_id, at, wanted.source, wanted.detail, sheet,
+                            self.now)
+                self.note(f"model {declared.name}: prices from {at.isoformat()}: "
+                          f"{_describe_prices(sheet)}")
+
+
+def _stored_source(prices: DeclaredPrices) -> str:
+    """Unpriced on purpose is a policy decision."""
+    return POLICY if prices.source == UNPRICED else prices.source
+
+
+def _source(prices: DeclaredPrices) -> str:
+    if prices.source == UNPRICED:
+        return f"{prices.detail} (pricing: none)"
+    return prices.detail
+
+
+def _sheet_at(prices: DeclaredPrices, now: datetime) -> PriceSheet | None:
+    chosen = None
+    for at, sheet in prices.schedule:
+        if chosen is not None and at is not None and at > now:
+            break
+        chosen = sheet
+    return chosen
 
 
 def apply_policy(conn: Connection, policy: Policy) -> list[str]:

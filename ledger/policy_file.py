@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ from ledger.errors import InvalidValue, LedgerError
 from ledger.limits import GroupPolicy, LimitConfig, UserOverride
 from ledger.money import usd_to_micros
 from ledger.periods import Period
-from ledger.pricing import Pricing
+from ledger.price_catalog import catalog_version, find_catalog_model
+from ledger.price_versions import CATALOG, POLICY
+from ledger.pricing import BATCH, FEES, PROCESSING, SERVICE_TIER, SPEED, PriceSheet, Rates, Variant
 from ledger.schema import NAME_LENGTH, USER_TEXT_LENGTH
-from ledger.tokens import TOKEN_KINDS
+from ledger.tokens import TOKEN_KINDS, TokenKind
 
-PROVIDERS = ("anthropic", "openai")
+PROVIDERS = ("anthropic", "openai", "google")
+UNPRICED = "none"
 # What the ledger's columns hold (ledger/schema.py): a longer value could never be applied.
 MAX_USER_TEXT = USER_TEXT_LENGTH
 MAX_NAME = NAME_LENGTH
@@ -44,13 +48,23 @@ class PolicyUser:
 
 
 @dataclass(frozen=True, slots=True)
+class DeclaredPrices:
+    """Where a model's prices come from, and what they are."""
+
+    source: str  # CATALOG | POLICY | UNPRICED
+    detail: str  # the catalog's version and name for the model, or the policy file
+    # (takes effect, prices); None: from when the file is applied. Empty: unpriced.
+    schedule: tuple[tuple[datetime | None, PriceSheet], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyModel:
     name: str
     provider: str
     enabled: bool
     aliases: tuple[str, ...]
     max_output_tokens: int | None
-    pricing: Pricing | None
+    prices: DeclaredPrices
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +126,12 @@ class _Reader:
         return PolicyError(f"{self.source}:{line}: {path}: {message}")
 
     def mapping(self, value: Any, parent: _Node | None, key: str | None, path: str,
-                allowed: set[str]) -> _Node:
+                allowed: set[str] | None) -> _Node:
+        """`value` as a mapping whose keys are all in `allowed` (None: keys of any name)."""
         if not isinstance(value, _Node):
             raise self.fail(parent, key, path or "the policy file", "must be a mapping")
         for name in value:
-            if name not in allowed:
+            if allowed is not None and name not in allowed:
                 raise self.fail(value, name, f"{path}.{name}" if path else str(name),
                                 f"unknown key (allowed: {', '.join(sorted(allowed))})")
         return value
@@ -234,6 +249,119 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
+PRICE_KEYS = frozenset(kind.value for kind in TOKEN_KINDS)
+VARIANT_KEYS = frozenset({SERVICE_TIER, BATCH, SPEED})
+
+
+def _model_prices(r: _Reader, node: _Node, path: str, provider: str,
+                  names: tuple[str, ...]) -> DeclaredPrices:
+    """`pricing` omitted or `catalog`: the catalog's; `none`: unpriced; a block: its own."""
+    pricing = node.get("pricing", CATALOG)
+    if pricing == UNPRICED:
+        return DeclaredPrices(source=UNPRICED, detail=r.source, schedule=())
+    if pricing == CATALOG:
+        wanted = r.field(node, "catalog_name", path, _text)
+        for candidate in (wanted,) if wanted else names:
+            found = find_catalog_model(provider, candidate)
+            if found is not None:
+                return DeclaredPrices(
+                    source=CATALOG, detail=f"{catalog_version()} {provider}/{found.id}",
+                    schedule=tuple((at, sheet) for at, sheet in found.schedule))
+        if wanted:
+            raise r.fail(node, "catalog_name", f"{path}.catalog_name",
+                         f"{wanted!r} is not in the catalog for provider {provider}")
+        raise r.fail(node, None, path,
+                     "no price in the catalog; give pricing, catalog_name or pricing: none")
+    if isinstance(pricing, str):
+        raise r.fail(node, "pricing", f"{path}.pricing",
+                     "must be catalog, none or a mapping of prices")
+    if "catalog_name" in node:
+        raise r.fail(node, "catalog_name", f"{path}.catalog_name",
+                     "names catalog prices, but pricing gives prices of its own")
+    return DeclaredPrices(source=POLICY, detail=r.source,
+                          schedule=((None, _price_sheet(r, node, f"{path}.pricing")),))
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One block of prices as written: flat prices per kind, and tiers above thresholds."""
+
+    base: dict[TokenKind, int]
+    tiers: tuple[tuple[int, dict[TokenKind, int]], ...]
+
+
+def _price_block(r: _Reader, value: Any, parent: _Node, key: str, path: str,
+                 extra: frozenset[str] = frozenset()) -> tuple[_Node, _Block]:
+    node = r.mapping(value, parent, key, path, set(PRICE_KEYS | {"tiers"} | extra))
+
+    def kinds(owner: _Node, where: str) -> dict[TokenKind, int]:
+        prices = {TokenKind(k): r.field(owner, k, where, _price) for k in PRICE_KEYS}
+        return {kind: price for kind, price in prices.items() if price is not None}
+
+    tiers: list[tuple[int, dict[TokenKind, int]]] = []
+    for i, item in enumerate(r.items(node, "tiers", f"{path}.")):
+        where = f"{path}.tiers[{i}]"
+        tier = r.mapping(item, node, "tiers", where, set(PRICE_KEYS | {"above"}))
+        above = r.field(tier, "above", where, _positive_int, required=True)
+        if tiers and above <= tiers[-1][0]:
+            raise r.fail(tier, "above", f"{where}.above",
+                         f"thresholds must ascend ({above} after {tiers[-1][0]})")
+        tiers.append((above, kinds(tier, where)))
+    return node, _Block(base=kinds(node, path), tiers=tuple(tiers))
+
+
+def _aligned(block: _Block, thresholds: tuple[int, ...], standard: bool
+             ) -> dict[TokenKind, Rates]:
+    """Each kind's price in every tier of the sheet. In a tier of its own that leaves a kind
+    out, the kind has no price (a gap: ledger.pricing prices it at its highest)."""
+    rates: dict[TokenKind, Rates] = {}
+    kinds = set(block.base) | {kind for _, prices in block.tiers for kind in prices}
+    for kind in kinds:
+        values: list[int | None] = []
+        for total in (0, *(start + 1 for start in thresholds)):
+            reached = [prices for above, prices in block.tiers if total > above]
+            values.append(reached[-1].get(kind) if reached else block.base.get(kind))
+        if standard or any(v is not None for v in values):
+            rates[kind] = tuple(values)
+    return rates
+
+
+def _price_sheet(r: _Reader, model: _Node, path: str) -> PriceSheet:
+    node, standard = _price_block(r, model["pricing"], model, "pricing", path,
+                                  frozenset({"variants", "fees"}))
+    variants: list[tuple[str, str, _Block]] = []
+    if node.get("variants") is not None:
+        vnode = r.mapping(node["variants"], node, "variants", f"{path}.variants",
+                          set(VARIANT_KEYS))
+        for dimension in (SERVICE_TIER, BATCH, SPEED):
+            if dimension not in vnode:
+                continue
+            where = f"{path}.variants.{dimension}"
+            if dimension == BATCH:
+                variants.append((PROCESSING, BATCH, _price_block(
+                    r, vnode[dimension], vnode, dimension, where)[1]))
+                continue
+            named = r.mapping(vnode[dimension], vnode, dimension, where, None)
+            for value in named:
+                if not isinstance(value, str) or not value.strip():
+                    raise r.fail(named, value, f"{where}.{value}",
+                                 "must be named (flex, priority, fast, ...)")
+                variants.append((dimension, value, _price_block(
+                    r, named[value], named, value, f"{where}.{value}")[1]))
+    fees = {}
+    if node.get("fees") is not None:
+        fnode = r.mapping(node["fees"], node, "fees", f"{path}.fees", {f.value for f in FEES})
+        fees = {fee: price for fee in FEES
+                if (price := r.field(fnode, fee.value, f"{path}.fees", _price)) is not None}
+    blocks = [standard, *(block for _, _, block in variants)]
+    thresholds = tuple(sorted({above for block in blocks for above, _ in block.tiers}))
+    return PriceSheet(rates=_aligned(standard, thresholds, standard=True), thresholds=thresholds,
+                      variants=tuple(Variant(dimension=d, value=v,
+                                             rates=_aligned(block, thresholds, standard=False))
+                                     for d, v, block in variants),
+                      fees=fees)
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         document = yaml.load(text, Loader=_LineLoader)
@@ -286,12 +414,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
     models: dict[str, PolicyModel] = {}
     taken: dict[str, str] = {}
-    price_keys = {kind.value for kind in TOKEN_KINDS}
     for i, item in enumerate(r.items(root, "models", "")):
         path = f"models[{i}]"
         node = r.mapping(item, root, "models", path,
                          {"name", "aliases", "provider", "enabled", "max_output_tokens",
-                          "pricing"})
+                          "pricing", "catalog_name"})
         name = r.field(node, "name", path, _text, required=True)
         aliases = r.field(node, "aliases", path, _names, ())
         for label in (name, *aliases):
@@ -299,17 +426,12 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
                 raise r.fail(node, "name" if label == name else "aliases", path,
                              f"{label!r} already names model {taken[label]!r}")
             taken[label] = name
-        pricing = None
-        if "pricing" in node:
-            pnode = r.mapping(node["pricing"], node, "pricing", f"{path}.pricing", price_keys)
-            pricing = Pricing(**{k: r.field(pnode, k, f"{path}.pricing", _price)
-                                 for k in price_keys})
+        provider = r.field(node, "provider", path, _choice(*PROVIDERS), required=True)
         models[name] = PolicyModel(
-            name=name, aliases=aliases,
-            provider=r.field(node, "provider", path, _choice(*PROVIDERS), required=True),
+            name=name, aliases=aliases, provider=provider,
             enabled=r.field(node, "enabled", path, _bool, True),
             max_output_tokens=r.field(node, "max_output_tokens", path, _positive_int),
-            pricing=pricing)
+            prices=_model_prices(r, node, path, provider, (name, *aliases)))
 
     return Policy(limits=limits, groups=tuple(groups.values()), users=tuple(users.values()),
                   models=tuple(models.values()))

@@ -8,8 +8,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, String, cast, func, or_, select
 
+from ledger.engine import from_db
 from ledger.periods import as_utc
-from ledger.schema import chat_daily_usage, chats, daily_usage, models, users
+from ledger.schema import (
+    chat_daily_usage,
+    chats,
+    daily_price_usage,
+    daily_usage,
+    model_prices,
+    models,
+    users,
+)
 from ledger.spend import LimitStatus, limit_status
 from ledger.users import get_user
 
@@ -48,9 +57,24 @@ class CostTablePage:
 
 
 @dataclass(frozen=True, slots=True)
+class PriceSpend:
+    """What one price version of a model priced in the range."""
+
+    price_id: int
+    effective_from: datetime
+    source: str  # catalog | policy
+    source_detail: str
+    messages: int
+    cost_micros: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRow:
     model: str
     totals: UsageTotals
+    # Fees beside tokens: web searches the answers reported (priced or not).
+    web_searches: int = 0
+    prices: tuple[PriceSpend, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +179,12 @@ def user_detail(conn: Connection, username: str, start: datetime, end: datetime,
     chat_count = conn.execute(select(func.count(func.distinct(chat_daily_usage.c.chat_id)))
                               .where(*chat_filter)).scalar_one()
     per_model = conn.execute(
-        select(models.c.name, *_sums(daily_usage))
+        select(models.c.name, *_sums(daily_usage),
+               func.coalesce(func.sum(daily_usage.c.web_searches), 0).label("web_searches"))
         .join(models, models.c.id == daily_usage.c.model_id).where(*in_range)
         .group_by(models.c.name).order_by(func.sum(daily_usage.c.cost_micros).desc(),
                                           models.c.name))
+    by_price = spend_by_price(conn, user.id, first, last)
     per_chat = conn.execute(
         select(chats.c.external_id, func.min(chat_daily_usage.c.day).label("first_seen"),
                func.max(chat_daily_usage.c.day).label("last_seen"), *_sums(chat_daily_usage))
@@ -171,11 +197,37 @@ def user_detail(conn: Connection, username: str, start: datetime, end: datetime,
         start=as_utc(start), end=as_utc(end),
         summary=_totals(summary_row, int(chat_count)),
         limit=limit_status(conn, user.id, now),
-        models=[ModelRow(model=row.name, totals=_totals(row)) for row in per_model],
+        models=[ModelRow(model=row.name, totals=_totals(row),
+                         web_searches=int(row.web_searches),
+                         prices=tuple(by_price.get(row.name, ())))
+                for row in per_model],
         chats=[ChatRow(chat=row.external_id, first_seen=_as_date(row.first_seen),
                        last_seen=_as_date(row.last_seen), totals=_totals(row, 1))
                for row in per_chat],
     )
+
+
+def spend_by_price(conn: Connection, user_id: int, first: date, last: date
+                   ) -> dict[str, list[PriceSpend]]:
+    """Per model, what each price version priced for the user over whole UTC days."""
+    c = daily_price_usage.c
+    stmt = (select(models.c.name, model_prices.c.id, model_prices.c.effective_from,
+                   model_prices.c.source, model_prices.c.source_detail,
+                   func.sum(c.messages).label("messages"),
+                   func.sum(c.cost_micros).label("cost_micros"))
+            .join(models, models.c.id == c.model_id)
+            .join(model_prices, model_prices.c.id == c.price_id)
+            .where(c.user_id == user_id, c.day >= first, c.day <= last)
+            .group_by(models.c.name, model_prices.c.id, model_prices.c.effective_from,
+                      model_prices.c.source, model_prices.c.source_detail)
+            .order_by(models.c.name, model_prices.c.effective_from, model_prices.c.id))
+    found: dict[str, list[PriceSpend]] = {}
+    for row in conn.execute(stmt):
+        found.setdefault(row.name, []).append(PriceSpend(
+            price_id=row.id, effective_from=from_db(row.effective_from), source=row.source,
+            source_detail=row.source_detail, messages=int(row.messages),
+            cost_micros=int(row.cost_micros)))
+    return found
 
 
 def _as_date(value: Any) -> date:

@@ -7,6 +7,7 @@ queries are written against, and a test checks that the two agree.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -35,6 +36,11 @@ metadata = MetaData(
 # Column sizes, also enforced where names enter (the policy file, the trusted user header).
 USER_TEXT_LENGTH = 1024  # users.username, name, email
 NAME_LENGTH = 255  # groups.name, models.name, model_aliases.alias
+
+# Counted per message in the rollups: web searches, and messages priced with a gap
+# (ledger.pricing.Gap: a variant, tier or fee without a price).
+FEE_COLUMNS = ("web_searches", "unpriced_web_searches")
+GAP_COLUMNS = ("variant_gap_messages", "tier_gap_messages", "fee_gap_messages")
 
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                  "cache_write_1h_tokens")
@@ -121,6 +127,23 @@ models = Table(
     _ts("created_at", nullable=False),
 )
 
+# Every price version of every model, kept with the time it took effect (prices are never
+# rewritten: a change is a new row). `prices` is a serialized ledger.pricing.PriceSheet in
+# integer micro-dollars; NULL: unpriced on purpose from then on.
+model_prices = Table(
+    "model_prices", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    _ts("effective_from", nullable=False),
+    Column("source", String(16), nullable=False),  # catalog | policy
+    # The catalog's version and name for the model, or the policy file.
+    Column("source_detail", String(1024), nullable=False, server_default=""),
+    Column("prices", JSON, nullable=True),
+    _ts("recorded_at", nullable=False),
+    CheckConstraint("source IN ('catalog', 'policy')", name="source"),
+    Index("ix_model_prices_model_id_effective_from", "model_id", "effective_from"),
+)
+
 model_aliases = Table(
     "model_aliases", metadata,
     Column("alias", String(NAME_LENGTH), primary_key=True),
@@ -159,12 +182,27 @@ messages = Table(
     Column("cost_micros", BigInteger, nullable=True),  # NULL: unpriced
     Column("partial", Boolean, nullable=False, server_default="0"),
     _ts("created_at", nullable=False),
+    # The price version that priced it (model_prices.id; NULL: unpriced), what the answer
+    # reported it was served at, the tier threshold its input passed, its fees and gaps.
+    Column("price_id", Integer, nullable=True),
+    Column("service_tier", String(32), nullable=True),
+    Column("batch", Boolean, nullable=False, server_default="0"),
+    Column("speed", String(32), nullable=True),
+    Column("tier_start", BigInteger, nullable=False, server_default="0"),
+    Column("web_searches", BigInteger, nullable=False, server_default="0"),
+    Column("pricing_gaps", String(32), nullable=True),  # e.g. "fee,variant"
     Index("ix_messages_user_id_created_at", "user_id", "created_at"),
 )
 
 def _rollup_measures() -> list[Column[int]]:
     return [Column(name, BigInteger, nullable=False, server_default="0")
             for name in ("messages", "unpriced_messages", "cost_micros")]
+
+
+def _fee_and_gap_measures() -> list[Column[int]]:
+    return [Column(name, BigInteger, nullable=False, server_default="0")
+            for name in (*FEE_COLUMNS, *GAP_COLUMNS)]
+
 
 # One row per (user, UTC day, model), written in the same transaction as each message.
 daily_usage = Table(
@@ -175,7 +213,21 @@ daily_usage = Table(
     *_rollup_measures(),
     *_token_columns(),
     *_token_columns("unpriced_"),
+    *_fee_and_gap_measures(),
     Index("ix_daily_usage_day", "day"),
+)
+
+# Spend per (user, UTC day, model, price version): which prices priced what, kept after raw
+# messages are pruned.
+daily_price_usage = Table(
+    "daily_price_usage", metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("price_id", Integer, ForeignKey("model_prices.id"), primary_key=True),
+    Column("messages", BigInteger, nullable=False, server_default="0"),
+    Column("cost_micros", BigInteger, nullable=False, server_default="0"),
+    Column("web_searches", BigInteger, nullable=False, server_default="0"),
 )
 
 # Lifetime totals per (user, model): the exporter's counters, O(users x models) per scrape.
@@ -186,6 +238,7 @@ usage_totals = Table(
     *_rollup_measures(),
     *_token_columns(),
     *_token_columns("unpriced_"),
+    *_fee_and_gap_measures(),
     # The latest UTC day with usage: "active users" without scanning the daily rollup.
     Column("last_day", Date, nullable=True),
 )

@@ -51,6 +51,7 @@ class LifetimeTotal(NamedTuple):
     cache_read_tokens: int
     cache_write_tokens: int
     cache_write_1h_tokens: int
+    web_searches: int
 
 
 # Where the token counts sit in a LifetimeTotal: `row[LIFETIME_TOKENS]` is one per TOKEN_KINDS.
@@ -74,7 +75,8 @@ class UserSnapshot(NamedTuple):
 def lifetime_totals(conn: Connection) -> list[LifetimeTotal]:
     """Every (user, model) row of the lifetime totals, ordered by user id and model id."""
     stmt = (select(usage_totals.c.user_id, usage_totals.c.model_id, usage_totals.c.cost_micros,
-                   usage_totals.c.messages, *(usage_totals.c[name] for name in _TOKEN_FIELDS))
+                   usage_totals.c.messages, *(usage_totals.c[name] for name in _TOKEN_FIELDS),
+                   usage_totals.c.web_searches)
             .order_by(usage_totals.c.user_id, usage_totals.c.model_id))
     return list(map(LifetimeTotal._make, conn.execute(stmt).all()))
 

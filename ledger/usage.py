@@ -16,16 +16,21 @@ from sqlalchemy import Connection, Executable, bindparam, case, func, or_, selec
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from ledger.catalog import PRICE_COLUMNS, ensure_traffic_model
+from ledger.catalog import ensure_traffic_model
 from ledger.dialect import upsert_for
 from ledger.periods import Period, as_utc, period_bounds
-from ledger.pricing import PricedUsage, Pricing, price_usage
+from ledger.price_versions import PriceVersion, version_at, version_from_row
+from ledger.pricing import GAPS, Billing, PricedUsage, price_message
 from ledger.schema import (
+    FEE_COLUMNS,
+    GAP_COLUMNS,
     chat_daily_usage,
     chats,
+    daily_price_usage,
     daily_usage,
     messages,
     model_aliases,
+    model_prices,
     models,
     period_spend,
     reservations,
@@ -46,6 +51,17 @@ class UsageRecord:
     partial: bool = False
     # Strict mode: the reservation this answer settles (released in the same transaction).
     reservation_id: str | None = None
+    # What the answer reported it was served at (an estimated record: what the request asked
+    # for), and its per-request fees; see ledger.pricing.
+    service_tier: str | None = None
+    batch: bool = False
+    speed: str | None = None
+    web_searches: int = 0
+
+    @property
+    def billing(self) -> Billing:
+        return Billing(service_tier=self.service_tier, batch=self.batch, speed=self.speed,
+                       web_searches=self.web_searches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,7 @@ class RecordResult:
 TOKENS = tuple(f"{kind.value}_tokens" for kind in TOKEN_KINDS)
 UNPRICED = tuple(f"unpriced_{kind.value}_tokens" for kind in TOKEN_KINDS)
 MEASURES = ("messages", "unpriced_messages", "cost_micros")
+PRICE_MEASURES = ("messages", "cost_micros", "web_searches")
 
 
 def _bind(*names: str) -> dict[str, Any]:
@@ -82,7 +99,9 @@ class _Statements:
     message: Executable
     # PostgreSQL: the batch's messages as one array per column (see `_message_rows`).
     message_rows: Executable | None
+    prices: Executable
     daily: Executable
+    daily_prices: Executable
     totals: Executable
     periods: Executable
     chat_daily: Executable
@@ -90,7 +109,9 @@ class _Statements:
 
 
 MESSAGE_COLUMNS = ("id", "user_id", "chat_id", "model_id", "provider", *TOKENS,
-                   "unpriced_tokens", "cost_micros", "partial", "created_at")
+                   "unpriced_tokens", "cost_micros", "partial", "created_at", "price_id",
+                   "service_tier", "batch", "speed", "tier_start", "web_searches",
+                   "pricing_gaps")
 
 
 def _message_rows() -> Executable:
@@ -111,9 +132,11 @@ def _message_rows() -> Executable:
 @functools.cache
 def _statements(dialect: str) -> _Statements:
     alias_of = select(model_aliases.c.model_id).where(model_aliases.c.alias == bindparam("name"))
-    model = (select(models.c.id, models.c.name, models.c.has_pricing,
-                    *(getattr(models.c, column) for column in PRICE_COLUMNS.values()))
+    model = (select(models.c.id, models.c.name)
              .where(or_(models.c.name == bindparam("name"), models.c.id.in_(alias_of))))
+    prices = (select(model_prices)
+              .where(model_prices.c.model_id.in_(bindparam("ids", expanding=True)))
+              .order_by(model_prices.c.effective_from, model_prices.c.id))
     chat = (select(chats.c.id, chats.c.user_id, chats.c.external_id)
             .where(tuple_(chats.c.user_id, chats.c.external_id)
                    .in_(bindparam("pairs", expanding=True))))
@@ -121,19 +144,21 @@ def _statements(dialect: str) -> _Statements:
                 .values(_bind("user_id", "external_id", "created_at"))
                 .on_conflict_do_nothing(index_elements=["user_id", "external_id"]))
     message = (upsert_for(dialect, messages)
-               .values(_bind("id", "user_id", "chat_id", "model_id", "provider", *TOKENS,
-                             "unpriced_tokens", "cost_micros", "partial", "created_at"))
+               .values(_bind(*MESSAGE_COLUMNS))
                .on_conflict_do_nothing(index_elements=["id"]).returning(messages.c.id))
     last_day: Any = bindparam("last_day")
     later = case((usage_totals.c.last_day.is_(None), last_day),
                  (usage_totals.c.last_day < last_day, last_day), else_=usage_totals.c.last_day)
     return _Statements(
-        model=model, chat=chat, new_chat=new_chat, message=message,
+        model=model, chat=chat, new_chat=new_chat, message=message, prices=prices,
         message_rows=_message_rows() if dialect == "postgresql" else None,
         daily=_accumulate(dialect, daily_usage, ("user_id", "day", "model_id"),
-                          (*MEASURES, *TOKENS, *UNPRICED)),
+                          (*MEASURES, *TOKENS, *UNPRICED, *FEE_COLUMNS, *GAP_COLUMNS)),
+        daily_prices=_accumulate(dialect, daily_price_usage,
+                                 ("user_id", "day", "model_id", "price_id"), PRICE_MEASURES),
         totals=_accumulate(dialect, usage_totals, ("user_id", "model_id"),
-                           (*MEASURES, *TOKENS, *UNPRICED), {"last_day": later}),
+                           (*MEASURES, *TOKENS, *UNPRICED, *FEE_COLUMNS, *GAP_COLUMNS),
+                           {"last_day": later}),
         periods=_accumulate(dialect, period_spend, ("user_id", "period", "period_start"),
                             ("cost_micros", "messages")),
         chat_daily=_accumulate(dialect, chat_daily_usage, ("chat_id", "day"),
@@ -142,14 +167,30 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
-def _model(conn: Connection, s: _Statements, record: UsageRecord) -> tuple[int, Pricing | None]:
+def _model_id(conn: Connection, s: _Statements, record: UsageRecord) -> int:
     rows = conn.execute(s.model, {"name": record.model}).all()
     if not rows:
-        return ensure_traffic_model(conn, record.model, record.provider), None
+        return ensure_traffic_model(conn, record.model, record.provider)
     row = min(rows, key=lambda r: r.name != record.model)  # a name beats an alias
-    if not row.has_pricing:
-        return row.id, None
-    return row.id, Pricing(**{k.value: getattr(row, c) for k, c in PRICE_COLUMNS.items()})
+    return int(row.id)
+
+
+def _versions(conn: Connection, s: _Statements,
+              model_ids: set[int]) -> dict[int, list[PriceVersion]]:
+    """The batch's models' price versions, in the order they take effect (one statement)."""
+    found: dict[int, list[PriceVersion]] = {model_id: [] for model_id in model_ids}
+    for row in conn.execute(s.prices, {"ids": sorted(model_ids)}):
+        found[row.model_id].append(version_from_row(row))
+    return found
+
+
+def _price(versions: list[PriceVersion], record: UsageRecord, created_at: datetime
+           ) -> tuple[int | None, PricedUsage]:
+    """The version in effect when the request was made, and what it makes the message cost."""
+    version = version_at(versions, created_at)
+    sheet = None if version is None else version.sheet
+    priced = price_message(sheet, record.usage, record.billing)
+    return (None if version is None or priced.cost_micros is None else version.id), priced
 
 
 def _chat_ids(conn: Connection, s: _Statements,
@@ -190,29 +231,34 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
     concurrent writers on PostgreSQL take row locks in the same order.
     """
     s = _statements(conn.dialect.name)
-    models_seen: dict[tuple[str, str], tuple[int, Pricing | None]] = {}
+    models_seen: dict[tuple[str, str], int] = {}
     first_seen: dict[tuple[int, str], datetime] = {}
     for record in records:
         if record.chat:
             first_seen.setdefault((record.user_id, record.chat), as_utc(record.created_at))
     chat_ids = _chat_ids(conn, s, first_seen)
-    rows: list[dict[str, Any]] = []
-    prepared: list[tuple[UsageRecord, datetime, int, int | None, PricedUsage]] = []
     for record in records:
-        created_at = as_utc(record.created_at)
         model_key = (record.model, record.provider)
         if model_key not in models_seen:
-            models_seen[model_key] = _model(conn, s, record)
-        model_id, pricing = models_seen[model_key]
+            models_seen[model_key] = _model_id(conn, s, record)
+    versions = _versions(conn, s, set(models_seen.values()))
+    rows: list[dict[str, Any]] = []
+    prepared: list[tuple[UsageRecord, datetime, int, int | None, int | None, PricedUsage]] = []
+    for record in records:
+        created_at = as_utc(record.created_at)
+        model_id = models_seen[(record.model, record.provider)]
         chat_id = chat_ids[(record.user_id, record.chat)] if record.chat else None
-        priced = price_usage(pricing, record.usage)
-        prepared.append((record, created_at, model_id, chat_id, priced))
+        price_id, priced = _price(versions[model_id], record, created_at)
+        prepared.append((record, created_at, model_id, chat_id, price_id, priced))
         rows.append({
             "id": record.id, "user_id": record.user_id, "chat_id": chat_id,
             "model_id": model_id, "provider": record.provider,
             **dict(zip(TOKENS, (count for _, count in record.usage.items()), strict=True)),
             "unpriced_tokens": priced.unpriced.total, "cost_micros": priced.cost_micros,
-            "partial": record.partial, "created_at": created_at,
+            "partial": record.partial, "created_at": created_at, "price_id": price_id,
+            "service_tier": record.service_tier, "batch": record.batch, "speed": record.speed,
+            "tier_start": priced.tier_start, "web_searches": record.web_searches,
+            "pricing_gaps": ",".join(sorted(priced.gaps)) or None,
         })
     # RETURNING tells which ids were new (a known id returns nothing) on both backends; for a
     # batch SQLAlchemy sends one multi-row INSERT.
@@ -224,11 +270,12 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
     inserted: set[str] = {row.id for row in returned}
 
     daily: dict[tuple[Any, ...], dict[str, Any]] = {}
+    daily_prices: dict[tuple[Any, ...], dict[str, Any]] = {}
     totals: dict[tuple[Any, ...], dict[str, Any]] = {}
     periods: dict[tuple[Any, ...], dict[str, Any]] = {}
     chat_days: dict[tuple[Any, ...], dict[str, Any]] = {}
     counted: set[int] = set()
-    for index, (record, created_at, model_id, chat_id, priced) in enumerate(prepared):
+    for index, (record, created_at, model_id, chat_id, price_id, priced) in enumerate(prepared):
         if record.id not in inserted:
             continue  # already in the ledger, or repeated within this batch
         inserted.discard(record.id)
@@ -239,11 +286,18 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
                     "cost_micros": cost, **tokens}
         unpriced = dict(zip(UNPRICED, (count for _, count in priced.unpriced.items()),
                             strict=True))
+        unpriced.update({"web_searches": record.web_searches,
+                         "unpriced_web_searches": priced.unpriced_web_searches})
+        unpriced.update({f"{gap.value}_gap_messages": int(gap in priced.gaps) for gap in GAPS})
         day, user = created_at.date(), record.user_id
         _add(daily, (user, day, model_id), {"user_id": user, "day": day, "model_id": model_id},
              {**measures, **unpriced})
         _add(totals, (user, model_id), {"user_id": user, "model_id": model_id},
              {**measures, **unpriced})
+        if price_id is not None:
+            _add(daily_prices, (user, day, model_id, price_id),
+                 {"user_id": user, "day": day, "model_id": model_id, "price_id": price_id},
+                 {"messages": 1, "cost_micros": cost, "web_searches": record.web_searches})
         total = totals[(user, model_id)]
         total["last_day"] = max(total.get("last_day", day), day)
         for period in Period:
@@ -254,8 +308,8 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
         if chat_id is not None:
             _add(chat_days, (chat_id, day), {"chat_id": chat_id, "day": day, "user_id": user},
                  measures)
-    for stmt, sums in ((s.daily, daily), (s.totals, totals), (s.periods, periods),
-                       (s.chat_daily, chat_days)):
+    for stmt, sums in ((s.daily, daily), (s.daily_prices, daily_prices), (s.totals, totals),
+                       (s.periods, periods), (s.chat_daily, chat_days)):
         if len(sums) == 1:
             conn.execute(stmt, next(iter(sums.values())))
         elif sums:
@@ -264,7 +318,7 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
     if releases:
         conn.execute(s.release, releases)
     return [RecordResult(inserted=index in counted, cost_micros=priced.cost_micros)
-            for index, (_, _, _, _, priced) in enumerate(prepared)]
+            for index, (_, _, _, _, _, priced) in enumerate(prepared)]
 
 
 def record_usage(conn: Connection, record: UsageRecord) -> RecordResult:

@@ -285,7 +285,13 @@ def _detail_view(detail: UserDetail) -> dict[str, Any]:
         "to": rfc3339(detail.end),
         "summary": _totals(detail.summary),
         "limit": {**status_view(limit), "utilization": limit.utilization},
-        "models": [{"model": m.model, **_totals(m.totals)} for m in detail.models],
+        "models": [{"model": m.model, **_totals(m.totals), "web_searches": m.web_searches,
+                    "prices": [{"price_id": p.price_id,
+                                "effective_from": rfc3339(p.effective_from),
+                                "source": p.source, "source_detail": p.source_detail,
+                                "messages": p.messages, "cost_micros": p.cost_micros}
+                               for p in m.prices]}
+                   for m in detail.models],
         "chats": [{"chat": c.chat, "first_seen": c.first_seen.isoformat(),
                    "last_seen": c.last_seen.isoformat(), **_totals(c.totals)}
                   for c in detail.chats],

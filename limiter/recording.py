@@ -53,6 +53,10 @@ def to_entry(record: UsageRecord) -> Entry:
         "chat": record.chat,
         "partial": record.partial,
         "reservation_id": record.reservation_id,
+        "service_tier": record.service_tier,
+        "batch": record.batch,
+        "speed": record.speed,
+        "web_searches": record.web_searches,
     }
 
 
@@ -68,6 +72,11 @@ def from_entry(entry: Entry) -> UsageRecord:
         chat=entry.get("chat"),
         partial=bool(entry.get("partial", False)),
         reservation_id=entry.get("reservation_id"),
+        # Entries written before the ledger priced variants and fees have none of these.
+        service_tier=entry.get("service_tier"),
+        batch=bool(entry.get("batch", False)),
+        speed=entry.get("speed"),
+        web_searches=int(entry.get("web_searches", 0)),
     )
 
 

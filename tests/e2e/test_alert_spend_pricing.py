@@ -69,7 +69,8 @@ def _policy(*, with_unpriced_model: bool) -> dict[str, Any]:
                     "cache_write_1h": 6},
     }]
     if with_unpriced_model:
-        models.append({"name": UNPRICED_MODEL, "provider": "openai", "enabled": True})
+        models.append({"name": UNPRICED_MODEL, "provider": "openai", "enabled": True,
+                       "pricing": "none"})
     return {
         "limits": {"enabled": True, "period": "month"},
         "users": [{"username": "alice", "name": "Alice Liddell", "limit_usd": 0.01}],

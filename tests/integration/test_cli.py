@@ -71,13 +71,42 @@ def test_upgrade_apply_keys_and_usage(fresh_sqlite: str) -> None:
     assert table["total"] == 1
     assert table["users"][0] | {} == table["users"][0]
     row = table["users"][0]
+    # 1M input tokens pass the catalog's 200k threshold: every token at the long-context
+    # prices, 6 and 22.5 USD per 1M.
     assert (row["username"], row["cost_micros"], row["messages"], row["chats"]) == (
-        "alice", 3_000_150, 1, 1)
+        "alice", 6_000_225, 1, 1)
     text = run(url, "usage").stdout
-    assert "alice" in text and "$3.00015" in text
+    assert "alice" in text and "$6.000225" in text
+
+
+def test_prices_shows_a_models_prices_and_their_source(fresh_sqlite: str,
+                                                       tmp_path: Path) -> None:
+    url = fresh_sqlite
+    run(url, "db", "upgrade")
+    run(url, "apply", "-f", EXAMPLE)
+    catalog = run(url, "prices", "claude-sonnet-4-5-20250929").stdout  # by its alias
+    assert catalog.startswith("model claude-sonnet-4-5 (anthropic)\n")
+    assert ", catalog (genai-prices 0.2.5 anthropic/claude-sonnet-4-5)" in catalog
+    assert "input above 200000                   6 USD per 1M tokens" in catalog
+    assert "web_search                           10 USD per 1,000" in catalog
+    own = json.loads(run(url, "prices", "gpt-5.4", "--json").stdout)
+    assert (own["model"], own["current"]["source"]) == ("gpt-5.4", "policy")
+    assert own["current"]["source_detail"] == EXAMPLE
+    assert own["current"]["prices"]["cache_read above 272000"] == "0.45"
+    assert own["current"]["prices"]["service_tier=flex output"] == "6.75"
+    assert own["upcoming"] == []
+
+    changed = tmp_path / "policy.yaml"
+    changed.write_text(Path(EXAMPLE).read_text().replace("      input: 2.25\n",
+                                                         "      input: 2.5\n"))
+    dry = run(url, "apply", "-f", str(changed), "--dry-run").stdout
+    assert "~ model gpt-5.4: price input 2.25 -> 2.5" in dry
+    assert "prices from" in dry  # the file is another source now
+    assert json.loads(run(url, "prices", "gpt-5.4", "--json").stdout) == own  # dry: unchanged
 
 
 @pytest.mark.parametrize("args", [
+    ("prices", "nope"),
     ("keys", "create", "nobody"),
     ("usage", "--from", "yesterday"),
     ("usage", "--from", "2026-11-02", "--to", "2026-11-01"),

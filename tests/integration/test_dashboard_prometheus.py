@@ -125,10 +125,16 @@ def _exporter(t: float) -> Iterator[Metric]:
     yield _gauge(m.LIMITS_PERIOD_END_TIMESTAMP_SECONDS, value=time.time() + 86400)
     yield _gauge(m.LIMITS_INFO, {"period": "month", "group_policy": "lowest"})
     yield _gauge(m.MODELS_WITHOUT_PRICING)
-    yield _gauge(m.MODEL_PRICING_MISSING, {"model": "mystery-model", "token_type": "input"})
+    yield _gauges(m.MODEL_PRICING_MISSING, [
+        ({"model": "mystery-model", "token_type": "input", "gap": m.GAP_PRICE}, 1),
+        ({"model": "gpt-5", "token_type": "", "gap": "variant"}, 1)])
     yield _gauges(m.MODEL_PRICE_USD_PER_MILLION_TOKENS,
                   [({"model": "claude-sonnet-4-5", "token_type": "input"}, 3)])
-    yield _counter(m.UNPRICED_MESSAGES, [({"model": "mystery-model"}, 3 + 0.5 * t)])
+    yield _counter(m.UNPRICED_MESSAGES, [
+        ({"model": "mystery-model", "gap": m.GAP_PRICE}, 3 + 0.5 * t),
+        ({"model": "gpt-5", "gap": "variant"}, 1 + 0.1 * t)])
+    yield _counter(m.FEES, [({"user": "alice", "model": "claude-sonnet-4-5",
+                              "fee": "web_search"}, 2 + 0.2 * t)])
     yield _counter(m.UNPRICED_TOKENS, [({"model": "mystery-model", "token_type": "input"},
                                         300 + 20 * t)])
     yield _gauge(m.SERIES_DROPPED, {"collector": "ledger"}, 0)

@@ -29,6 +29,7 @@ from ledger.policy_file import parse_policy
 from ledger.settings import DatabaseSettings
 from ledger.spend import limit_status
 from ledger.tokens import TOKEN_KINDS, TokenUsage
+from ledger.usage import UsageRecord, record_usage
 from ledger.users import get_user
 from tests.support.exporter_seed import (
     MONTH_END,
@@ -123,14 +124,14 @@ def test_every_value_matches_the_ledger(ledger_url: str, scrape) -> None:  # typ
     for kind in TOKEN_KINDS:
         for model in ("free-model", "mystery-model"):
             assert value(samples, "agentmeter_model_pricing_missing", model=model,
-                         token_type=kind.value) == 1.0
+                         token_type=kind.value, gap="price") == 1.0
     for missing in ("cache_write", "cache_write_1h"):
         assert value(samples, "agentmeter_model_pricing_missing", model="gpt-5",
-                     token_type=missing) == 1.0
+                     token_type=missing, gap="price") == 1.0
     assert value(samples, "agentmeter_model_pricing_missing", model="gpt-5",
-                 token_type="input") is None
+                 token_type="input", gap="price") is None
     assert value(samples, "agentmeter_model_pricing_missing", model="retired-model",
-                 token_type="input") is None
+                 token_type="input", gap="price") is None
     prices = {("claude-sonnet-4-5", "input"): 3.0, ("claude-sonnet-4-5", "output"): 15.0,
               ("claude-sonnet-4-5", "cache_read"): 0.3, ("claude-sonnet-4-5", "cache_write"): 3.75,
               ("claude-sonnet-4-5", "cache_write_1h"): 6.0, ("gpt-5", "input"): 1.25,
@@ -142,10 +143,18 @@ def test_every_value_matches_the_ledger(ledger_url: str, scrape) -> None:  # typ
     assert exported_prices == prices
 
     # Unpriced messages and tokens per model; every enabled model at 0 from the start.
-    assert value(samples, "agentmeter_unpriced_messages_total", model="free-model") == 1.0
-    assert value(samples, "agentmeter_unpriced_messages_total", model="mystery-model") == 1.0
-    assert value(samples, "agentmeter_unpriced_messages_total", model="gpt-5") == 0.0
-    assert value(samples, "agentmeter_unpriced_messages_total", model="claude-sonnet-4-5") == 0.0
+    price = {"gap": "price"}
+    assert value(samples, "agentmeter_unpriced_messages_total", model="free-model", **price) == 1
+    assert value(samples, "agentmeter_unpriced_messages_total", model="mystery-model",
+                 **price) == 1.0
+    assert value(samples, "agentmeter_unpriced_messages_total", model="gpt-5", **price) == 0.0
+    for gap in ("price", "variant", "tier", "fee"):
+        assert value(samples, "agentmeter_unpriced_messages_total", model="claude-sonnet-4-5",
+                     gap=gap) == 0.0
+    # No answer reported a fee yet: every (user, model) at 0.
+    for user, model in expected.messages:
+        assert value(samples, "agentmeter_fees_total", user=user, model=model,
+                     fee="web_search") == 0.0
     assert expected.unpriced_messages == {"free-model": 1, "mystery-model": 1}
     unpriced_tokens = {("free-model", "input"): 100, ("free-model", "output"): 200,
                        ("mystery-model", "input"): 5, ("gpt-5", "cache_write"): 50}
@@ -159,6 +168,40 @@ def test_every_value_matches_the_ledger(ledger_url: str, scrape) -> None:  # typ
     families = text_string_to_metric_families(text)
     exposed = {s.name for f in families for s in f.samples}
     assert exposed <= metric_names.exposed_names()
+
+
+def test_fees_and_the_pricing_gaps_answers_reveal(ledger_url: str, scrape) -> None:  # type: ignore[no-untyped-def]
+    seed(ledger_url)
+    engine = create_sync_engine(DatabaseSettings(url=ledger_url))
+    with engine.begin() as conn:
+        alice = get_user(conn, "alice").id
+        for n, (model, billing) in enumerate([
+                ("claude-sonnet-4-5", {"web_searches": 4}),  # no web-search price: a fee gap
+                ("gpt-5", {"service_tier": "scale"}),  # a tier gpt-5 has no price for
+                ("gpt-5", {"service_tier": "default", "web_searches": 0})]):
+            record_usage(conn, UsageRecord(
+                id=f"gap-{n}", user_id=alice, model=model, provider="openai",
+                usage=TokenUsage(input=10, output=10), created_at=NOW - timedelta(minutes=1),
+                **billing))  # type: ignore[arg-type]
+    engine.dispose()
+    samples = read(scrape(ledger_url))
+    assert value(samples, "agentmeter_fees_total", user="alice", model="claude-sonnet-4-5",
+                 fee="web_search") == 4.0
+    assert value(samples, "agentmeter_model_pricing_missing", model="claude-sonnet-4-5",
+                 token_type="", gap="fee") == 1.0
+    assert value(samples, "agentmeter_model_pricing_missing", model="gpt-5", token_type="",
+                 gap="variant") == 1.0
+    assert value(samples, "agentmeter_model_pricing_missing", model="gpt-5", token_type="",
+                 gap="fee") is None
+    assert value(samples, "agentmeter_unpriced_messages_total", model="gpt-5",
+                 gap="variant") == 1.0
+    assert value(samples, "agentmeter_unpriced_messages_total", model="claude-sonnet-4-5",
+                 gap="fee") == 1.0
+    # A gap leaves the gauge once no recent answer shows it; the counters keep their count.
+    later = read(scrape(ledger_url, clock=NOW + timedelta(days=60)))
+    assert value(later, "agentmeter_model_pricing_missing", model="gpt-5", token_type="",
+                 gap="variant") is None
+    assert value(later, "agentmeter_unpriced_messages_total", model="gpt-5", gap="variant") == 1
 
 
 def test_counters_survive_an_exporter_restart(ledger_url: str, scrape) -> None:  # type: ignore[no-untyped-def]
@@ -182,11 +225,14 @@ def test_known_label_sets_are_exported_at_zero_before_any_traffic(
     engine.dispose()
     registry = read(scrape(ledger_url))
     for model in ("claude-sonnet-4-5", "gpt-5", "free-model"):
-        assert value(registry, "agentmeter_unpriced_messages_total", model=model) == 0.0
+        for gap in ("price", "variant", "tier", "fee"):
+            assert value(registry, "agentmeter_unpriced_messages_total", model=model,
+                         gap=gap) == 0.0
         for kind in TOKEN_KINDS:
             assert value(registry, "agentmeter_unpriced_tokens_total", model=model,
                          token_type=kind.value) == 0.0
-    assert value(registry, "agentmeter_unpriced_messages_total", model="retired-model") is None
+    assert value(registry, "agentmeter_unpriced_messages_total", model="retired-model",
+                 gap="price") is None
     assert value(registry, "agentmeter_series_dropped", collector="ledger") == 0.0
     assert value(registry, "agentmeter_models_without_pricing") == 1.0
     # No default limit: the gauge is absent rather than a misleading 0.
@@ -231,7 +277,8 @@ def test_only_active_users_up_to_the_cap(ledger_url: str, scrape) -> None:  # ty
         assert value(capped, "agentmeter_user_spend_usd", user=user) is None
         assert value(capped, "agentmeter_spend_usd_total", user=user, model="gpt-5") is None
     # Per-model figures are not per user and are never cut.
-    assert value(capped, "agentmeter_unpriced_messages_total", model="gpt-5") == 0.0
+    assert value(capped, "agentmeter_unpriced_messages_total", model="gpt-5",
+                 gap="price") == 0.0
 
 
 def test_odd_usernames_give_a_valid_exposition(ledger_url: str, scrape) -> None:  # type: ignore[no-untyped-def]

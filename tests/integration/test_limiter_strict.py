@@ -104,3 +104,45 @@ async def test_strict_bound_uses_model_max_output_tokens(
     assert allowed.status == 200
     await settled(app)
     assert query(sqlite_url, "SELECT count(*) FROM reservations")[0][0] == 0
+
+
+# A long-context model: above 100 tokens of total input every token costs four times more.
+TIERED_MODEL = {"name": "gpt-tiered", "provider": "openai", "max_output_tokens": 1000,
+                "pricing": {"input": 1, "output": 2,
+                            "tiers": [{"above": 100, "input": 4, "output": 8}]}}
+
+
+@pytest.mark.xfail(strict=True, reason="limiter wiring pending: strict_upper_bound must bound "
+                   "with Model.prices (ledger.pricing.cost_upper_bound), not the flat base prices")
+async def test_fifty_concurrent_requests_reaching_a_tier_never_pass_the_limit(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path) -> None:
+    # Each answer reports 150 input tokens, past the tier: 150 x 4 + 500 x 8 = 4,600 micros,
+    # nearly four times what the base prices would hold for it.
+    fake = FakeUpstream(Answer(usage=TokenUsage(input=150, output=500), hang_seconds=0.3))
+    await fake.start()
+    limit = 50_000
+    users = [{"username": "alice", "limit_usd": f"{limit / 1_000_000:.6f}"}]
+    base = policy()
+    keys = seed_ledger(ledger_url, policy(users=users, models=[*base["models"], TIERED_MODEL]),
+                       keys_for=("alice",))
+    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake.base_url,
+                                                   enforcement="strict"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    # About 450 bytes of body: the 150 tokens the answer reports fit in it, and it can pass
+    # the threshold, so the bound is the tier's.
+    body = openai_request(model="gpt-tiered", max_tokens=500,
+                          messages=[{"role": "user", "content": "fix the tests " * 28}])
+    assert 150 < len(json.dumps(body).encode()) < 500
+
+    async def one() -> int:
+        resp = await client.post(CHAT, json=body, headers=bearer(keys["alice"]))
+        await resp.read()
+        return resp.status
+
+    statuses = await asyncio.gather(*(one() for _ in range(50)))
+    await settled(app)
+    await fake.close()
+    answered = statuses.count(200)
+    assert set(statuses) == {200, 409} and answered >= 1
+    assert spend(ledger_url) == answered * 4_600 <= limit

@@ -55,6 +55,7 @@ models:
     pricing: {input: 1.25, output: 10, cache_read: 0.125}
   - name: free-model
     provider: openai
+    pricing: none
   - name: retired-model
     provider: openai
     enabled: false

@@ -44,7 +44,7 @@ BASE_POLICY: dict[str, Any] = {
         {"name": "claude-test", "provider": "anthropic", "aliases": ["claude-test-2025"],
          "max_output_tokens": 2000,
          "pricing": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}},
-        {"name": "free-model", "provider": "openai"},
+        {"name": "free-model", "provider": "openai", "pricing": "none"},
         {"name": "retired-model", "provider": "openai", "enabled": False,
          "pricing": {"input": 1, "output": 1}},
     ],

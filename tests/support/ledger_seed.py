@@ -36,6 +36,7 @@ models:
     pricing: {input: 1.25, output: 10, cache_read: 0.125}
   - name: mystery-model
     provider: openai
+    pricing: none
 """
 
 

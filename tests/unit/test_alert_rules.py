@@ -72,7 +72,8 @@ def test_alerts_required_by_the_design_exist() -> None:
     expected = {
         "AgentmeterUserNearSpendLimit", "AgentmeterUserSpendLimitReached",
         "AgentmeterUserSpendForecastOverLimit", "AgentmeterModelsWithoutPricing",
-        "AgentmeterUnpricedUsage", "AgentmeterLimiterFailingOpen", "AgentmeterUsageSpoolBacklog",
+        "AgentmeterUnpricedUsage", "AgentmeterPricingGap", "AgentmeterLimiterFailingOpen",
+        "AgentmeterUsageSpoolBacklog",
         "AgentmeterLimiterErrorRateHigh", "AgentmeterLimiterOverheadHigh", "AgentmeterLimiterDown",
         "AgentmeterExporterDown", "AgentmeterCollectorFailing", "AgentmeterNodeCPUHigh",
         "AgentmeterNodeMemoryHigh", "AgentmeterNodeOvercommitted",

@@ -45,6 +45,8 @@ def test_usage_totals_cover_cost_messages_chats_and_tokens_by_kind() -> None:
         assert exprs(p) == [f'sum(increase({series}{{job="agentmeter-exporter"}}[$__range]))']
     tokens = panel("usage", "Tokens by kind")
     assert "sum by (token_type)" in exprs(tokens)[0]
+    assert exprs(panel("usage", "Fees by kind")) == [
+        'sum by (fee) (increase(agentmeter_fees_total{job="agentmeter-exporter"}[$__range]))']
     assert panel("usage", "Total cost")["fieldConfig"]["defaults"]["unit"] == "currencyUSD"
 
 
@@ -110,6 +112,8 @@ def test_user_detail_limit_source_reset_and_breakdowns() -> None:
     assert resets["fieldConfig"]["defaults"]["unit"].startswith("dateTime")
     per_model = panel("user-detail", "Per model")
     assert all("sum by (model)" in e for e in exprs(per_model))
+    assert 'agentmeter_fees_total{job="agentmeter-exporter", user="$user", fee="web_search"}' in (
+        exprs(per_model)[-1])
     per_chat = panel("user-detail", "Per chat")
     assert per_chat["datasource"]["uid"] == "${ledger}"
     assert "chat_daily_usage" in exprs(per_chat)[0]
@@ -128,6 +132,8 @@ def test_limits_dashboard_shows_state_users_409s_fail_open_and_pricing_gaps() ->
     assert "sum by (reason)" in exprs(panel("limits", "Limit fail-open events"))[0]
     gaps = exprs(panel("limits", "Models without pricing"))
     assert "agentmeter_models_without_pricing" in gaps[0]
+    by_kind = exprs(panel("limits", "Unpriced message rate by model and gap"))
+    assert by_kind[0].startswith("sum by (model, gap) (rate(agentmeter_unpriced_messages_total")
     unpriced = exprs(panel("limits", "Unpriced messages by model"))
     assert "agentmeter_unpriced_messages_total" in unpriced[0]
 

@@ -157,7 +157,7 @@ def test_names_at_the_column_limits_are_accepted(apply_engine: Any) -> None:
                    "limit_usd": "9223372036854"}],
         "groups": [{"name": "g" * 255, "members": ["u" * 1024]}],
         "models": [{"name": "m" * 255, "provider": "openai", "aliases": ["a" * 255],
-                    "max_output_tokens": 2**31 - 1}],
+                    "max_output_tokens": 2**31 - 1, "pricing": "none"}],
     })
     parsed = outcome(text)
     assert isinstance(parsed, Policy)

@@ -167,5 +167,16 @@ def test_usage_records_round_trip_through_the_spool_format() -> None:
                          usage=TokenUsage(input=1, output=2, cache_read=3, cache_write=4,
                                           cache_write_1h=5),
                          created_at=datetime(2026, 3, 14, 12, 30, 1, 5, tzinfo=UTC),
-                         chat="chat-9", partial=True, reservation_id="res-1")
+                         chat="chat-9", partial=True, reservation_id="res-1",
+                         service_tier="flex", batch=True, speed="fast", web_searches=3)
     assert from_entry(json.loads(json.dumps(to_entry(record)))) == record
+
+
+def test_entries_spooled_before_variants_and_fees_still_replay() -> None:
+    old = {"id": "r-1", "user_id": 7, "model": "gpt-test", "provider": "openai",
+           "usage": {"input": 10, "output": 2}, "created_at": "2026-03-14T12:30:01+00:00",
+           "chat": None, "partial": False, "reservation_id": None}
+    record = from_entry(old)
+    assert (record.service_tier, record.batch, record.speed, record.web_searches) == (
+        None, False, None, 0)
+    assert record.usage == TokenUsage(input=10, output=2)
