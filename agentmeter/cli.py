@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from agentmeter import commands
+from agentmeter import coder_commands, commands
 from agentmeter.config import ConfigError
+from coder.client import CoderError
 from ledger.errors import LedgerError
 
 EXIT_ERROR = 1
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-page", type=int, default=50)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    coder = sub.add_parser("coder", help="Coder integration").add_subparsers(
+        dest="coder_command", required=True, metavar="COMMAND")
+    p = command("sync", coder_commands.coder_sync,
+                "make the ledger's users, groups and memberships equal Coder's", coder)
+    p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
+
     dash = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
         dest="dash_command", required=True, metavar="COMMAND")
     p = command("build", commands.dashboards_build, "write the dashboard JSON files", dash)
@@ -88,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
         return result
-    except (ConfigError, LedgerError, CliError, ValueError) as exc:
+    except (ConfigError, LedgerError, CliError, CoderError, ValueError) as exc:
         message = str(exc)
     except (OperationalError, ProgrammingError) as exc:
         message = _database_problem(exc)

@@ -25,7 +25,8 @@ class CoderUser:
 
 @dataclass(frozen=True, slots=True)
 class SavedUser:
-    user_id: int
+    # None: not linked, because another ledger user holds the username.
+    user_id: int | None
     # What changed, one line each (empty: the ledger already agreed).
     changes: tuple[str, ...]
 
@@ -51,8 +52,8 @@ def save_coder_user(conn: Connection, user: CoderUser) -> SavedUser:
         taken = conn.execute(select(users.c.id).where(
             users.c.username == wanted["username"])).first()
         if taken is not None:
-            return SavedUser(int(taken.id), (f"user {user.username}: the username belongs to "
-                                             f"another Coder user in the ledger; not linked",))
+            return SavedUser(None, (f"user {user.username}: the username belongs to another "
+                                    "Coder user in the ledger; not linked",))
         user_id = conn.execute(users.insert().values(
             coder_id=user.coder_id, created_at=datetime.now(UTC), **wanted)
         ).inserted_primary_key[0]  # type: ignore[index]

@@ -105,6 +105,9 @@ class FakeCoder:
         self.groups[group.id] = group
         return group
 
+    def users_by_name(self, username: str) -> FakeUser:
+        return next(u for u in self.users.values() if u.username == username)
+
     def token_for(self, user: FakeUser, lifetime_seconds: float | None = None) -> str:
         token = mint_token()
         expires = None if lifetime_seconds is None else time.monotonic() + lifetime_seconds
