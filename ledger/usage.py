@@ -46,6 +46,16 @@ class UsageRecord:
     partial: bool = False
     # Strict mode: the reservation this answer settles (released in the same transaction).
     reservation_id: str | None = None
+    # Usage already billed elsewhere (`agentmeter coder import`): recorded with the cost it
+    # was billed at instead of being priced again, so the spend carried over is what the
+    # user was charged.
+    billed: BilledCost | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BilledCost:
+    # None: billed as unpriced (all of the message's tokens count as unpriced).
+    cost_micros: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +215,10 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
             models_seen[model_key] = _model(conn, s, record)
         model_id, pricing = models_seen[model_key]
         chat_id = chat_ids[(record.user_id, record.chat)] if record.chat else None
-        priced = price_usage(pricing, record.usage)
+        priced = (price_usage(pricing, record.usage) if record.billed is None
+                  else PricedUsage(record.billed.cost_micros,
+                                   record.usage if record.billed.cost_micros is None
+                                   else TokenUsage()))
         prepared.append((record, created_at, model_id, chat_id, priced))
         rows.append({
             "id": record.id, "user_id": record.user_id, "chat_id": chat_id,
