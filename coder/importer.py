@@ -263,8 +263,6 @@ def copy_usage(conn: psycopg.Connection[dict[str, Any]], ledger: Engine,
                     saved = save_coder_user(ledger_conn, CoderUser(
                         coder_id=owner, username=row["username"], name=row["name"] or "",
                         email=row["email"] or "", suspended=row["status"] == "suspended"))
-                    if saved.user_id is None:
-                        raise ValueError(saved.changes[0])
                     owners[owner] = saved.user_id
             results = record_usage_batch(ledger_conn, [_record(r, owners[str(r["owner_id"])])
                                                        for r in batch])

@@ -49,9 +49,10 @@ def ledger_group_name(group: Group, organizations: dict[str, Organization]) -> s
     return f"{organization.name}/{group.name}"[:NAME_LENGTH]
 
 
-def _group_row(conn: Connection, group: Group, name: str, changes: list[str]) -> int | None:
+def _group_row(conn: Connection, group: Group, name: str, live_ids: set[str],
+               changes: list[str]) -> int | None:
     """The ledger group of this Coder group, created, linked or renamed as needed."""
-    group_id, current = find_coder_group(conn, group.id, name)
+    group_id, current = find_coder_group(conn, group.id, name, live_ids)
     if group_id is None:
         if conn.execute(select(groups.c.id).where(groups.c.name == name)).first() is not None:
             changes.append(f"group {name}: the name belongs to another Coder group in the "
@@ -110,15 +111,16 @@ def apply_directory(conn: Connection, directory: Directory) -> list[str]:
                                                 name=user.name, email=user.email,
                                                 suspended=user.suspended))
         changes.extend(saved.changes)
-        if saved.user_id is not None:
-            ledger_ids[user.id] = saved.user_id
+        ledger_ids[user.id] = saved.user_id
 
     organizations = {o.id: o for o in directory.organizations}
+    live_ids = {g.id for g in directory.groups}
     synced: set[int] = set()
     for group in sorted(directory.groups, key=lambda g: ledger_group_name(g, organizations)):
         if group.is_everyone:
             continue
-        group_id = _group_row(conn, group, ledger_group_name(group, organizations), changes)
+        group_id = _group_row(conn, group, ledger_group_name(group, organizations), live_ids,
+                              changes)
         if group_id is None:
             continue
         synced.add(group_id)

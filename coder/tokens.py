@@ -92,10 +92,6 @@ NOT_A_CODER_TOKEN = TokenCheck(Outcome.REFUSED, None, "unknown API key")
 UNAVAILABLE = TokenCheck(Outcome.UNAVAILABLE, None,
                          "Coder cannot be reached to check this token; try again shortly")
 
-CONFLICT = ("another agentmeter user has this Coder user's username; an administrator must "
-            "rename one of them")
-
-
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -119,6 +115,8 @@ class TokenResolver:
         self.outcomes: Counter[Outcome] = Counter()
 
     async def check(self, token: str) -> TokenCheck:
+        """What the limiter answers for this credential. Raises what the ledger raises when a
+        new user cannot be saved (the limiter treats that like any ledger outage)."""
         result = await self._check(token)
         self.outcomes[result.outcome] += 1
         return result
@@ -189,22 +187,16 @@ class TokenResolver:
             until = now + settings.refusal_cache_seconds
             return _Entry(TokenCheck(Outcome.SUSPENDED, None,
                                      "your Coder account is suspended"), until, until)
-        if identity is None:
-            until = now + settings.refusal_cache_seconds
-            return _Entry(TokenCheck(Outcome.REFUSED, None, CONFLICT), until, until)
         fresh = now + settings.token_cache_seconds
         return _Entry(TokenCheck(Outcome.ACCEPTED, identity, ""), fresh,
                       fresh + settings.outage_grace_seconds)
 
-    async def _save(self, user: User) -> Identity | None:
-        """The ledger's user for this Coder user, created on first sight; None when another
-        ledger user holds the username (an operator must sort that out)."""
+    async def _save(self, user: User) -> Identity:
+        """The ledger's user for this Coder user, created on first sight."""
         coder_user = CoderUser(coder_id=user.id, username=user.username, name=user.name,
                                email=user.email, suspended=user.suspended)
         async with self._engine.begin() as conn:
             saved = await conn.run_sync(save_coder_user, coder_user)
-        if saved.user_id is None:
-            return None
         return Identity(user_id=saved.user_id, username=user.username, coder_id=user.id)
 
     def _remember(self, key: str, entry: _Entry) -> None:

@@ -6,6 +6,7 @@ Used by the Coder token check (a user created on first sight), `agentmeter coder
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,8 +26,7 @@ class CoderUser:
 
 @dataclass(frozen=True, slots=True)
 class SavedUser:
-    # None: not linked, because another ledger user holds the username.
-    user_id: int | None
+    user_id: int
     # What changed, one line each (empty: the ledger already agreed).
     changes: tuple[str, ...]
 
@@ -35,43 +35,46 @@ def _fit(text: str) -> str:
     return text[:USER_TEXT_LENGTH]
 
 
+def _free_username(conn: Connection, username: str, coder_id: str) -> list[str]:
+    """Coder gives a username to one user at a time: a ledger row of another Coder user that
+    still holds it (that user was renamed or deleted in Coder since) is moved aside to
+    `USERNAME~ID` with its history, until Coder's answer about that user renames it."""
+    holder = conn.execute(select(users.c.id, users.c.coder_id).where(
+        users.c.username == username)).first()
+    if holder is None or holder.coder_id in (None, coder_id):
+        return []
+    aside = _fit(f"{username}~{holder.coder_id[:8]}")
+    conn.execute(update(users).where(users.c.id == holder.id).values(username=aside))
+    return [f"user {username}: the earlier Coder user of that name is now {aside}"]
+
+
 def save_coder_user(conn: Connection, user: CoderUser) -> SavedUser:
     """Make the ledger's row of this Coder user equal Coder's: found by Coder's id, else the
-    policy-declared user of the same username is adopted, else a new row is made.
-
-    A rename onto a username another ledger user holds keeps the old username (and says so):
-    two people must never share one spend.
-    """
+    policy-declared (unlinked) user of the same username is adopted, else a new row is made."""
     wanted = {"username": _fit(user.username), "name": _fit(user.name),
               "email": _fit(user.email), "suspended": user.suspended}
     row = conn.execute(select(users).where(users.c.coder_id == user.coder_id)).first()
     if row is None:
         row = conn.execute(select(users).where(users.c.username == wanted["username"],
                                                users.c.coder_id.is_(None))).first()
+    changes = _free_username(conn, _fit(user.username), user.coder_id)
     if row is None:
-        taken = conn.execute(select(users.c.id).where(
-            users.c.username == wanted["username"])).first()
-        if taken is not None:
-            return SavedUser(None, (f"user {user.username}: the username belongs to another "
-                                    "Coder user in the ledger; not linked",))
         user_id = conn.execute(users.insert().values(
             coder_id=user.coder_id, created_at=datetime.now(UTC), **wanted)
         ).inserted_primary_key[0]  # type: ignore[index]
-        return SavedUser(int(user_id), (f"user {user.username}: created from Coder",))
-    changes: list[str] = []
+        return SavedUser(int(user_id), (*changes, f"user {user.username}: created from Coder"))
     values: dict[str, object] = {}
     if row.coder_id != user.coder_id:
         values["coder_id"] = user.coder_id
         changes.append(f"user {row.username}: linked to Coder user {user.coder_id}")
     if row.username != wanted["username"]:
-        holder = conn.execute(select(users.c.id).where(
-            users.c.username == wanted["username"])).first()
-        if holder is None:
+        if conn.execute(select(users.c.id).where(
+                users.c.username == wanted["username"])).first() is None:
             values["username"] = wanted["username"]
             changes.append(f"user {row.username}: renamed to {wanted['username']}")
-        else:
+        else:  # a user only the policy file declares has the name: an operator must choose
             changes.append(f"user {row.username}: not renamed to {wanted['username']} "
-                           "(another ledger user has that username)")
+                           "(a user of the policy file has that username)")
     if (row.name, row.email) != (wanted["name"], wanted["email"]):
         values.update(name=wanted["name"], email=wanted["email"])
         changes.append(f"user {wanted['username']}: name/email {row.name!r} <{row.email}> -> "
@@ -85,12 +88,17 @@ def save_coder_user(conn: Connection, user: CoderUser) -> SavedUser:
     return SavedUser(int(row.id), tuple(changes))
 
 
-def find_coder_group(conn: Connection, coder_id: str, name: str) -> tuple[int | None, str | None]:
-    """The ledger group of this Coder group (by id, else an unsynced group of the same name
-    to adopt), with its current name; (None, None) when there is none."""
-    row = conn.execute(select(groups.c.id, groups.c.name)
+def find_coder_group(conn: Connection, coder_id: str, name: str,
+                     live_ids: Collection[str]) -> tuple[int | None, str | None]:
+    """The ledger group of this Coder group, with its current name: found by Coder's id, else
+    the group of the same name that is unlinked or linked to a Coder group that no longer
+    exists (deleted and made again under the same name: it keeps its limit and history).
+    (None, None) when there is none."""
+    row = conn.execute(select(groups.c.id, groups.c.name, groups.c.coder_id)
                        .where(groups.c.coder_id == coder_id)).first()
     if row is None:
-        row = conn.execute(select(groups.c.id, groups.c.name)
-                           .where(groups.c.name == name, groups.c.coder_id.is_(None))).first()
+        row = conn.execute(select(groups.c.id, groups.c.name, groups.c.coder_id)
+                           .where(groups.c.name == name)).first()
+        if row is not None and row.coder_id is not None and row.coder_id in live_ids:
+            row = None
     return (None, None) if row is None else (int(row.id), str(row.name))

@@ -167,3 +167,25 @@ async def test_coder_refusing_or_missing_is_one_line_and_writes_nothing(
     down = await sync(ok=False)
     assert "Cannot connect" in down.stderr or "ClientConnectorError" in down.stderr
     assert _users(engine) == {}
+
+
+async def test_a_group_made_again_under_its_name_keeps_its_limit(
+        coder: FakeCoder, engine: Engine, ledger_url: str, tmp_path: Path) -> None:
+    sync = Sync(coder, ledger_url)
+    alice = coder.add_user("alice")
+    bob = coder.add_user("bob")
+    old = coder.add_group("ml", [alice])
+    await sync()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("limits: {enabled: true}\ngroups:\n  - {name: ml, limit_usd: 200}\n")
+    await agentmeter(sync.env, "apply", "-f", str(policy))
+    del coder.groups[old.id]
+    new = coder.add_group("ml", [bob])
+
+    changed = await sync()
+
+    assert f"group ml: linked to Coder group {new.id}" in changed.stdout
+    assert _groups(engine) == {"ml": ["bob"]}
+    with engine.connect() as conn:
+        bob_id = conn.execute(select(users.c.id).where(users.c.username == "bob")).scalar()
+        assert effective_limit(conn, int(bob_id)).limit_micros == 200_000_000

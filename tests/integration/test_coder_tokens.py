@@ -191,3 +191,31 @@ async def test_a_burst_of_unknown_tokens_makes_a_bounded_number_of_calls(
         distinct = await asyncio.gather(*(h.resolver.check(mint_token()) for _ in range(40)))
         assert {c.outcome for c in distinct} == {Outcome.REFUSED}
         assert coder.max_in_flight <= 4
+
+
+async def test_coder_answering_errors_is_unavailable_not_a_refusal(h: Harness) -> None:
+    gina = h.coder.add_user("gina")
+    token = h.coder.token_for(gina)
+    h.coder.me_status = 502
+
+    check = await h.resolver.check(token)
+
+    assert check.outcome is Outcome.UNAVAILABLE and check.http_status == 503
+    h.coder.me_status = None
+    h.clock.now += 2  # past the pause after a failure
+    assert (await h.resolver.check(token)).outcome is Outcome.ACCEPTED
+
+
+async def test_a_username_coder_gave_to_someone_else_moves_the_old_row_aside(
+        h: Harness) -> None:
+    first = h.coder.add_user("hank")
+    before = await h.resolver.check(h.coder.token_for(first))
+    del h.coder.users[first.id]  # hank is deleted in Coder and the name given to a newcomer
+    newcomer = h.coder.add_user("hank", "Hank Newcomer")
+
+    check = await h.resolver.check(h.coder.token_for(newcomer))
+
+    assert check.accepted and check.identity is not None and before.identity is not None
+    assert check.identity.user_id != before.identity.user_id  # never the old one's spend
+    assert sorted(u[0] for u in _ledger_users(h.ledger_url)) == [
+        "hank", f"hank~{first.id[:8]}"]

@@ -76,6 +76,9 @@ class FakeCoder:
         self.max_in_flight = 0
         # Seconds /users/me waits before answering (to pile lookups up).
         self.me_delay = 0.0
+        # When set, /users/me answers this status with an HTML error page (a proxy in front of
+        # a Coder that is restarting).
+        self.me_status: int | None = None
         self.default_org = self.add_organization("coder", default=True)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -163,6 +166,9 @@ class FakeCoder:
         try:
             if self.me_delay:
                 await asyncio.sleep(self.me_delay)
+            if self.me_status is not None:
+                return web.Response(status=self.me_status, content_type="text/html",
+                                    text="<html><body>Bad Gateway</body></html>")
             return web.json_response(self._caller(request).json())
         finally:
             self.in_flight -= 1
