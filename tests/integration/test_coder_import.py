@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import Engine, func, select
 
 from ledger.coder_identity import CoderUser, save_coder_user
@@ -167,3 +168,60 @@ def test_a_database_without_coders_limit_tables_is_refused_in_one_line(
     assert result.stderr.strip().splitlines() == [
         "agentmeter: error: no chat_usage_limit_config table: not a Coder database with "
         "native chat usage limits (Coder 2.35 or earlier)"]
+
+
+# Later Coder versions moved the limits into tables of their own and renamed the model
+# configuration's JSON column (coderd/database/migrations); the import reads both layouts.
+LATER_LAYOUT = """
+CREATE TABLE chat_user_spend_limits (
+    user_id uuid PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE, spend_limit_micros bigint);
+CREATE TABLE chat_group_spend_limits (
+    group_id uuid PRIMARY KEY REFERENCES groups(id) ON DELETE CASCADE, spend_limit_micros bigint);
+INSERT INTO chat_user_spend_limits SELECT id, chat_spend_limit_micros FROM users;
+INSERT INTO chat_group_spend_limits SELECT id, chat_spend_limit_micros FROM groups;
+ALTER TABLE users DROP COLUMN chat_spend_limit_micros;
+ALTER TABLE groups DROP COLUMN chat_spend_limit_micros;
+ALTER TABLE chat_model_configs RENAME COLUMN options TO model_config;
+"""
+
+
+def test_both_layouts_of_coders_limit_tables_give_the_same_policy(
+        coder_db: CoderDatabase, ledger_url: str, tmp_path: Path) -> None:
+    db = coder_db
+    org = db.organization("coder", default=True)
+    ursula = db.user("ursula", [org], limit_micros=30_000_000)
+    gina = db.user("gina", [org])
+    db.group("ml", org, [ursula, gina], 200_000_000)
+    db.group("nolimit", org, [gina])
+    db.limits(True, 50_000_000, period="week")
+    db.model("anthropic", "claude-sonnet-4-5", SONNET)
+    db.model("openai", "claude-sonnet-4-5", GPT5)  # the same name twice: the first is kept
+    env = {"AGENTMETER_DATABASE_URL": ledger_url}
+
+    before = run(env, "coder", "import", "--database-url", db.url)
+    db.conn.execute(LATER_LAYOUT)
+    after = run(env, "coder", "import", "--database-url", db.url)
+
+    assert after.stdout == before.stdout
+    written = yaml.safe_load(before.stdout)
+    assert written["limits"] == {"enabled": True, "period": "week", "group_policy": "lowest",
+                                 "default_limit_usd": "50"}
+    assert written["groups"] == [{"name": "ml", "limit_usd": "200",
+                                  "members": ["gina", "ursula"]}]
+    assert [(u["username"], u.get("limit_usd")) for u in written["users"]] == [
+        ("gina", None), ("ursula", "30")]
+    assert written["models"] == [{
+        "name": "claude-sonnet-4-5", "provider": "anthropic", "enabled": True,
+        "max_output_tokens": 64000,
+        "pricing": {"input": "3", "output": "15", "cache_read": "0.3", "cache_write": "3.75"}}]
+    assert "claude-sonnet-4-5: also configured for openai" in before.stderr
+
+
+def test_an_unreachable_coder_database_is_one_line(ledger_url: str) -> None:
+    full = {**os.environ, "AGENTMETER_DATABASE_URL": ledger_url}
+    result = subprocess.run([sys.executable, "-m", "agentmeter", "coder", "import",
+                             "--database-url", "postgresql://nobody@127.0.0.1:1/coder"],
+                            capture_output=True, text=True, env=full, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agentmeter: error: Coder database: ")
