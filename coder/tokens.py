@@ -99,7 +99,8 @@ def _digest(token: str) -> str:
 class TokenResolver:
     """Coder tokens to ledger identities; one per limiter process.
 
-    `outcomes` counts every answer by outcome (the limiter publishes it on /metrics).
+    `outcomes` counts every answer by outcome, every outcome present from the start (the
+    limiter publishes it as `agentmeter_coder_token_lookups_total{outcome}`).
     """
 
     def __init__(self, settings: CoderSettings, client: CoderClient, engine: AsyncEngine,
@@ -112,7 +113,7 @@ class TokenResolver:
         self._in_flight: dict[str, asyncio.Future[_Entry | None]] = {}
         self._slots = asyncio.Semaphore(settings.max_lookups_in_flight)
         self._quiet_until = 0.0
-        self.outcomes: Counter[Outcome] = Counter()
+        self.outcomes: Counter[Outcome] = Counter(dict.fromkeys(Outcome, 0))
 
     async def check(self, token: str) -> TokenCheck:
         """What the limiter answers for this credential. Raises what the ledger raises when a
