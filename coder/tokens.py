@@ -88,6 +88,7 @@ class _Entry:
     usable_until: float  # past fresh_until only while Coder cannot be reached
 
 
+SUSPENDED_MESSAGE = "your Coder account is suspended"
 NOT_A_CODER_TOKEN = TokenCheck(Outcome.REFUSED, None, "unknown API key")
 UNAVAILABLE = TokenCheck(Outcome.UNAVAILABLE, None,
                          "Coder cannot be reached to check this token; try again shortly")
@@ -170,27 +171,24 @@ class TokenResolver:
             try:
                 user = await self._client.me(token)
             except CoderRefused as refused:
-                now = self._clock()
-                until = now + settings.refusal_cache_seconds
+                # Coder answers a suspended user's token 401 `User is not active (status =
+                # "suspended")`; that person gets 403 and is told why.
                 if "suspended" in refused.message:
-                    check = TokenCheck(Outcome.SUSPENDED, None,
-                                       "your Coder account is suspended")
-                else:
-                    check = TokenCheck(Outcome.REFUSED, None,
-                                       "the Coder token is unknown or expired")
-                return _Entry(check, until, until)
+                    return self._refusal(Outcome.SUSPENDED, SUSPENDED_MESSAGE)
+                return self._refusal(Outcome.REFUSED, "the Coder token is unknown or expired")
             except CoderUnreachable:
                 self._quiet_until = self._clock() + RETRY_AFTER_FAILURE_SECONDS
                 return None
         identity = await self._save(user)
-        now = self._clock()
         if user.suspended:
-            until = now + settings.refusal_cache_seconds
-            return _Entry(TokenCheck(Outcome.SUSPENDED, None,
-                                     "your Coder account is suspended"), until, until)
-        fresh = now + settings.token_cache_seconds
+            return self._refusal(Outcome.SUSPENDED, SUSPENDED_MESSAGE)
+        fresh = self._clock() + settings.token_cache_seconds
         return _Entry(TokenCheck(Outcome.ACCEPTED, identity, ""), fresh,
                       fresh + settings.outage_grace_seconds)
+
+    def _refusal(self, outcome: Outcome, message: str) -> _Entry:
+        until = self._clock() + self._settings.refusal_cache_seconds
+        return _Entry(TokenCheck(outcome, None, message), until, until)
 
     async def _save(self, user: User) -> Identity:
         """The ledger's user for this Coder user, created on first sight."""

@@ -92,12 +92,13 @@ async def test_users_and_groups_follow_coder_and_history_stays(
     alice.email = "alice@wonderland.example"
     carol.status = "active"
     coder.add_group("infra", [carol])
-    ml.member_ids = []
+    ml.name, ml.member_ids = "ml-team", []
     del coder.groups[gpu.id]
     del coder.users[dave.id]
 
     preview = await sync("--dry-run")
     assert "~ user bob: renamed to robert" in preview.stdout
+    assert "~ group ml: renamed to ml-team" in preview.stdout
     assert _groups(engine)["ml"] == ["alice", "bob"]  # a dry run writes nothing
 
     await sync()
@@ -109,7 +110,7 @@ async def test_users_and_groups_follow_coder_and_history_stays(
     assert after["carol"][2] is False
     # dave left Coder: kept with his history, without memberships
     assert "dave" in after
-    assert _groups(engine) == {"ml": [], "research/gpu": [], "infra": ["carol"]}
+    assert _groups(engine) == {"ml-team": [], "research/gpu": [], "infra": ["carol"]}
     with engine.connect() as conn:
         assert conn.execute(select(messages.c.id)).all() != []
     assert (await sync()).stdout.strip() == "nothing to change"
