@@ -82,9 +82,14 @@ def _user(data: Mapping[str, Any]) -> User:
 
 
 def _ssl_context(settings: CoderSettings) -> ssl.SSLContext | None:
+    """Trust `coder.ca_file` (a PEM bundle) instead of the system's roots when it is set."""
     if not settings.ca_file:
         return None
-    return ssl.create_default_context(cafile=settings.ca_file)
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"coder.ca_file {settings.ca_file}: {reason}") from None
 
 
 class CoderClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from ledger.engine import create_async_engine
 from ledger.schema import users
 from ledger.settings import DatabaseSettings
 from tests.support.fake_coder import FakeCoder, mint_token
+from tests.support.tls import self_signed, server_context
 
 CACHE_SECONDS = 60.0
 GRACE_SECONDS = 300.0
@@ -219,3 +221,25 @@ async def test_a_username_coder_gave_to_someone_else_moves_the_old_row_aside(
     assert check.identity.user_id != before.identity.user_id  # never the old one's spend
     assert sorted(u[0] for u in _ledger_users(h.ledger_url)) == [
         "hank", f"hank~{first.id[:8]}"]
+
+
+async def test_coder_over_tls_is_trusted_through_ca_file_only(
+        ledger_url: str, tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    coder = FakeCoder(tls=server_context(key, cert))
+    await coder.start()
+    try:
+        ivy = coder.add_user("ivy")
+        token = coder.token_for(ivy)
+        async for trusted in _harness(coder, ledger_url, ca_file=str(cert)):
+            assert (await trusted.resolver.check(token)).outcome is Outcome.ACCEPTED
+        async for untrusted in _harness(coder, ledger_url):  # the system's roots only
+            assert (await untrusted.resolver.check(token)).outcome is Outcome.UNAVAILABLE
+    finally:
+        await coder.stop()
+
+
+def test_an_unreadable_ca_file_is_a_setting_error(tmp_path: Path) -> None:
+    missing_file = tmp_path / "nowhere.pem"
+    with pytest.raises(ValueError, match=r"coder\.ca_file .*nowhere\.pem: No such file"):
+        CoderClient(CoderSettings(url="https://coder.example.com", ca_file=str(missing_file)))

@@ -3,7 +3,7 @@
 Tests add organisations, users, groups and tokens, then change them (rename, suspend, expire
 a token, empty a group) and read how often Coder was asked. `stop()` closes the listener (a
 client then gets connection refused, as when Coder is down) and `start()` opens it again on the
-same port.
+same port. Given a TLS context it serves HTTPS as `localhost`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 import string
 import time
 import uuid
@@ -65,7 +66,8 @@ class FakeGroup:
 class FakeCoder:
     """State is plain attributes; the handlers read it on every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self.organizations: dict[str, dict[str, Any]] = {}
         self.users: dict[str, FakeUser] = {}
         self.groups: dict[str, FakeGroup] = {}
@@ -119,6 +121,8 @@ class FakeCoder:
 
     @property
     def url(self) -> str:
+        if self._tls is not None:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
@@ -129,7 +133,7 @@ class FakeCoder:
         app.router.add_get("/api/v2/organizations/{org}/groups", self._groups)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._tls)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
