@@ -118,7 +118,7 @@ def _pricing(name: str, cost: Any, notes: list[str]) -> dict[str, str] | None:
             notes.append(f"model {name}: {key} {value!r} cannot be read ({exc}); "
                          "declared without pricing")
             return None
-        pricing[kind] = str(Decimal(str(value)).normalize())
+        pricing[kind] = format(Decimal(str(value)).normalize(), "f")  # "100", never "1E+2"
     if "input" not in pricing and "output" not in pricing:
         notes.append(f"model {name}: no input or output price in Coder; declared without pricing")
         return None

@@ -49,8 +49,10 @@ ORDER BY u.username
 SONNET = {"max_output_tokens": 64000, "cost": {
     "input_price_per_million_tokens": "3", "output_price_per_million_tokens": "15",
     "cache_read_price_per_million_tokens": "0.3", "cache_write_price_per_million_tokens": "3.75"}}
-GPT5 = {"cost": {"input_price_per_million_tokens": "1.25",
+GPT5 = {"cost": {"input_price_per_million_tokens": "1.250",
                  "output_price_per_million_tokens": "10"}}
+O1_PRO = {"cost": {"input_price_per_million_tokens": "150",
+                   "output_price_per_million_tokens": "600.00"}}
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -196,6 +198,7 @@ def test_both_layouts_of_coders_limit_tables_give_the_same_policy(
     db.limits(True, 50_000_000, period="week")
     db.model("anthropic", "claude-sonnet-4-5", SONNET)
     db.model("openai", "claude-sonnet-4-5", GPT5)  # the same name twice: the first is kept
+    db.model("openai", "o1-pro", O1_PRO)
     env = {"AGENTMETER_DATABASE_URL": ledger_url}
 
     before = run(env, "coder", "import", "--database-url", db.url)
@@ -210,10 +213,12 @@ def test_both_layouts_of_coders_limit_tables_give_the_same_policy(
                                   "members": ["gina", "ursula"]}]
     assert [(u["username"], u.get("limit_usd")) for u in written["users"]] == [
         ("gina", None), ("ursula", "30")]
-    assert written["models"] == [{
-        "name": "claude-sonnet-4-5", "provider": "anthropic", "enabled": True,
-        "max_output_tokens": 64000,
-        "pricing": {"input": "3", "output": "15", "cache_read": "0.3", "cache_write": "3.75"}}]
+    assert written["models"] == [
+        {"name": "claude-sonnet-4-5", "provider": "anthropic", "enabled": True,
+         "max_output_tokens": 64000,
+         "pricing": {"input": "3", "output": "15", "cache_read": "0.3", "cache_write": "3.75"}},
+        {"name": "o1-pro", "provider": "openai", "enabled": True,
+         "pricing": {"input": "150", "output": "600"}}]
     assert "claude-sonnet-4-5: also configured for openai" in before.stderr
 
 
