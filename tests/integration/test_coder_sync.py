@@ -190,3 +190,24 @@ async def test_a_group_made_again_under_its_name_keeps_its_limit(
     with engine.connect() as conn:
         bob_id = conn.execute(select(users.c.id).where(users.c.username == "bob")).scalar()
         assert effective_limit(conn, int(bob_id)).limit_micros == 200_000_000
+
+
+def test_a_sync_while_another_holds_the_lock_is_skipped(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from coder.client import User
+    from coder.sync import SYNC_LOCK_KEY, Directory, write_directory
+
+    directory = Directory((User("5d0c2b1e-0000-4000-8000-000000000001", "alice", "Alice",
+                                "alice@example.com", "active"),), (), ())
+    engine = create_sync_engine(DatabaseSettings(url=pg_url))
+    try:
+        with engine.connect() as other:  # another replica, mid-sync
+            other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SYNC_LOCK_KEY})
+            assert write_directory(engine, directory, dry_run=False) is None
+            other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SYNC_LOCK_KEY})
+        assert write_directory(engine, directory, dry_run=False) == [
+            "user alice: created from Coder"]
+        assert set(_users(engine)) == {"alice"}
+    finally:
+        engine.dispose()
