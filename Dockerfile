@@ -15,6 +15,7 @@ COPY ledger ./ledger
 COPY limiter ./limiter
 COPY exporter ./exporter
 COPY dashboards ./dashboards
+COPY coder ./coder
 COPY agentmeter ./agentmeter
 # A wheel first, then an ordinary (non-editable) install of it: only the installed package and its
 # dependencies land in the virtualenv, never the source tree.

@@ -6,10 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import psycopg
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from agentmeter import commands
+from agentmeter import coder_commands, commands
 from agentmeter.config import ConfigError
+from coder.client import CoderError
 from ledger.errors import LedgerError
 
 EXIT_ERROR = 1
@@ -72,6 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a model's name or one of its aliases")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    coder = sub.add_parser("coder", help="Coder integration").add_subparsers(
+        dest="coder_command", required=True, metavar="COMMAND")
+    p = command("sync", coder_commands.coder_sync,
+                "make the ledger's users, groups and memberships equal Coder's", coder)
+    p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
+    p = command("import", coder_commands.coder_import,
+                "write a policy file from a Coder database's native chat limits (read-only)",
+                coder)
+    p.add_argument("--database-url", required=True, metavar="URL",
+                   help="the Coder database, postgresql://user:pass@host:5432/coder")
+    p.add_argument("--out", metavar="FILE", help="write the policy here (default: stdout)")
+    p.add_argument("--usage-since", metavar="DATE",
+                   help="also copy chat messages from DATE on into the ledger (idempotent)")
+
     dash = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
         dest="dash_command", required=True, metavar="COMMAND")
     p = command("build", commands.dashboards_build, "write the dashboard JSON files", dash)
@@ -92,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
         return result
-    except (ConfigError, LedgerError, CliError, ValueError) as exc:
+    except (ConfigError, LedgerError, CliError, CoderError, ValueError) as exc:
         message = str(exc)
     except (OperationalError, ProgrammingError) as exc:
         message = _database_problem(exc)
+    except psycopg.Error as exc:  # the Coder database of `coder import`
+        message = f"Coder database: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
     except SQLAlchemyError as exc:
         message = f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
+from coder.settings import CoderSettings
 from exporter.settings import ExporterSettings, KubernetesSettings
 from ledger.settings import DatabaseSettings
 from limiter.settings import LimiterSettings, ProviderSettings
@@ -34,6 +35,7 @@ class Config:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     limiter: LimiterSettings = field(default_factory=LimiterSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    coder: CoderSettings = field(default_factory=CoderSettings)
     log_level: str = "info"
     # uvloop answers the same requests with less CPU per request than asyncio's default loop;
     # `asyncio` is there for debugging and for platforms without uvloop.
@@ -151,6 +153,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
 
 __all__ = [
+    "CoderSettings",
     "Config",
     "ConfigError",
     "DatabaseSettings",

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from agentmeter.coder_sync_job import coder_sync_jobs
 from agentmeter.config import Config
 from agentmeter.logs import setup_logging
 from exporter.app import run_exporter as exporter_main
@@ -70,9 +71,10 @@ def run_limiter(config: Config, listen: str | None) -> int:
 def run_exporter(config: Config, listen: str | None) -> int:
     registry = CollectorRegistry(auto_describe=False)
     setup_logging(config.log_level, registry)
+    sync = coder_sync_jobs(config.coder, config.database, registry)
     return _run_until_signalled(config.event_loop,
                                 exporter_main(config.exporter, config.database,
-                                              listen=listen, registry=registry))
+                                              listen=listen, registry=registry), *sync)
 
 
 def run_serve(config: Config) -> int:
@@ -80,6 +82,7 @@ def run_serve(config: Config) -> int:
     limiter_registry = CollectorRegistry()
     exporter_registry = CollectorRegistry(auto_describe=False)
     setup_logging(config.log_level, exporter_registry)
+    sync = coder_sync_jobs(config.coder, config.database, exporter_registry)
     host, port = parse_listen(config.limiter.listen)
     print(f"agentmeter limiter:  http://{host}:{port}  (OpenAI: /v1/chat/completions, "
           f"Anthropic: /v1/messages, status: /api/v1/usage/status, /metrics)", flush=True)
@@ -90,4 +93,5 @@ def run_serve(config: Config) -> int:
         config.event_loop,
         limiter_main(config.limiter, config.database, host, port, registry=limiter_registry),
         exporter_main(config.exporter, config.database, registry=exporter_registry),
+        *sync,
     )

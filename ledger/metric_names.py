@@ -62,6 +62,13 @@ LIMITER_FAIL_OPEN = "agentmeter_limiter_fail_open"
 LIMITER_SPOOL_PENDING = "agentmeter_limiter_spool_pending"
 LIMITER_KEY_CHECKS = "agentmeter_limiter_key_checks"
 
+# Coder: the sync the exporter runs on a timer, and the limiter's token lookups
+CODER_SYNC_SUCCESS = "agentmeter_coder_sync_success"
+CODER_SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS = "agentmeter_coder_sync_last_success_timestamp_seconds"
+CODER_SYNC_DURATION_SECONDS = "agentmeter_coder_sync_duration_seconds"
+CODER_SYNC_CHANGES = "agentmeter_coder_sync_changes"
+CODER_TOKEN_LOOKUPS = "agentmeter_coder_token_lookups"  # label outcome (coder.tokens.Outcome)
+
 # Both processes
 LOG_EVENTS = "agentmeter_log_events"
 
@@ -78,6 +85,8 @@ COUNTERS = frozenset(
         LIMITER_BLOCKED,
         LIMITER_FAIL_OPEN,
         LIMITER_KEY_CHECKS,
+        CODER_SYNC_CHANGES,
+        CODER_TOKEN_LOOKUPS,
         LOG_EVENTS,
     }
 )

@@ -2,6 +2,10 @@
 
 Nothing with history is deleted: undeclared users keep their rows but lose their overrides,
 undeclared groups lose their limits and members, undeclared models are disabled.
+
+Users and groups synced from Coder (they carry Coder's id) belong to the sync for what Coder
+knows: `apply` sets their limits and overrides, never the members of a synced group nor the name
+and email of a synced user.
 """
 
 from __future__ import annotations
@@ -100,7 +104,9 @@ class _Applier:
 
     def user(self, declared: PolicyUser) -> int:
         user = ensure_user(self.conn, declared.username)
-        if (user.name, user.email) != (declared.name, declared.email):
+        synced = self.conn.execute(select(users.c.coder_id)
+                                   .where(users.c.id == user.id)).scalar() is not None
+        if not synced and (user.name, user.email) != (declared.name, declared.email):
             self.conn.execute(update(users).where(users.c.id == user.id)
                               .values(name=declared.name, email=declared.email))
             self.note(f"user {user.username}: name/email {user.name!r} <{user.email}> -> "
@@ -131,7 +137,8 @@ class _Applier:
             self.note(f"user {username}: limit {_describe_override(old)} -> "
                       f"{_describe_override(new)}")
 
-    def group(self, declared: PolicyGroup | None, name: str, group_id: int | None) -> None:
+    def group(self, declared: PolicyGroup | None, name: str, group_id: int | None,
+              synced: bool = False) -> None:
         if group_id is None:
             group_id = int(self.conn.execute(groups.insert().values(
                 name=name, created_at=self.now)).inserted_primary_key[0])  # type: ignore[index]
@@ -145,6 +152,8 @@ class _Applier:
                 self.conn.execute(group_limits.insert().values(group_id=group_id,
                                                                limit_micros=new_limit))
             self.note(f"group {name}: limit {_usd(old_limit)} -> {_usd(new_limit)}")
+        if synced:
+            return  # its members come from Coder
         old_members = {row.username: row.id for row in self.conn.execute(
             select(users.c.username, users.c.id)
             .join(group_members, group_members.c.user_id == users.c.id)
@@ -276,11 +285,13 @@ def apply_policy(conn: Connection, policy: Policy) -> list[str]:
         declared_overrides[a.user(user)] = (user.username, user.override)
     a.overrides(declared_overrides)
 
-    existing_groups = {row.name: row.id for row in conn.execute(select(groups.c.name,
-                                                                       groups.c.id))}
+    existing_groups = {row.name: row for row in conn.execute(
+        select(groups.c.name, groups.c.id, groups.c.coder_id))}
     declared_groups = {g.name: g for g in policy.groups}
     for name in sorted(set(existing_groups) | set(declared_groups)):
-        a.group(declared_groups.get(name), name, existing_groups.get(name))
+        row = existing_groups.get(name)
+        a.group(declared_groups.get(name), name, None if row is None else row.id,
+                synced=row is not None and row.coder_id is not None)
 
     existing_models = {row.name: row for row in conn.execute(select(models))}
     names = {m.name for m in policy.models}

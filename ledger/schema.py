@@ -36,6 +36,7 @@ metadata = MetaData(
 # Column sizes, also enforced where names enter (the policy file, the trusted user header).
 USER_TEXT_LENGTH = 1024  # users.username, name, email
 NAME_LENGTH = 255  # groups.name, models.name, model_aliases.alias
+CODER_ID_LENGTH = 36  # a UUID as Coder writes it
 
 # Counted per message in the rollups: web searches, and messages priced with a gap
 # (ledger.pricing.Gap: a variant, tier or fee without a price).
@@ -63,6 +64,12 @@ users = Table(
     Column("name", String(USER_TEXT_LENGTH), nullable=False, server_default=""),
     Column("email", String(USER_TEXT_LENGTH), nullable=False, server_default=""),
     _ts("created_at", nullable=False),
+    # Coder's user id (a UUID) for users synced from Coder or met through a Coder token: a
+    # rename in Coder is the same user. NULL for users only the policy file declares.
+    Column("coder_id", String(CODER_ID_LENGTH), nullable=True),
+    # Suspended in Coder: refused (403) whatever their limit.
+    Column("suspended", Boolean, nullable=False, server_default="0"),
+    Index("ix_users_coder_id", "coder_id", unique=True),
 )
 
 groups = Table(
@@ -70,6 +77,9 @@ groups = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     _ts("created_at", nullable=False),
+    # Coder's group id for groups synced from Coder: their members belong to the sync.
+    Column("coder_id", String(CODER_ID_LENGTH), nullable=True),
+    Index("ix_groups_coder_id", "coder_id", unique=True),
 )
 
 group_members = Table(

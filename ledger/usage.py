@@ -57,11 +57,21 @@ class UsageRecord:
     batch: bool = False
     speed: str | None = None
     web_searches: int = 0
+    # Usage already billed elsewhere (`agentmeter coder import`): recorded with the cost it
+    # was billed at instead of being priced again, so the spend carried over is what the
+    # user was charged.
+    billed: BilledCost | None = None
 
     @property
     def billing(self) -> Billing:
         return Billing(service_tier=self.service_tier, batch=self.batch, speed=self.speed,
                        web_searches=self.web_searches)
+
+
+@dataclass(frozen=True, slots=True)
+class BilledCost:
+    # None: billed as unpriced (all of the message's tokens count as unpriced).
+    cost_micros: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +196,11 @@ def _versions(conn: Connection, s: _Statements,
 
 def _price(versions: list[PriceVersion], record: UsageRecord, created_at: datetime
            ) -> tuple[int | None, PricedUsage]:
-    """The version in effect when the request was made, and what it makes the message cost."""
+    """The version in effect when the request was made, and what it makes the message cost
+    (a record billed elsewhere keeps the cost it was billed at, priced by no version here)."""
+    if record.billed is not None:
+        cost = record.billed.cost_micros
+        return None, PricedUsage(cost, record.usage if cost is None else TokenUsage())
     version = version_at(versions, created_at)
     sheet = None if version is None else version.sheet
     priced = price_message(sheet, record.usage, record.billing)

@@ -35,4 +35,17 @@ def alerts(s: AlertSettings) -> list[Alert]:
             ),
             settings=("collector_failing_for",),
         ),
+        Alert(
+            name="AgentmeterCoderSyncFailing",
+            expr=f"{series(m.CODER_SYNC_SUCCESS, e)} == 0",
+            for_=s.coder_sync_failing_for,
+            severity="warning",
+            summary="Users and groups are no longer synced from Coder; limits follow stale groups.",
+            description=(
+                "Every Coder sync of exporter {{ $labels.instance }} has failed for "
+                f"{s.coder_sync_failing_for}. New Coder users, renames and group changes do not "
+                "reach the ledger, so group limits apply to the members Coder had before."
+            ),
+            settings=("coder_sync_failing_for",),
+        ),
     ]

@@ -11,7 +11,24 @@ def alerts(s: AlertSettings) -> list[Alert]:
     lim = s.limiter_selector
     fail_open = f"{m.LIMITER_FAIL_OPEN}_total"
     overhead = f"{m.LIMITER_OVERHEAD_SECONDS}_bucket"
+    unavailable = series(f"{m.CODER_TOKEN_LOOKUPS}_total", lim, 'outcome="unavailable"')
     return [
+        Alert(
+            name="AgentmeterCoderUnreachable",
+            expr=f"""
+sum by (instance) (increase({unavailable}[{s.coder_unreachable_window}])) > 0
+""",
+            for_=s.coder_unreachable_for,
+            severity="critical",
+            summary="The limiter cannot reach Coder to check Coder tokens; agents get 503.",
+            description=(
+                '{{ $value | printf "%.0f" }} requests to limiter {{ $labels.instance }} in the '
+                f"last {s.coder_unreachable_window} carried a Coder token that could not be "
+                "checked because Coder did not answer; they were refused with 503. Tokens "
+                "checked recently keep working for coder.outage_grace_seconds."
+            ),
+            settings=("coder_unreachable_window", "coder_unreachable_for"),
+        ),
         Alert(
             name="AgentmeterLimiterFailingOpen",
             expr=f"""

@@ -58,10 +58,14 @@ class AlertSettings:
     limiter_overhead_p99_seconds: float = 0.1
     limiter_overhead_for: str = "15m"
     limiter_down_for: str = "5m"
+    # Coder token lookups the limiter could not answer (Coder unreachable): agents get 503.
+    coder_unreachable_window: str = "5m"
+    coder_unreachable_for: str = "5m"
 
     # Exporter.
     exporter_down_for: str = "5m"
     collector_failing_for: str = "15m"
+    coder_sync_failing_for: str = "30m"
 
     # Compute.
     node_cpu_ratio: float = 0.9

@@ -164,6 +164,10 @@ def _exporter(t: float) -> Iterator[Metric]:
     yield _gauges(m.NODE_CPU_USAGE_CORES, (({"node": n}, v[0]) for n, v in NODES.items()))
     yield _gauges(m.NODE_MEMORY_WORKING_SET_BYTES,
                   (({"node": n}, v[1]) for n, v in NODES.items()))
+    yield _gauge(m.CODER_SYNC_SUCCESS)
+    yield _gauge(m.CODER_SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS, value=time.time() - 30)
+    yield _gauge(m.CODER_SYNC_DURATION_SECONDS, value=0.4)
+    yield _counter(m.CODER_SYNC_CHANGES, [({}, 3 + 0.01 * t)])
     yield from _self_health("exporter", t)
 
 
@@ -190,6 +194,8 @@ def _limiter(t: float) -> Iterator[Metric]:
     yield _counter(m.LIMITER_FAIL_OPEN, [({"reason": "database_unavailable"}, 1 + 0.1 * t)])
     yield _gauge(m.LIMITER_SPOOL_PENDING, value=0)
     yield _counter(m.LIMITER_KEY_CHECKS, [({"source": "cache"}, 90 * t), ({"source": "ledger"}, t)])
+    yield _counter(m.CODER_TOKEN_LOOKUPS, [({"outcome": "accepted"}, 20 + t),
+                                           ({"outcome": "unavailable"}, 0)])
     yield from _self_health("limiter", t)
 
 

@@ -115,7 +115,7 @@ def test_dockerignore_keeps_tests_and_local_state_out() -> None:
     assert lines[0] == "**"  # everything is excluded unless re-included below
     reincluded = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert reincluded <= {"pyproject.toml", "README.md", "ledger", "limiter", "exporter",
-                          "dashboards", "agentmeter"}
+                          "dashboards", "coder", "agentmeter"}
     packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
         "tool"]["setuptools"]["packages"]["find"]["include"]
     assert {pattern.rstrip("*") for pattern in packages} <= reincluded

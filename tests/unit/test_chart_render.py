@@ -317,3 +317,22 @@ def test_example_policy_reaches_the_job_as_a_mapping_or_verbatim() -> None:
         assert yaml.safe_load(data) == yaml.safe_load(text)
         if isinstance(content, str):
             assert data == text  # comments and layout kept
+
+
+def test_coder_url_reaches_every_pod_and_the_sync_token_only_the_exporter() -> None:
+    objects = cr.manifests(CASES["full-values"])
+    limiter = _env(cr.one(objects, "StatefulSet", "meter-limiter")
+                   ["spec"]["template"]["spec"]["containers"][0])
+    exporter = _env(cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    assert limiter["AGENTMETER_CODER_URL"] == exporter["AGENTMETER_CODER_URL"] == (
+        "https://coder.example.com")
+    assert "AGENTMETER_CODER_TOKEN" not in limiter
+    assert exporter["AGENTMETER_CODER_TOKEN"] == ("agentmeter-coder", "token", False)
+    assert exporter["AGENTMETER_CODER_SYNC_SECONDS"] == "300"
+
+
+def test_coder_sync_without_a_token_secret_is_refused() -> None:
+    helm = cr._helm()
+    with pytest.raises(helm.HelmError) as refused:
+        cr.render({"coder": {"url": "https://coder.example.com", "syncSeconds": 60}})
+    assert "coder.tokenSecret.existingSecret" in str(refused.value)

@@ -85,6 +85,10 @@ app.kubernetes.io/part-of: agentmeter
 - name: AGENTMETER_CONFIG
   value: {{ include "agentmeter.configDir" . }}/agentmeter.yaml
 {{ include "agentmeter.secretEnv" (dict "name" "AGENTMETER_DATABASE_URL" "ref" .Values.database) }}
+{{- with .Values.coder.url }}
+- name: AGENTMETER_CODER_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 
