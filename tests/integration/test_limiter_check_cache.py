@@ -216,7 +216,8 @@ async def test_without_the_notifications_every_check_asks_the_ledger(gateway: Ga
     await gateway.answered()
     with psycopg.connect(libpq_url(gateway.url), autocommit=True) as admin:
         cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name = %s", (LISTEN_NAME,)).fetchall()
+                            "WHERE datname = current_database() AND application_name = %s",
+                            (LISTEN_NAME,)).fetchall()
     assert len(cut) == 1
     await until(lambda: not gateway.cache.active)
     await asyncio.to_thread(record_elsewhere, gateway.url, "alice", TokenUsage(input=970))
@@ -255,7 +256,8 @@ async def test_check_cache_seconds_zero_asks_the_ledger_every_time(
         assert (await gateway.post()).status == 200
     assert (gateway.checks("ledger"), gateway.checks("cache")) == (3, 0)
     listening = query(pg_url, "SELECT count(*) FROM pg_stat_activity "
-                              "WHERE application_name = :name", name=LISTEN_NAME)
+                              "WHERE datname = current_database() AND application_name = :name",
+                       name=LISTEN_NAME)
     assert listening[0][0] == 0
 
 
