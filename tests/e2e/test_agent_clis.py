@@ -1,0 +1,176 @@
+"""The real coding agents, run non-interactively against the fake provider over real HTTP.
+
+Each client finishes its task, prints the fake's answer and makes exactly the calls recorded
+here (paths, query strings, the provider headers a gateway must pass on). These are the
+clients and set-ups the gateway is proven with; this module proves the fake and the set-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import agent_setups
+from tests.support.agent_replies import ANSWER_MARK, Reply, ToolCall
+from tests.support.fake_agents_provider import Call, FakeAgentsProvider
+
+pytestmark = pytest.mark.slow
+KEY = "sk-fake-provider-key"
+
+
+@dataclass
+class Finished:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+async def run(agent: agent_setups.AgentRun, cwd: Path, timeout: float = 90) -> Finished:
+    """Run a client to the end (stdin closed, as in CI), keeping the fake's loop serving."""
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *agent.argv, cwd=cwd, env=agent.env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return Finished(process.returncode, out.decode(errors="replace"),
+                    err.decode(errors="replace"), time.monotonic() - started)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAgentsProvider]:
+    provider = FakeAgentsProvider()
+    await provider.start()
+    yield provider
+    await provider.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "work").mkdir()
+    return tmp_path / "home"
+
+
+def billed(fake: FakeAgentsProvider) -> list[Call]:
+    return [call for call in fake.calls if call.reported is not None]
+
+
+def assert_done(finished: Finished, answer: str = ANSWER_MARK) -> None:
+    assert finished.code == 0, finished.stderr[-2000:]
+    assert answer in finished.stdout, (finished.stdout[-2000:], finished.stderr[-2000:])
+
+
+async def test_claude_code_writes_a_file_with_a_tool_and_answers(
+        fake: FakeAgentsProvider, home: Path) -> None:
+    note = home.parent / "work" / "note.txt"
+    fake.queue(Reply(tool_call=ToolCall("Write", {"file_path": str(note),
+                                                  "content": "written by claude\n"})))
+    agent = agent_setups.claude_code(home, fake.base_url, KEY, "Write the note.",
+                                     "claude-sonnet-4-5", "--allowedTools", "Write")
+    finished = await run(agent, home.parent / "work")
+    assert_done(finished)
+    assert note.read_text() == "written by claude\n"
+    calls = billed(fake)
+    # The tool turn, then the answer after the tool result.
+    assert len(calls) >= 2
+    for call in calls:
+        assert (call.path, call.query) == ("/v1/messages", "beta=true")
+        assert call.headers["x-api-key"] == KEY
+        assert call.headers["anthropic-version"] == "2023-06-01"
+        assert "claude-code-20250219" in call.headers["anthropic-beta"]
+        assert call.body["stream"] is True
+    tool_results = [block for call in calls for message in call.body["messages"]
+                    if isinstance(message["content"], list)
+                    for block in message["content"] if block.get("type") == "tool_result"]
+    assert tool_results
+
+
+async def test_claude_code_context_only_counts_tokens(fake: FakeAgentsProvider,
+                                                      home: Path) -> None:
+    agent = agent_setups.claude_code(home, fake.base_url, KEY, "/context", "claude-sonnet-4-5")
+    finished = await run(agent, home.parent / "work")
+    assert finished.code == 0, finished.stderr[-2000:]
+    assert "Context Usage" in finished.stdout
+    assert fake.calls and not billed(fake)
+    assert {(call.method, call.path, call.query) for call in fake.calls} == {
+        ("POST", "/v1/messages/count_tokens", "beta=true")}
+    assert all("anthropic-beta" in call.headers for call in fake.calls)
+
+
+async def test_codex_exec_on_the_responses_api(fake: FakeAgentsProvider, home: Path) -> None:
+    agent = agent_setups.codex(home, fake.base_url, KEY, "Say hello.", "gpt-5-codex")
+    finished = await run(agent, home.parent / "work")
+    assert_done(finished)
+    assert [(call.method, call.path, call.query) for call in fake.calls] == [
+        ("POST", "/v1/responses", "")]
+    call = fake.calls[0]
+    assert call.headers["authorization"] == f"Bearer {KEY}"
+    assert call.body["stream"] is True and call.body["model"] == "gpt-5-codex"
+    assert any(name.lower().startswith("x-codex-") for name in call.headers)
+
+
+@pytest.mark.parametrize(("model", "path"), [
+    ("anthropic/claude-sonnet-4-5", "/v1/messages"),
+    ("openai/gpt-5-mini", "/v1/responses"),
+    ("agentmeter/gpt-5-mini", "/v1/chat/completions"),
+])
+async def test_opencode_run_on_each_provider_kind(fake: FakeAgentsProvider, home: Path,
+                                                  model: str, path: str) -> None:
+    agent = agent_setups.opencode(home, fake.base_url, KEY, "Say hello.", model)
+    finished = await run(agent, home.parent / "work")
+    assert_done(finished)
+    # The answer and a title for the session.
+    assert {call.path for call in fake.calls} == {path}
+    assert len(billed(fake)) == len(fake.calls) >= 1
+    assert all(call.body["stream"] is True for call in fake.calls)
+
+
+async def test_gemini_cli_streams_generate_content(fake: FakeAgentsProvider,
+                                                   home: Path) -> None:
+    agent = agent_setups.gemini_cli(home, fake.base_url, KEY, "Say hello.", "gemini-2.5-flash")
+    finished = await run(agent, home.parent / "work")
+    assert_done(finished)
+    generations = billed(fake)
+    assert generations
+    for call in generations:
+        assert call.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        assert call.query == "alt=sse"
+        assert call.headers["x-goog-api-key"] == KEY
+
+
+@pytest.mark.parametrize("extra", [(), ("--no-stream",)])
+async def test_llm_cli(fake: FakeAgentsProvider, home: Path, extra: tuple[str, ...]) -> None:
+    agent = agent_setups.llm_cli(home, fake.base_url, KEY, "Say hello.", "gpt-5-mini", *extra)
+    finished = await run(agent, home.parent / "work")
+    assert_done(finished)
+    [call] = fake.calls
+    assert call.path == "/v1/chat/completions"
+    assert call.body.get("stream", False) is (not extra)
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
+async def test_agents_sdk_calls_a_tool_then_answers(fake: FakeAgentsProvider, home: Path,
+                                                    api: str, stream: bool) -> None:
+    note = home.parent / "work" / "note.txt"
+    fake.queue(Reply(tool_call=ToolCall("write_note", {"text": "written by the agent"})))
+    agent = agent_setups.agents_sdk(home, fake.base_url, KEY, "Write a note.", "gpt-5-mini",
+                                    api=api, stream=stream, note=note)
+    finished = await run(agent, home.parent / "work")
+    assert_done(finished)
+    assert note.read_text() == "written by the agent"
+    path = "/v1/responses" if api == "responses" else "/v1/chat/completions"
+    assert [call.path for call in fake.calls] == [path, path]
+    assert len(fake.reported()) == 2
+    assert all(call.body.get("stream", False) is stream for call in fake.calls)
