@@ -77,7 +77,7 @@ async def test_claude_code_writes_a_file_with_a_tool_and_answers(
     fake.queue(Reply(tool_call=ToolCall("Write", {"file_path": str(note),
                                                   "content": "written by claude\n"})))
     agent = agent_setups.claude_code(home, fake.base_url, KEY, "Write the note.",
-                                     "claude-sonnet-4-5", "--allowedTools", "Write")
+                                     "claude-sonnet-4-6", "--allowedTools", "Write")
     finished = await run(agent, home.parent / "work")
     assert_done(finished)
     assert note.read_text() == "written by claude\n"
@@ -98,7 +98,7 @@ async def test_claude_code_writes_a_file_with_a_tool_and_answers(
 
 async def test_claude_code_context_only_counts_tokens(fake: FakeAgentsProvider,
                                                       home: Path) -> None:
-    agent = agent_setups.claude_code(home, fake.base_url, KEY, "/context", "claude-sonnet-4-5")
+    agent = agent_setups.claude_code(home, fake.base_url, KEY, "/context", "claude-sonnet-4-6")
     finished = await run(agent, home.parent / "work")
     assert finished.code == 0, finished.stderr[-2000:]
     assert "Context Usage" in finished.stdout
@@ -121,7 +121,7 @@ async def test_codex_exec_on_the_responses_api(fake: FakeAgentsProvider, home: P
 
 
 @pytest.mark.parametrize(("model", "path"), [
-    ("anthropic/claude-sonnet-4-5", "/v1/messages"),
+    ("anthropic/claude-sonnet-4-6", "/v1/messages"),
     ("openai/gpt-5-mini", "/v1/responses"),
     ("agentmeter/gpt-5-mini", "/v1/chat/completions"),
 ])

@@ -3,8 +3,8 @@
 It runs in the agents' own virtualenv (`agent_clis.py` installs `openai-agents` there, apart from
 the project's), so it imports nothing from agentmeter. The agent has one function tool that
 writes a note to a file; a fake provider that answers first with a call to it and then with text
-makes the agent complete a two-turn task. Usage:
-`python agents_sdk_client.py BASE_URL API_KEY MODEL NOTE_FILE {responses,chat} {stream,plain} PROMPT`.
+makes the agent complete a two-turn task. Usage: `python agents_sdk_client.py BASE_URL API_KEY
+MODEL NOTE_FILE {responses,chat} {stream,plain} PROMPT`.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from tests.support import shapes_anthropic, shapes_gemini, shapes_openai
 from tests.support.agent_replies import Reply, estimated_tokens
 
 DEFAULT_MODELS = {"openai": ["gpt-5-codex", "gpt-5-mini"],
-                  "anthropic": ["claude-sonnet-4-5", "claude-haiku-4-5"],
+                  "anthropic": ["claude-sonnet-4-6", "claude-haiku-4-5"],
                   "google": ["gemini-2.5-pro", "gemini-2.5-flash"]}
 
 

@@ -32,16 +32,17 @@ def messages_events(reply: Reply, model: str) -> list[str]:
     start_usage = anthropic_usage_json(reply.usage, output=1)
     delta_usage = anthropic_usage_json(reply.usage)
     del delta_usage["cache_creation"], delta_usage["service_tier"]
-    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-               "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}
+    message: dict[str, Any] = {
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}
     events = [sse({"type": "message_start", "message": message}, "message_start"),
               sse({"type": "ping"}, "ping")]
     block = _content(reply)[0]
-    if block["type"] == "text":
-        opening, kind, key, chunks = {"type": "text", "text": ""}, "text_delta", "text", \
-            pieces(reply.text)
+    opening: dict[str, Any]
+    if reply.tool_call is None:
+        opening, kind, key = {"type": "text", "text": ""}, "text_delta", "text"
+        chunks = pieces(reply.text)
     else:
-        assert reply.tool_call is not None
         opening, kind, key = {**block, "input": {}}, "input_json_delta", "partial_json"
         chunks = pieces(reply.tool_call.arguments_json)
     events.append(sse({"type": "content_block_start", "index": 0, "content_block": opening},
