@@ -7,44 +7,19 @@ clients and set-ups the gateway is proven with; this module proves the fake and 
 
 from __future__ import annotations
 
-import asyncio
-import time
+import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.support import agent_setups
 from tests.support.agent_replies import ANSWER_MARK, Reply, ToolCall
+from tests.support.agent_setups import Finished, run
 from tests.support.fake_agents_provider import Call, FakeAgentsProvider
 
 pytestmark = pytest.mark.slow
 KEY = "sk-fake-provider-key"
-
-
-@dataclass
-class Finished:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-async def run(agent: agent_setups.AgentRun, cwd: Path, timeout: float = 90) -> Finished:
-    """Run a client to the end (stdin closed, as in CI), keeping the fake's loop serving."""
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *agent.argv, cwd=cwd, env=agent.env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return Finished(process.returncode, out.decode(errors="replace"),
-                    err.decode(errors="replace"), time.monotonic() - started)
 
 
 @pytest.fixture
@@ -174,3 +149,31 @@ async def test_agents_sdk_calls_a_tool_then_answers(fake: FakeAgentsProvider, ho
     assert [call.path for call in fake.calls] == [path, path]
     assert len(fake.reported()) == 2
     assert all(call.body.get("stream", False) is stream for call in fake.calls)
+
+
+# Each agent runs a tool the fake asks for and sends the result back in the next call: the
+# tool-call shapes of every dialect are ones the agents act on.
+TOOL_CALLS = {
+    "codex": ToolCall("exec_command", {"cmd": "echo agentmeter"}),
+    "opencode-openai": ToolCall("bash", {"command": "echo agentmeter",
+                                         "description": "Print a word"}),
+    "opencode-anthropic": ToolCall("bash", {"command": "echo agentmeter",
+                                            "description": "Print a word"}),
+    "opencode-compatible": ToolCall("bash", {"command": "echo agentmeter",
+                                             "description": "Print a word"}),
+    "gemini-cli": ToolCall("list_directory", {"dir_path": "."}),
+}
+
+
+@pytest.mark.parametrize("agent", [agent for agent in agent_setups.AGENTS
+                                   if agent.name in TOOL_CALLS], ids=lambda agent: agent.name)
+async def test_agent_runs_the_tool_and_returns_its_result(
+        fake: FakeAgentsProvider, home: Path, agent: agent_setups.Agent) -> None:
+    fake.queue(Reply(tool_call=TOOL_CALLS[agent.name]))
+    finished = await run(agent.make(home, fake.base_url, KEY, "Look around."), home.parent / "work")
+    assert_done(finished)
+    calls = billed(fake)
+    # The call after the tool turn carries the tool's result (a title request may come between).
+    followed = [json.dumps(call.body) for call in calls[1:]]
+    result_mark = "functionResponse" if agent.dialect == "google" else "call_fake_1"
+    assert any(result_mark in body for body in followed), [call.path for call in calls]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -30,6 +31,10 @@ USAGE = TokenUsage(input=730, output=95, cache_read=1024)
 REPLY = Reply(text="Paris is the capital of France.", usage=USAGE, reasoning_tokens=40,
               service_tier="flex", web_searches=1)
 KEY = "sk-fake"
+CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
+               "required": ["city"], "additionalProperties": False}
+COMMAND_SCHEMA = {"type": "object", "properties": {"command": {"type": "string"}},
+                  "required": ["command"]}
 
 
 @pytest.fixture
@@ -106,11 +111,15 @@ async def test_responses_function_call(fake: FakeAgentsProvider,
                                        openai_client: openai.AsyncOpenAI) -> None:
     call = ToolCall("get_weather", {"city": "Paris"})
     fake.queue(Reply(tool_call=call), Reply(tool_call=call))
-    response = await openai_client.responses.create(model="gpt-5", input="Weather?")
+    tools: list[Any] = [{"type": "function", "name": "get_weather", "strict": True,
+                         "parameters": CITY_SCHEMA}]
+    response = await openai_client.responses.create(model="gpt-5", input="Weather?",
+                                                    tools=tools)
     [function_call] = [item for item in response.output if item.type == "function_call"]
     assert function_call.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(function_call.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
-    async with openai_client.responses.stream(model="gpt-5", input="Weather?") as stream:
+    async with openai_client.responses.stream(model="gpt-5", input="Weather?",
+                                              tools=tools) as stream:
         final = await stream.get_final_response()
     assert [item.type for item in final.output][-1] == "function_call"
 
@@ -161,6 +170,7 @@ async def test_anthropic_streamed_tool_use(fake: FakeAgentsProvider,
     fake.queue(Reply(tool_call=ToolCall("bash", {"command": "echo hi"}), usage=USAGE))
     async with anthropic_client.messages.stream(
             model="claude-sonnet-4-6", max_tokens=100,
+            tools=[{"name": "bash", "input_schema": COMMAND_SCHEMA}],
             messages=[{"role": "user", "content": "Run it"}]) as stream:
         message = await stream.get_final_message()
     assert message.stop_reason == "tool_use"
@@ -209,8 +219,12 @@ async def test_gemini_stream_count_tokens_and_models(
 async def test_gemini_function_call(fake: FakeAgentsProvider,
                                     gemini: Callable[[str], genai.Client]) -> None:
     fake.queue(Reply(tool_call=ToolCall("run_shell_command", {"command": "ls"})))
+    declaration = genai_types.FunctionDeclaration(name="run_shell_command",
+                                                  parameters_json_schema=COMMAND_SCHEMA)
     answer = await gemini("v1beta").aio.models.generate_content(
-        model="gemini-2.5-pro", contents="List files")
+        model="gemini-2.5-pro", contents="List files",
+        config=genai_types.GenerateContentConfig(
+            tools=[genai_types.Tool(function_declarations=[declaration])]))
     assert answer.function_calls is not None
     [call] = answer.function_calls
     assert (call.name, call.args) == ("run_shell_command", {"command": "ls"})

@@ -9,9 +9,13 @@ version suffix (a gateway's URL in the same form works the same way).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,35 @@ AGENTS_SDK_CLIENT = Path(__file__).with_name("agents_sdk_client.py")
 class AgentRun:
     argv: list[str]
     env: dict[str, str]
+
+
+@dataclass
+class Finished:
+    code: int | None  # None: still running at the timeout (then killed)
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+async def run(agent: AgentRun, cwd: Path, timeout: float = 90) -> Finished:
+    """Run a client to the end with stdin closed (as in CI), without blocking the event loop
+    that serves the fake provider."""
+    started = time.monotonic()
+    # A session of its own: the npm wrappers start the native client as a child, and the
+    # whole group is killed at the timeout (the child would otherwise hold the pipes open).
+    process = await asyncio.create_subprocess_exec(
+        *agent.argv, cwd=cwd, env=agent.env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    code: int | None
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        code = process.returncode
+    except TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = await process.communicate()
+        code = None
+    return Finished(code, out.decode(errors="replace"), err.decode(errors="replace"),
+                    time.monotonic() - started)
 
 
 def base_env(home: Path) -> dict[str, str]:
@@ -114,3 +147,38 @@ def agents_sdk(home: Path, base_url: str, key: str, prompt: str, model: str, *,
     agent_binary("python")
     return AgentRun([str(python_bin()), str(AGENTS_SDK_CLIENT), f"{base_url}/v1", key, model,
                      str(note), api, "stream" if stream else "plain", prompt], base_env(home))
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One client set-up: the dialect it speaks and how to run it with a prompt."""
+
+    name: str
+    dialect: str  # openai | anthropic | google
+    make: Callable[[Path, str, str, str], AgentRun]  # (home, base_url, key, prompt)
+
+
+AGENTS = [
+    Agent("claude-code", "anthropic",
+          lambda home, url, key, prompt: claude_code(home, url, key, prompt,
+                                                     "claude-sonnet-4-6")),
+    Agent("codex", "openai",
+          lambda home, url, key, prompt: codex(home, url, key, prompt, "gpt-5-codex")),
+    Agent("opencode-anthropic", "anthropic",
+          lambda home, url, key, prompt: opencode(home, url, key, prompt,
+                                                  "anthropic/claude-sonnet-4-6")),
+    Agent("opencode-openai", "openai",
+          lambda home, url, key, prompt: opencode(home, url, key, prompt, "openai/gpt-5-mini")),
+    Agent("opencode-compatible", "openai",
+          lambda home, url, key, prompt: opencode(home, url, key, prompt,
+                                                  "agentmeter/gpt-5-mini")),
+    Agent("gemini-cli", "google",
+          lambda home, url, key, prompt: gemini_cli(home, url, key, prompt,
+                                                    "gemini-2.5-flash")),
+    Agent("llm", "openai",
+          lambda home, url, key, prompt: llm_cli(home, url, key, prompt, "gpt-5-mini")),
+    Agent("agents-sdk", "openai",
+          lambda home, url, key, prompt: agents_sdk(home, url, key, prompt, "gpt-5-mini",
+                                                    api="responses", stream=True,
+                                                    note=home / "note.txt")),
+]

@@ -27,7 +27,7 @@ async def main(argv: list[str]) -> None:
 
     base_url, api_key, model, note_file, api, mode, prompt = argv
     set_tracing_disabled(True)
-    set_default_openai_client(AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0))
+    set_default_openai_client(AsyncOpenAI(base_url=base_url, api_key=api_key))
     set_default_openai_api("chat_completions" if api == "chat" else "responses")
 
     @function_tool

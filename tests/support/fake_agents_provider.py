@@ -40,6 +40,10 @@ class Call:
     reported: TokenUsage | None = None
 
 
+# Where the middleware leaves a request's `Call` (agents make calls concurrently).
+_CALL = web.RequestKey("call", Call)
+
+
 class FakeAgentsProvider:
     """The fake provider; start it with `await fake.start()`, point clients at `base_url`."""
 
@@ -108,15 +112,22 @@ class FakeAgentsProvider:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        self.calls.append(Call(request.method, request.path, request.query_string,
-                               CIMultiDict(request.headers), body))
+        call = Call(request.method, request.path, request.query_string,
+                    CIMultiDict(request.headers), body)
+        self.calls.append(call)
+        request[_CALL] = call
         return await handler(request)
 
-    def _next(self) -> Reply:
-        return self.replies.popleft() if self.replies else self.default
+    def _next(self, body: dict[str, Any]) -> Reply:
+        """The next queued reply; a tool call only to a request that offers tools (an agent's
+        side calls, such as a session title, offer none and get the default answer)."""
+        if not self.replies or (self.replies[0].tool_call is not None and not body.get("tools")):
+            return self.default
+        return self.replies.popleft()
 
-    def _billed(self, reply: Reply) -> None:
-        self.calls[-1].reported = reply.usage
+    @staticmethod
+    def _billed(request: web.Request, reply: Reply) -> None:
+        request[_CALL].reported = reply.usage
 
     @staticmethod
     def _refuse(reply: Reply, fallback: dict[str, Any]) -> web.Response:
@@ -149,10 +160,11 @@ class FakeAgentsProvider:
         return web.json_response(shapes_openai.models_list(self.models["openai"]))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, reply = await self._json(request), self._next()
+        body = await self._json(request)
+        reply = self._next(body)
         if reply.is_refusal:
             return self._refuse(reply, shapes_openai.error_body("refused by the fake"))
-        self._billed(reply)
+        self._billed(request, reply)
         model = str(body.get("model"))
         if body.get("stream") is not True:
             return web.json_response(shapes_openai.chat_body(reply, model))
@@ -161,10 +173,11 @@ class FakeAgentsProvider:
         return await self._stream(request, shapes_openai.chat_events(reply, model, include))
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        body, reply = await self._json(request), self._next()
+        body = await self._json(request)
+        reply = self._next(body)
         if reply.is_refusal:
             return self._refuse(reply, shapes_openai.error_body("refused by the fake"))
-        self._billed(reply)
+        self._billed(request, reply)
         model, response_id = str(body.get("model")), f"resp_fake{next(self._ids)}"
         answer = shapes_openai.response_object(reply, model, response_id, status="completed",
                                                request=body)
@@ -216,10 +229,11 @@ class FakeAgentsProvider:
     # Anthropic ---------------------------------------------------------------------------------
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body, reply = await self._json(request), self._next()
+        body = await self._json(request)
+        reply = self._next(body)
         if reply.is_refusal:
             return self._refuse(reply, shapes_anthropic.error_body("refused by the fake"))
-        self._billed(reply)
+        self._billed(request, reply)
         model = str(body.get("model"))
         if body.get("stream") is not True:
             return web.json_response(shapes_anthropic.messages_body(reply, model))
@@ -238,12 +252,11 @@ class FakeAgentsProvider:
         if action not in ("generateContent", "streamGenerateContent"):
             return web.json_response(shapes_gemini.error_body(
                 404, f"Method {action!r} not found.", "NOT_FOUND"), status=404)
-        await self._json(request)
-        reply = self._next()
+        reply = self._next(await self._json(request))
         if reply.is_refusal:
             return self._refuse(reply, shapes_gemini.error_body(
                 reply.status, "refused by the fake", "FAILED_PRECONDITION"))
-        self._billed(reply)
+        self._billed(request, reply)
         if action == "generateContent":
             return web.json_response(shapes_gemini.generate_body(reply, model))
         chunks = shapes_gemini.stream_chunks(reply, model)
