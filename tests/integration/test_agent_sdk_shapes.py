@@ -33,8 +33,8 @@ REPLY = Reply(text="Paris is the capital of France.", usage=USAGE, reasoning_tok
 KEY = "sk-fake"
 CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
                "required": ["city"], "additionalProperties": False}
-COMMAND_SCHEMA = {"type": "object", "properties": {"command": {"type": "string"}},
-                  "required": ["command"]}
+COMMAND_SCHEMA: dict[str, object] = {
+    "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}
 
 
 @pytest.fixture
