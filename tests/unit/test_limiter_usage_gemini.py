@@ -19,6 +19,7 @@ from limiter.usage_gemini import (
 )
 from tests.support.agent_replies import Reply, ToolCall
 from tests.support.shapes_gemini import array_stream, generate_body, sse_stream, stream_chunks
+from tests.support.stream_split import feed_split
 
 USAGE = TokenUsage(input=900, output=310, cache_read=4096)
 REPLY = Reply(text='Several words, with "quotes", {braces} and [brackets] \\ escaped.',
@@ -56,15 +57,6 @@ def test_chunks_report_running_totals_not_increments() -> None:
     assert len(outputs) > 3 and outputs == sorted(outputs) and outputs[-1] == USAGE.output
 
 
-def _feed(parser: GeminiStreamParser, data: bytes, cuts: list[int]) -> GeminiStreamParser:
-    previous = 0
-    for cut in [*sorted(cuts), len(data)]:
-        parser.feed(data[previous:cut])
-        previous = cut
-    parser.close()
-    return parser
-
-
 STREAMS = {"sse": (GeminiStreamParser, SSE), "array": (GeminiArrayStreamParser, ARRAY)}
 
 
@@ -73,7 +65,7 @@ STREAMS = {"sse": (GeminiStreamParser, SSE), "array": (GeminiArrayStreamParser, 
 def test_usage_is_the_last_chunks_for_any_split(kind: str, data: st.DataObject) -> None:
     parser_type, stream = STREAMS[kind]
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
-    whole, split = _feed(parser_type(), stream, []), _feed(parser_type(), stream, cuts)
+    whole, split = feed_split(parser_type(), stream, []), feed_split(parser_type(), stream, cuts)
     assert whole.usage == split.usage == USAGE
     assert split.complete and split.output_final
     assert split.events == whole.events == len(CHUNKS)
@@ -84,12 +76,12 @@ def test_usage_is_the_last_chunks_for_any_split(kind: str, data: st.DataObject) 
 def test_every_byte_boundary(kind: str) -> None:
     parser_type, stream = STREAMS[kind]
     for cut in range(len(stream) + 1):
-        parser = _feed(parser_type(), stream, [cut])
+        parser = feed_split(parser_type(), stream, [cut])
         assert parser.usage == USAGE and parser.events == len(CHUNKS)
 
 
 def test_array_read_one_byte_at_a_time() -> None:
-    parser = _feed(GeminiArrayStreamParser(), ARRAY, list(range(len(ARRAY))))
+    parser = feed_split(GeminiArrayStreamParser(), ARRAY, list(range(len(ARRAY))))
     assert parser.usage == USAGE and parser.output_text_chars == len(REPLY.text)
 
 
@@ -97,7 +89,7 @@ def test_array_read_one_byte_at_a_time() -> None:
 def test_stream_cut_short_keeps_the_running_total_but_is_not_final(kind: str) -> None:
     parser_type, stream = STREAMS[kind]
     cut = stream.index(b"finishReason")
-    parser = _feed(parser_type(), stream[:cut], [])
+    parser = feed_split(parser_type(), stream[:cut], [])
     assert parser.usage is not None and parser.usage.output < USAGE.output
     assert parser.usage.input == USAGE.input
     assert not parser.complete and not parser.output_final
@@ -106,7 +98,7 @@ def test_stream_cut_short_keeps_the_running_total_but_is_not_final(kind: str) ->
 def test_function_call_args_count_as_output() -> None:
     call = ToolCall("run_shell_command", {"command": "echo hi"})
     chunks = stream_chunks(Reply(tool_call=call), "gemini-2.5-pro")
-    parser = _feed(GeminiArrayStreamParser(), "".join(array_stream(chunks)).encode(), [])
+    parser = feed_split(GeminiArrayStreamParser(), "".join(array_stream(chunks)).encode(), [])
     assert parser.complete and parser.output_text_chars == len(str(call.arguments))
 
 
@@ -115,14 +107,14 @@ def test_error_chunk_is_kept(kind: str) -> None:
     error = {"error": {"code": 429, "message": "Resource exhausted", "status":
                        "RESOURCE_EXHAUSTED"}}
     data = (f"data: {json.dumps(error)}\n\n" if kind == "sse" else json.dumps([error])).encode()
-    parser = _feed(STREAMS[kind][0](), data, [3])
+    parser = feed_split(STREAMS[kind][0](), data, [3])
     assert parser.error == error["error"] and parser.usage is None
 
 
 def test_array_junk_never_raises_and_an_overlong_element_is_dropped() -> None:
     for junk in (b"]]]}}}", b'[{"a": "\\', b"[1, 2, {", b'{"usageMetadata": 5}', b"\xff{\xfe}",
                  b'["x", {"candidates": [7, {"content": 3}]}]'):
-        parser = _feed(GeminiArrayStreamParser(), junk, [len(junk) // 2])
+        parser = feed_split(GeminiArrayStreamParser(), junk, [len(junk) // 2])
         assert parser.usage is None and parser.output_text_chars == 0
     parser = GeminiArrayStreamParser()
     parser.feed(b'[{"x": "' + b"a" * (8 * 1024 * 1024 + 1))

@@ -17,6 +17,7 @@ from limiter.usage_responses import (
 )
 from tests.support.agent_replies import Reply, ToolCall
 from tests.support.shapes_openai import response_object, responses_events
+from tests.support.stream_split import feed_split
 
 USAGE = TokenUsage(input=1500, output=420, cache_read=2048)
 REPLY = Reply(text="Two words then several more words of the answer.", usage=USAGE,
@@ -63,13 +64,7 @@ def test_answer_without_usage() -> None:
 
 
 def _feed(data: bytes, cuts: list[int]) -> ResponsesStreamParser:
-    parser = ResponsesStreamParser()
-    previous = 0
-    for cut in [*sorted(cuts), len(data)]:
-        parser.feed(data[previous:cut])
-        previous = cut
-    parser.close()
-    return parser
+    return feed_split(ResponsesStreamParser(), data, cuts)
 
 
 @settings(max_examples=200, deadline=None)
