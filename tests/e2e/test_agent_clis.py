@@ -17,6 +17,7 @@ from tests.support import agent_setups
 from tests.support.agent_replies import ANSWER_MARK, Reply, ToolCall
 from tests.support.agent_setups import Finished, run
 from tests.support.fake_agents_provider import Call, FakeAgentsProvider
+from tests.support.limit_refusal import limit_refusal
 
 pytestmark = pytest.mark.slow
 KEY = "sk-fake-provider-key"
@@ -177,3 +178,22 @@ async def test_agent_runs_the_tool_and_returns_its_result(
     followed = [json.dumps(call.body) for call in calls[1:]]
     result_mark = "functionResponse" if agent.dialect == "google" else "call_fake_1"
     assert any(result_mark in body for body in followed), [call.path for call in calls]
+
+
+# opencode is left out: it retries a 409 silently with growing pauses (and so any refusal whose
+# body contains "429", "500" or "503", such as `"spent_micros": 25000000`): bench.agent_refusals.
+@pytest.mark.parametrize("agent", [agent for agent in agent_setups.AGENTS
+                                   if not agent.name.startswith("opencode")],
+                         ids=lambda agent: agent.name)
+async def test_agent_stops_on_the_limit_refusal_and_shows_it(
+        home: Path, agent: agent_setups.Agent) -> None:
+    refusing = FakeAgentsProvider(default=limit_refusal(agent.dialect))
+    await refusing.start()
+    try:
+        finished = await run(agent.make(home, refusing.base_url, KEY, "Say hello."),
+                             home.parent / "work", timeout=25)
+    finally:
+        await refusing.close()
+    assert finished.code not in (None, 0), finished
+    # Claude Code shows the body's top-level `message`, the others the dialect's error message.
+    assert "Chat usage limit exceeded" in finished.stdout + finished.stderr
