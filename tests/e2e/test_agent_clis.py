@@ -1,8 +1,10 @@
 """The real coding agents, run non-interactively against the fake provider over real HTTP.
 
 Each client finishes its task, prints the fake's answer and makes exactly the calls recorded
-here (paths, query strings, the provider headers a gateway must pass on). These are the
-clients and set-ups the gateway is proven with; this module proves the fake and the set-ups.
+here (paths, query strings, the provider headers a gateway must pass on); each acts on a tool
+call in its dialect and sends the result back; and each that can stops on the limiter's refusal
+and shows its message. These are the clients and set-ups the gateway is proven with; this
+module proves the fake and the set-ups.
 """
 
 from __future__ import annotations
