@@ -19,7 +19,7 @@ import yaml
 
 from exporter.settings import ExporterSettings, KubernetesSettings
 from ledger.settings import DatabaseSettings
-from limiter.settings import LimiterSettings, ProviderSettings
+from limiter.settings import LimiterSettings, UpstreamSettings
 
 ENV_PREFIX = "AGENTMETER_"
 CONFIG_ENV = "AGENTMETER_CONFIG"
@@ -47,6 +47,8 @@ _ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "AGENTMETER_OPENAI_API_KEY": ("limiter", "providers", "openai", "api_key"),
     "AGENTMETER_ANTHROPIC_BASE_URL": ("limiter", "providers", "anthropic", "base_url"),
     "AGENTMETER_ANTHROPIC_API_KEY": ("limiter", "providers", "anthropic", "api_key"),
+    "AGENTMETER_GOOGLE_BASE_URL": ("limiter", "providers", "google", "base_url"),
+    "AGENTMETER_GOOGLE_API_KEY": ("limiter", "providers", "google", "api_key"),
     "AGENTMETER_LOG_LEVEL": ("log_level",),
 }
 
@@ -93,9 +95,11 @@ def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
         if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             _check_keys(typing.cast(type, hint), value, path)
         elif typing.get_origin(hint) is dict and isinstance(value, Mapping):
-            for name, provider in value.items():
-                if isinstance(provider, Mapping):
-                    _check_keys(ProviderSettings, provider, f"{path}.{name}")
+            entry = typing.get_args(hint)[1]
+            if dataclasses.is_dataclass(entry):
+                for name, item in value.items():
+                    if isinstance(item, Mapping):
+                        _check_keys(typing.cast(type, entry), item, f"{path}.{name}")
 
 
 def _merge_defaults_for_providers(data: dict[str, Any]) -> None:
@@ -157,7 +161,7 @@ __all__ = [
     "ExporterSettings",
     "KubernetesSettings",
     "LimiterSettings",
-    "ProviderSettings",
+    "UpstreamSettings",
     "env_variables",
     "load_config",
 ]

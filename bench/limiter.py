@@ -180,16 +180,16 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def serve_forward_only(port: int, upstream: str) -> None:
-    """A gateway reduced to `limiter.forward.forward` (no auth, no ledger): the protocol half's
-    own cost, so the figures can tell it from the limit check and the recording."""
+    """A gateway reduced to `limiter.relay.forward.forward` (no auth, no ledger): the protocol
+    half's own cost, so the figures can tell it from the limit check and the recording."""
     from aiohttp import web
 
-    from limiter.forward import forward
-    from limiter.providers import provider_for_path
-    from limiter.settings import ProviderSettings
+    from limiter.relay.dialects import provider_for_path
+    from limiter.relay.forward import forward
+    from limiter.settings import UpstreamSettings
     from limiter.upstream_client import UpstreamPool
 
-    settings = ProviderSettings(base_url=upstream, api_key=PROVIDER_KEY)
+    settings = UpstreamSettings(base_url=upstream, api_key=PROVIDER_KEY)
     session_key = web.AppKey("session", UpstreamPool)
 
     async def handle(request: web.Request) -> web.StreamResponse:

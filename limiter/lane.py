@@ -27,10 +27,10 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from limiter.http.middleware import CLIENT_CLOSED, error_answer, observe_request
 from limiter.lane_request import DateHeader, LaneRequest
-from limiter.middleware import CLIENT_CLOSED, error_answer, observe_request
-from limiter.providers import PROVIDERS
-from limiter.proxy import proxy
+from limiter.relay.dialects import PROVIDERS
+from limiter.relay.proxy import proxy
 
 log = logging.getLogger("agentmeter.limiter")
 

@@ -16,7 +16,7 @@ from ledger import metric_names as names
 # Why the limit check failed and the request went through anyway (fail_mode: open).
 FAIL_OPEN_REASONS = ("database_error", "timeout")
 PROVIDER_NAMES = ("openai", "anthropic")
-# Where a key check's answer came from (limiter.check_cache).
+# Where a key check's answer came from (limiter.admission.check_cache).
 KEY_CHECK_SOURCES = ("cache", "ledger")
 PROXY_ROUTES = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
-from limiter.deadline import wait_within
+from limiter.admission.deadline import wait_within
 
 # Unread body bytes after which the connection stops reading until the relay catches up.
 HIGH_WATER = 256 * 1024

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from limiter.app_keys import SETTINGS
+from limiter.http.app_keys import SETTINGS
 from tests.support.databases import PgLedger, SqliteTemplate, pg_available
 from tests.support.gateway import GatewayTestServer
 from tests.support.requirements import missing

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
-from limiter.app import JOURNAL_DIR
-from limiter.recording import to_entry
-from limiter.spool import Spool
+from limiter.http.app import JOURNAL_DIR
+from limiter.recording.recorder import to_entry
+from limiter.recording.spool import Spool
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     bearer,

@@ -12,9 +12,9 @@ from ledger.engine import create_sync_engine
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
-from limiter.ledger_writer import LedgerWriter, Pending
-from limiter.recording import to_entry
-from limiter.spool import Spool
+from limiter.recording.recorder import to_entry
+from limiter.recording.spool import Spool
+from limiter.recording.writer import LedgerWriter, Pending
 from tests.support.gateway import message_count, query, seed_ledger
 
 AT = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

@@ -8,10 +8,10 @@ import socket
 
 from aiohttp import web
 
-from limiter.errors import LimiterError
-from limiter.forward import ForwardResult, forward
-from limiter.providers import provider_for_path
-from limiter.settings import ProviderSettings
+from limiter.http.errors import LimiterError
+from limiter.relay.dialects import provider_for_path
+from limiter.relay.forward import ForwardResult, forward
+from limiter.settings import UpstreamSettings
 from limiter.upstream_client import UpstreamPool
 
 OPENAI_KEY = "sk-provider-openai"
@@ -29,8 +29,8 @@ class Harness:
     """A minimal gateway: reads the body, calls forward(), returns its response."""
 
     def __init__(self, upstream_url: str, timeout_s: float = 5.0) -> None:
-        self.providers = {"openai": ProviderSettings(upstream_url, OPENAI_KEY),
-                          "anthropic": ProviderSettings(upstream_url, ANTHROPIC_KEY)}
+        self.providers = {"openai": UpstreamSettings(upstream_url, OPENAI_KEY),
+                          "anthropic": UpstreamSettings(upstream_url, ANTHROPIC_KEY)}
         self.timeout_s = timeout_s
         self.results: asyncio.Queue[ForwardResult] = asyncio.Queue()
         self.errors: list[LimiterError] = []

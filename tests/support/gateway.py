@@ -25,10 +25,10 @@ from ledger.metric_names import PREFIX
 from ledger.policy_apply import apply_policy
 from ledger.policy_file import parse_policy
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
-from limiter.app_keys import LISTENER, RECORDER
+from limiter.http.app import create_app
+from limiter.http.app_keys import LISTENER, RECORDER
 from limiter.lane import GatewayRunner
-from limiter.settings import LimiterSettings, ProviderSettings
+from limiter.settings import LimiterSettings, UpstreamSettings
 
 # Prices chosen so costs are easy to read: gpt-test costs 1 micro per input token and 2 per
 # output token; claude-test 3 and 15 (USD per 1M tokens == micros per token).
@@ -115,8 +115,8 @@ def ledger_snapshot(url: str) -> tuple[int, int, int]:
 
 
 def limiter_settings(tmp_path: Path, upstream_url: str, **changes: Any) -> LimiterSettings:
-    providers = {"openai": ProviderSettings(base_url=upstream_url, api_key="sk-openai-SECRET"),
-                 "anthropic": ProviderSettings(base_url=upstream_url,
+    providers = {"openai": UpstreamSettings(base_url=upstream_url, api_key="sk-openai-SECRET"),
+                 "anthropic": UpstreamSettings(base_url=upstream_url,
                                                api_key="sk-ant-SECRET")}
     base = LimiterSettings(spool_dir=str(tmp_path / "spool"), admin_token="admin-token-xyz",
                            upstream_timeout_seconds=5.0, providers=providers)

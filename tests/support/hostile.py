@@ -23,8 +23,8 @@ from sqlalchemy import select
 from ledger.engine import create_sync_engine
 from ledger.schema import metadata
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
-from limiter.app_keys import RECORDER
+from limiter.http.app import create_app
+from limiter.http.app_keys import RECORDER
 from limiter.lane import GatewayRunner
 from limiter.settings import LimiterSettings
 

@@ -14,11 +14,11 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
+from limiter.http.app import create_app
 from limiter.settings import LimiterSettings
 from tests.support.requirements import missing
 
-OPENAPI = Path(__file__).resolve().parents[2] / "limiter" / "openapi.json"
+OPENAPI = Path(__file__).resolve().parents[2] / "limiter" / "api" / "openapi.json"
 
 
 def closed_port() -> int:

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.tokens import TokenUsage
-from limiter.providers.anthropic import AnthropicStreamParser
-from limiter.providers.openai import OpenAIStreamParser
-from limiter.sse import MAX_LINE_BYTES, StreamUsageParser, scan_text_chars, text_keys
+from limiter.relay.dialects.anthropic import AnthropicStreamParser
+from limiter.relay.dialects.openai import OpenAIStreamParser
+from limiter.relay.sse import MAX_LINE_BYTES, StreamUsageParser, scan_text_chars, text_keys
 from tests.support.fake_upstream import Answer, anthropic_events, openai_events
 
 

@@ -8,9 +8,13 @@ import pytest
 from multidict import CIMultiDict
 
 from ledger.tokens import TokenUsage
-from limiter.errors import BadRequest
-from limiter.providers.anthropic import DEFAULT_VERSION, AnthropicProvider, AnthropicStreamParser
-from limiter.settings import ProviderSettings
+from limiter.http.errors import BadRequest
+from limiter.relay.dialects.anthropic import (
+    DEFAULT_VERSION,
+    AnthropicProvider,
+    AnthropicStreamParser,
+)
+from limiter.settings import UpstreamSettings
 from tests.support.fake_upstream import Answer, anthropic_events, anthropic_usage_json
 
 ANTHROPIC = AnthropicProvider()
@@ -144,12 +148,12 @@ def test_upstream_headers() -> None:
         "anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching-2024-07-31",
         "Content-Type": "application/json", "Content-Length": "3",
     })
-    headers = ANTHROPIC.upstream_headers(incoming, ProviderSettings("http://x", "sk-ant"))
+    headers = ANTHROPIC.upstream_headers(incoming, UpstreamSettings("http://x", "sk-ant"))
     assert headers == {"x-api-key": "sk-ant", "anthropic-version": "2023-06-01",
                        "anthropic-beta": "prompt-caching-2024-07-31",
                        "Content-Type": "application/json"}
 
 
 def test_missing_api_version_gets_the_default() -> None:
-    headers = ANTHROPIC.upstream_headers(CIMultiDict(), ProviderSettings("http://x", "k"))
+    headers = ANTHROPIC.upstream_headers(CIMultiDict(), UpstreamSettings("http://x", "k"))
     assert headers["anthropic-version"] == DEFAULT_VERSION

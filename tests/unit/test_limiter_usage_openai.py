@@ -8,11 +8,11 @@ import pytest
 from multidict import CIMultiDict
 
 from ledger.tokens import TokenUsage
-from limiter.errors import BadRequest, NotFound
-from limiter.providers import PROVIDERS, provider_for_path
-from limiter.providers.openai import OpenAIProvider, OpenAIStreamParser
-from limiter.request_body import parse_json_object
-from limiter.settings import ProviderSettings
+from limiter.http.errors import BadRequest, NotFound
+from limiter.relay.body import parse_json_object
+from limiter.relay.dialects import PROVIDERS, provider_for_path
+from limiter.relay.dialects.openai import OpenAIProvider, OpenAIStreamParser
+from limiter.settings import UpstreamSettings
 from tests.support.fake_upstream import Answer, openai_events, openai_usage_json
 
 OPENAI = OpenAIProvider()
@@ -161,7 +161,7 @@ def test_upstream_headers_carry_the_provider_key_and_nothing_of_the_clients() ->
         "content-type": "application/json; charset=utf-8", "Accept-Encoding": "br",
         "OpenAI-Beta": "assistants=v2", "User-Agent": "sdk/1", "X-Stainless-Lang": "python",
     })
-    headers = OPENAI.upstream_headers(incoming, ProviderSettings("http://x", api_key="sk-prov"))
+    headers = OPENAI.upstream_headers(incoming, UpstreamSettings("http://x", api_key="sk-prov"))
     assert headers == {
         "Authorization": "Bearer sk-prov", "Content-Type": "application/json",
         "OpenAI-Beta": "assistants=v2", "User-Agent": "sdk/1", "X-Stainless-Lang": "python",
@@ -170,7 +170,7 @@ def test_upstream_headers_carry_the_provider_key_and_nothing_of_the_clients() ->
 
 def test_no_provider_key_configured_sends_no_credentials() -> None:
     headers = OPENAI.upstream_headers(CIMultiDict({"Authorization": "Bearer c"}),
-                                      ProviderSettings("http://x"))
+                                      UpstreamSettings("http://x"))
     assert "Authorization" not in headers and "authorization" not in headers
 
 

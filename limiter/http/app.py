@@ -18,7 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from ledger.engine import create_async_engine, create_sync_engine
 from ledger.settings import DatabaseSettings
-from limiter.app_keys import (
+from limiter.admission.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
+from limiter.admission.check_cache import CheckCache
+from limiter.admission.enforcement import Enforcer
+from limiter.admission.key_check import KeyChecker
+from limiter.admission.ledger_listener import LedgerListener
+from limiter.http.app_keys import (
     CATALOG,
     CHECK_CACHE,
     CLOCK,
@@ -33,17 +38,16 @@ from limiter.app_keys import (
     SETTINGS,
     Clock,
 )
-from limiter.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
-from limiter.check_cache import CheckCache
-from limiter.enforcement import Enforcer
-from limiter.ledger_listener import LedgerListener
+from limiter.http.middleware import error_middleware, metrics_middleware
+from limiter.http.routes import setup_routes
 from limiter.metrics import LimiterMetrics
-from limiter.middleware import error_middleware, metrics_middleware
-from limiter.pg_check import KeyChecker
-from limiter.recording import DEFAULT_REPLAY_INTERVAL_SECONDS, WRITE_TIMEOUT_FACTOR, Recorder
-from limiter.routes import setup_routes
+from limiter.recording.recorder import (
+    DEFAULT_REPLAY_INTERVAL_SECONDS,
+    WRITE_TIMEOUT_FACTOR,
+    Recorder,
+)
+from limiter.recording.spool import Spool
 from limiter.settings import LimiterSettings
-from limiter.spool import Spool
 from limiter.upstream_client import UpstreamPool
 
 # Under the spool directory: the write-ahead journal of records not yet committed.

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from ledger.usage import UsageRecord, record_usage_batch
 from limiter.database import DATABASE_ERRORS
-from limiter.spool import Entry, Spool
+from limiter.recording.spool import Entry, Spool
 
 log = logging.getLogger("agentmeter.limiter")
 

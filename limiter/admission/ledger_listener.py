@@ -20,7 +20,7 @@ from psycopg import pq
 from ledger.engine import application_name_args, libpq_url
 from ledger.notify import CHANNEL, LedgerReset, parse_change
 from ledger.settings import DatabaseSettings
-from limiter.check_cache import CheckCache
+from limiter.admission.check_cache import CheckCache
 
 log = logging.getLogger(__name__)
 

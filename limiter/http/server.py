@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
+from limiter.http.app import create_app
 from limiter.lane import GatewayRunner
 from limiter.settings import LimiterSettings
 

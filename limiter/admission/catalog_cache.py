@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.catalog import Model, all_models
 from limiter.database import DATABASE_ERRORS, in_transaction
-from limiter.errors import ServiceUnavailable
+from limiter.http.errors import ServiceUnavailable
 
 DEFAULT_TTL_SECONDS = 2.0
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from limiter.errors import NotFound
-from limiter.providers.anthropic import AnthropicProvider
-from limiter.providers.base import Provider
-from limiter.providers.openai import OpenAIProvider
+from limiter.http.errors import NotFound
+from limiter.relay.dialects.anthropic import AnthropicProvider
+from limiter.relay.dialects.base import Provider
+from limiter.relay.dialects.openai import OpenAIProvider
 
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (OpenAIProvider(), AnthropicProvider())}
 _BY_PATH: dict[str, Provider] = {p.path: p for p in PROVIDERS.values()}

@@ -13,7 +13,7 @@ time a client could notice.)
 
 What is known is always returned: a stream cut by either side is flagged `partial`, with the
 provider's exact counts where it already sent them and the estimate of
-`limiter.providers.base.settle_usage` for the rest (`estimated`). An upstream that drops a stream
+`limiter.relay.dialects.base.settle_usage` for the rest (`estimated`). An upstream that drops a stream
 midway has its client connection closed too, so the client sees a broken stream and not a
 seemingly finished answer.
 """
@@ -28,11 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from ledger.tokens import TokenUsage
-from limiter.errors import UpstreamError, UpstreamTimeout
+from limiter.http.errors import UpstreamError, UpstreamTimeout
 from limiter.lane_request import LaneRequest, LaneStream
-from limiter.providers.base import Provider, relayable_headers, settle_usage
-from limiter.settings import ProviderSettings
-from limiter.sse import StreamUsageParser, load_json
+from limiter.relay.dialects.base import Provider, relayable_headers, settle_usage
+from limiter.relay.sse import StreamUsageParser, load_json
+from limiter.settings import UpstreamSettings
 from limiter.upstream_client import (
     PreparedRequest,
     Sent,
@@ -65,7 +65,7 @@ class ForwardResult:
     error: dict[str, Any] | None = None
 
 
-def prepare_call(*, session: UpstreamPool, provider: Provider, settings: ProviderSettings,
+def prepare_call(*, session: UpstreamPool, provider: Provider, settings: UpstreamSettings,
                  request: web.Request, body: dict[str, Any], timeout_s: float,
                  on_first_byte: Callable[[], None] | None = None,
                  raw_body: bytes | None = None) -> UpstreamCall:
@@ -106,7 +106,7 @@ async def relay(call: UpstreamCall, request: web.Request,
     return await _exchange(call)
 
 
-async def forward(*, session: UpstreamPool, provider: Provider, settings: ProviderSettings,
+async def forward(*, session: UpstreamPool, provider: Provider, settings: UpstreamSettings,
                   request: web.Request, body: dict[str, Any], timeout_s: float,
                   on_first_byte: Callable[[], None] | None = None,
                   raw_body: bytes | None = None,
@@ -119,7 +119,7 @@ async def forward(*, session: UpstreamPool, provider: Provider, settings: Provid
     return await relay(call, request, before_end)
 
 
-def _upstream_url(settings: ProviderSettings, provider: Provider, request: web.Request) -> str:
+def _upstream_url(settings: UpstreamSettings, provider: Provider, request: web.Request) -> str:
     url = settings.base_url.rstrip("/") + provider.path
     return f"{url}?{request.query_string}" if request.query_string else url
 

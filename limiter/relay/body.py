@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from limiter import json_codec
-from limiter.errors import BadRequest, PayloadTooLarge
+from limiter.http.errors import BadRequest, PayloadTooLarge
 
 _CHUNK = 256 * 1024
 

@@ -28,11 +28,17 @@ from ledger.pricing import cost_upper_bound
 from ledger.reservations import reserve
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key, limit_status
-from limiter.auth import Credential, FallbackIdentities, Identity, identify, unknown_key
+from limiter.admission.credentials import (
+    Credential,
+    FallbackIdentities,
+    Identity,
+    identify,
+    unknown_key,
+)
+from limiter.admission.key_check import CheckResult, KeyChecker
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
-from limiter.errors import LimitExceeded, ServiceUnavailable
+from limiter.http.errors import LimitExceeded, ServiceUnavailable
 from limiter.metrics import LimiterMetrics
-from limiter.pg_check import CheckResult, KeyChecker
 from limiter.settings import LimiterSettings
 from limiter.timefmt import rfc3339
 
@@ -103,7 +109,7 @@ class Enforcer:
                  database: DatabaseSettings, metrics: LimiterMetrics,
                  key_checker: KeyChecker | None = None) -> None:
         self._engine = engine
-        # PostgreSQL: keys are checked on the driver directly (see limiter.pg_check).
+        # PostgreSQL: keys are checked on the driver directly (see limiter.admission.key_check).
         self._key_checker = key_checker
         self._settings = settings
         self._timeout = database.connect_timeout_seconds

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger.tokens import TokenUsage
-from limiter.providers.base import Provider, positive_int
-from limiter.settings import ProviderSettings
-from limiter.sse import StreamUsageParser, count, load_json, scan_text_chars, text_keys
+from limiter.relay.dialects.base import Provider, positive_int
+from limiter.relay.sse import StreamUsageParser, count, load_json, scan_text_chars, text_keys
+from limiter.settings import UpstreamSettings
 
 # Sent when the client names no API version (the SDKs always do).
 DEFAULT_VERSION = "2023-06-01"
@@ -134,7 +134,7 @@ class AnthropicProvider(Provider):
         return positive_int(body.get("max_tokens"))
 
     def upstream_headers(self, incoming: Mapping[str, str],
-                         settings: ProviderSettings) -> dict[str, str]:
+                         settings: UpstreamSettings) -> dict[str, str]:
         headers = super().upstream_headers(incoming, settings)
         if not any(name.lower() == "anthropic-version" for name in headers):
             headers["anthropic-version"] = DEFAULT_VERSION

@@ -1,7 +1,8 @@
 """The key check on PostgreSQL, run on libpq without the driver's layers.
 
 The check is one statement (`ledger.spend.check_key`) and it sits on the critical path of
-every request that the check cache (limiter.check_cache) cannot answer: a key's first, and any
+every request that the check cache (limiter.admission.check_cache) cannot answer: a key's
+first, and any
 after a change to limits or keys. Through SQLAlchemy's async engine it cost about 0.65 ms of
 CPU per call on the 2-core benchmark machine, through psycopg's async cursor about 0.16 ms
 (0.25 ms in the running gateway, where other processes keep the caches cold). So the limiter
@@ -35,8 +36,8 @@ from ledger.engine import application_name_args, is_sqlite, libpq_url
 from ledger.keys import KeyOwner, hash_key
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key_params, check_key_result, check_key_statement
-from limiter.check_cache import CheckCache
-from limiter.deadline import wait_within
+from limiter.admission.check_cache import CheckCache
+from limiter.admission.deadline import wait_within
 from limiter.metrics import LimiterMetrics
 
 STATEMENT_NAME = b"agentmeter_check_key"
@@ -145,7 +146,7 @@ class _Connection:
 
 class KeyChecker:
     """`check_key` on a pool of libpq connections (PostgreSQL ledgers only), answered from the
-    cache (limiter.check_cache) instead when it holds the key's answer."""
+    cache (limiter.admission.check_cache) instead when it holds the key's answer."""
 
     def __init__(self, settings: DatabaseSettings, cache: CheckCache | None = None,
                  metrics: LimiterMetrics | None = None) -> None:
@@ -174,7 +175,7 @@ class KeyChecker:
         self._params: list[bytes | None] = []
         self._row_type: Callable[..., Any] | None = None
         self._decoders: list[Callable[[bytes], Any]] = []
-        # Answers remembered while the ledger's changes are heard (limiter.check_cache).
+        # Answers remembered while the ledger's changes are heard (limiter.admission.check_cache).
         self._cache = cache if cache is not None else CheckCache(0)
         self._from_cache = metrics.key_checks_by("cache") if metrics else None
         self._from_ledger = metrics.key_checks_by("ledger") if metrics else None

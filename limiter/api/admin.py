@@ -36,12 +36,12 @@ from ledger.reports import (
     cost_table,
     user_detail,
 )
-from limiter.api_status import status_view
-from limiter.app_keys import CHECK_CACHE, CLOCK, DATABASE, ENGINE, SETTINGS
-from limiter.auth import credential_of, is_admin, refuse_non_admin
+from limiter.admission.credentials import credential_of, is_admin, refuse_non_admin
+from limiter.api.status import status_view
 from limiter.database import in_transaction
-from limiter.errors import BadRequest
-from limiter.request_body import read_json_object
+from limiter.http.app_keys import CHECK_CACHE, CLOCK, DATABASE, ENGINE, SETTINGS
+from limiter.http.errors import BadRequest
+from limiter.relay.body import read_json_object
 from limiter.timefmt import parse_instant, rfc3339
 
 # Admin bodies are a few fields; nothing near an agent's context size.

@@ -10,17 +10,17 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from limiter import api_admin
-from limiter.api_status import usage_status
-from limiter.app_keys import DATABASE, ENGINE, REGISTRY
+from limiter.api import admin as api_admin
+from limiter.api.status import usage_status
 from limiter.database import reachable
-from limiter.providers import PROVIDERS
-from limiter.proxy import list_models, proxy
+from limiter.http.app_keys import DATABASE, ENGINE, REGISTRY
+from limiter.relay.dialects import PROVIDERS
+from limiter.relay.proxy import list_models, proxy
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    text = resources.files("limiter").joinpath("openapi.json").read_text(encoding="utf-8")
+    text = resources.files("limiter.api").joinpath("openapi.json").read_text(encoding="utf-8")
     document: dict[str, Any] = json.loads(text)
     return document
 

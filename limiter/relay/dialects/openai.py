@@ -14,9 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger.tokens import TokenUsage
-from limiter.providers.base import Provider, add_top_level_member, positive_int
-from limiter.settings import ProviderSettings
-from limiter.sse import StreamUsageParser, count, load_json, scan_text_chars, text_chars, text_keys
+from limiter.relay.dialects.base import Provider, add_top_level_member, positive_int
+from limiter.relay.sse import (
+    StreamUsageParser,
+    count,
+    load_json,
+    scan_text_chars,
+    text_chars,
+    text_keys,
+)
+from limiter.settings import UpstreamSettings
 
 
 def openai_usage(usage: object) -> TokenUsage | None:
@@ -146,7 +153,7 @@ class OpenAIProvider(Provider):
         return super().upstream_payload(body, raw_body)
 
     def upstream_headers(self, incoming: Mapping[str, str],
-                         settings: ProviderSettings) -> dict[str, str]:
+                         settings: UpstreamSettings) -> dict[str, str]:
         headers = super().upstream_headers(incoming, settings)
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"

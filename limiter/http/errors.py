@@ -1,6 +1,6 @@
 """Errors the limiter answers with: each carries its HTTP status and a stable machine code.
 
-Handlers and adapters raise these; one middleware (`limiter.middleware`) turns them into
+Handlers and adapters raise these; one middleware (`limiter.http.middleware`) turns them into
 `{"error": {"code": ..., "message": ...}}` answers, so no handler builds error bodies by hand and
 nothing else (a traceback, an upstream secret) can leak into a client's answer.
 """

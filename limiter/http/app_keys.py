@@ -11,16 +11,16 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.settings import DatabaseSettings
-from limiter.check_cache import CheckCache
+from limiter.admission.check_cache import CheckCache
 from limiter.settings import LimiterSettings
 from limiter.upstream_client import UpstreamPool
 
 if TYPE_CHECKING:
-    from limiter.catalog_cache import CatalogCache
-    from limiter.enforcement import Enforcer
-    from limiter.ledger_listener import LedgerListener
+    from limiter.admission.catalog_cache import CatalogCache
+    from limiter.admission.enforcement import Enforcer
+    from limiter.admission.ledger_listener import LedgerListener
     from limiter.metrics import LimiterMetrics
-    from limiter.recording import Recorder
+    from limiter.recording.recorder import Recorder
 
 Clock = Callable[[], datetime]
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from ledger.keys import authenticate_key
 from ledger.schema import USER_TEXT_LENGTH
 from ledger.users import ensure_user
-from limiter.errors import BadRequest, Forbidden, Unauthorized
+from limiter.http.errors import BadRequest, Forbidden, Unauthorized
 from limiter.settings import LimiterSettings
 
 FORWARDED_USER = "X-Forwarded-User"

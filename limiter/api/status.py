@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from ledger.spend import LimitStatus
-from limiter.app_keys import CLOCK, DATABASE, ENGINE, SETTINGS
-from limiter.auth import credential_of
+from limiter.admission.credentials import credential_of
+from limiter.admission.enforcement import check_status
 from limiter.database import in_transaction
-from limiter.enforcement import check_status
+from limiter.http.app_keys import CLOCK, DATABASE, ENGINE, SETTINGS
 from limiter.timefmt import rfc3339
 
 

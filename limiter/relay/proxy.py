@@ -27,7 +27,10 @@ from aiohttp import web
 
 from ledger.catalog import Model
 from ledger.usage import UsageRecord
-from limiter.app_keys import (
+from limiter.admission.catalog_cache import CatalogUnavailable
+from limiter.admission.credentials import credential_of
+from limiter.admission.enforcement import Admission, strict_upper_bound
+from limiter.http.app_keys import (
     CATALOG,
     CLOCK,
     ENFORCER,
@@ -39,15 +42,12 @@ from limiter.app_keys import (
     SETTINGS,
     UPSTREAM_SECONDS,
 )
-from limiter.auth import credential_of
-from limiter.catalog_cache import CatalogUnavailable
-from limiter.enforcement import Admission, strict_upper_bound
-from limiter.errors import BadRequest, LimiterError, ServiceUnavailable
-from limiter.forward import ForwardResult, UpstreamCall, prepare_call, relay
+from limiter.http.errors import BadRequest, LimiterError, ServiceUnavailable
 from limiter.lane_request import LaneRequest
-from limiter.providers import Provider, provider_for_path
-from limiter.request_body import parse_json_object, read_capped
-from limiter.spool import Entry
+from limiter.recording.spool import Entry
+from limiter.relay.body import parse_json_object, read_capped
+from limiter.relay.dialects import Provider, provider_for_path
+from limiter.relay.forward import ForwardResult, UpstreamCall, prepare_call, relay
 
 log = logging.getLogger("agentmeter.limiter")
 

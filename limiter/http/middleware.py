@@ -17,8 +17,8 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from ledger.errors import InvalidValue, LedgerError, NotFoundError
-from limiter.app_keys import METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
-from limiter.errors import LimiterError
+from limiter.http.app_keys import METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
+from limiter.http.errors import LimiterError
 
 log = logging.getLogger("agentmeter.limiter")
 

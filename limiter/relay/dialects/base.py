@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 from multidict import CIMultiDict
 
 from ledger.tokens import TokenUsage
-from limiter.errors import BadRequest
-from limiter.settings import ProviderSettings
-from limiter.sse import StreamUsageParser
+from limiter.http.errors import BadRequest
+from limiter.relay.sse import StreamUsageParser
+from limiter.settings import UpstreamSettings
 
 # Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus framing headers
 # the client library recomputes for the new body.
@@ -140,7 +140,7 @@ class Provider(ABC):
         return encode_json(prepared)
 
     def upstream_headers(self, incoming: Mapping[str, str],
-                         settings: ProviderSettings) -> dict[str, str]:
+                         settings: UpstreamSettings) -> dict[str, str]:
         headers = forwardable_headers(incoming)
         headers["Content-Type"] = "application/json"
         return headers

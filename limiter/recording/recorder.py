@@ -29,8 +29,8 @@ from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 from ledger.usage import UsageRecord, record_usage_batch
 from limiter.database import DATABASE_ERRORS, in_transaction
-from limiter.ledger_writer import LedgerWriter, Pending
-from limiter.spool import Entry, Spool
+from limiter.recording.spool import Entry, Spool
+from limiter.recording.writer import LedgerWriter, Pending
 
 log = logging.getLogger("agentmeter.limiter")
 
