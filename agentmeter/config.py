@@ -19,6 +19,7 @@ import yaml
 
 from exporter.settings import ExporterSettings, KubernetesSettings
 from ledger.settings import DatabaseSettings
+from limiter.relay.upstreams import upstream_kind
 from limiter.settings import LimiterSettings, UpstreamSettings
 
 ENV_PREFIX = "AGENTMETER_"
@@ -145,13 +146,19 @@ def load_config(path: str | os.PathLike[str] | None = None,
             _set_path(data, setting, env[name])
     _merge_defaults_for_providers(data)
     try:
-        return pydantic.TypeAdapter(Config).validate_python(data)
+        config = pydantic.TypeAdapter(Config).validate_python(data)
     except pydantic.ValidationError as exc:
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"])
             problems.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
         raise ConfigError(f"{where}: invalid setting {'; '.join(problems)}") from None
+    for name, upstream in config.limiter.providers.items():
+        try:
+            upstream_kind(name, upstream)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return config
 
 
 __all__ = [

@@ -7,10 +7,9 @@ runs as `agentmeter limiter` in another, with its ledger on a scratch PostgreSQL
 `bench_limiter` (dropped and re-created, migrated, seeded with a user, a key, limits and priced
 models). Calls straight to the fake and calls through the limiter are alternated within each
 round, so both see the same machine load; the spread between rounds says how far to trust the
-figures on a shared machine. A third server, `forward()` alone without authentication or ledger,
-shows the relay's own cost on aiohttp's server (the limiter serves the provider routes on its
-faster lane, `limiter.lane`, so the difference is an upper bound of what the limit check and
-the recording add); the CPU that the limiter's ledger connections cost PostgreSQL per call is
+figures on a shared machine. A third server, the relay alone without authentication or ledger,
+shows the relay's own cost on the same aiohttp server and client (so the difference is what the
+limit check and the recording add); the CPU that the limiter's ledger connections cost PostgreSQL per call is
 printed beside the limiter's own.
 
 Targets: added p50 <= 1 ms and p99 <= 5 ms at concurrency 1, added stream TTFB p50 <= 2 ms,
@@ -180,31 +179,37 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def serve_forward_only(port: int, upstream: str) -> None:
-    """A gateway reduced to `limiter.relay.forward.forward` (no auth, no ledger): the protocol
-    half's own cost, so the figures can tell it from the limit check and the recording."""
+    """A gateway reduced to the relay (`limiter.relay.prepare` and `limiter.relay.forward`, no
+    auth, no ledger): the protocol half's own cost on the same aiohttp server and client, so
+    the figures can tell it from the limit check and the recording."""
     from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
-    from limiter.relay.dialects import provider_for_path
-    from limiter.relay.forward import forward
-    from limiter.settings import UpstreamSettings
-    from limiter.upstream_client import UpstreamPool
+    from limiter.metrics import LimiterMetrics
+    from limiter.relay.forward import relay
+    from limiter.relay.prepare import prepare_call
+    from limiter.relay.registry import ROUTES
+    from limiter.relay.upstreams import Upstreams
+    from limiter.settings import LimiterSettings, UpstreamSettings
 
-    settings = UpstreamSettings(base_url=upstream, api_key=PROVIDER_KEY)
-    session_key = web.AppKey("session", UpstreamPool)
+    settings = LimiterSettings(providers={
+        name: UpstreamSettings(base_url=upstream, api_key=PROVIDER_KEY)
+        for name in ("openai", "anthropic")})
+    upstreams_key = web.AppKey("upstreams", Upstreams)
+    by_path = {route.path: route for route in ROUTES}
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        result = await forward(session=request.app[session_key],
-                               provider=provider_for_path(request.path), settings=settings,
-                               request=request, body=json.loads(raw), timeout_s=60,
-                               raw_body=raw)
-        return result.response
+        route = by_path[request.path]
+        call = prepare_call(route=route, upstream=request.app[upstreams_key].for_call(route, None),
+                            request=request, body=json.loads(raw), raw_body=raw)
+        return (await relay(call, request)).response
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        pool = UpstreamPool()
-        app[session_key] = pool
+        upstreams = Upstreams(settings, LimiterMetrics(CollectorRegistry(), (), ()))
+        app[upstreams_key] = upstreams
         yield
-        pool.close()
+        await upstreams.close()
 
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)

@@ -56,6 +56,9 @@ LIMITER_BLOCKED = "agentmeter_limiter_blocked"
 LIMITER_FAIL_OPEN = "agentmeter_limiter_fail_open"
 LIMITER_SPOOL_PENDING = "agentmeter_limiter_spool_pending"
 LIMITER_KEY_CHECKS = "agentmeter_limiter_key_checks"
+LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS = "agentmeter_limiter_upstream_connection_wait_seconds"
+LIMITER_CLIENT_TIMEOUTS = "agentmeter_limiter_client_timeouts"
+LIMITER_BUFFERED_BODY_BYTES = "agentmeter_limiter_buffered_body_bytes"
 
 # Both processes
 LOG_EVENTS = "agentmeter_log_events"
@@ -72,6 +75,7 @@ COUNTERS = frozenset(
         LIMITER_BLOCKED,
         LIMITER_FAIL_OPEN,
         LIMITER_KEY_CHECKS,
+        LIMITER_CLIENT_TIMEOUTS,
         LOG_EVENTS,
     }
 )
@@ -81,6 +85,7 @@ HISTOGRAMS = frozenset(
         LIMITER_OVERHEAD_SECONDS,
         LIMITER_UPSTREAM_DURATION_SECONDS,
         LIMITER_TIME_TO_FIRST_TOKEN_SECONDS,
+        LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS,
     }
 )
 

@@ -7,8 +7,9 @@ from typing import Literal
 
 MIB = 1024 * 1024
 
-# How an upstream expects its key: `Authorization: Bearer <key>`, or the key alone in a header.
-KeyHeader = Literal["bearer", "x-api-key", "x-goog-api-key"]
+# How an upstream expects its key: `bearer` (`Authorization: Bearer <key>`), or the name of the
+# header that carries the key alone (`x-api-key`, `x-goog-api-key`, Azure's `api-key`, ...).
+KeyHeader = str
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class UpstreamSettings:
     api_key: str = field(default="", repr=False)
     # The API dialect it serves (`openai`, `anthropic`, `google`); empty: the upstream's name.
     kind: str = ""
-    # How the key is sent; empty: the usual way of its kind.
+    # How the key is sent (see KeyHeader); empty: the usual way of its kind.
     key_header: KeyHeader | None = None
     # Fixed headers sent on every call (e.g. OpenAI-Organization, OpenAI-Project).
     headers: dict[str, str] = field(default_factory=dict)

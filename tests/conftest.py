@@ -18,8 +18,8 @@ from tests.support.requirements import missing
 
 @pytest.fixture
 def aiohttp_client(aiohttp_client: Any) -> Any:
-    """pytest-aiohttp's client factory, with limiter apps served through `GatewayRunner`
-    (the provider routes on the fast lane) exactly as `agentmeter limiter` serves them."""
+    """pytest-aiohttp's client factory, with limiter apps served through `gateway_runner`
+    exactly as `agentmeter limiter` serves them."""
 
     async def go(param: Any, *, server_kwargs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Any:

@@ -1,9 +1,12 @@
 """Who is calling: a virtual key, a trusted header, or the admin token.
 
-Keys are looked up by hash on every request (a revoked key stops working at once). The last
-successful identities are remembered only as a fallback for when the ledger is unreachable, so
-fail-open can still attribute (and later record) the request; they are keyed by a hash of the
-credential, never by the key itself.
+This module is the one place that knows where credentials are read from (headers, the query).
+
+Keys are stored and looked up only as hashes (`limiter.admission.enforcement` asks the ledger
+or its check cache, which forgets a key as soon as it is revoked). The last successful
+identities are remembered only as a fallback for when the ledger is unreachable, so fail-open
+can still attribute (and later record) the request; they are keyed by a hash of the credential,
+never by the key itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from limiter.settings import LimiterSettings
 
 FORWARDED_USER = "X-Forwarded-User"
 TRUSTED_SECRET = "X-Agentmeter-Secret"
+# Headers that carry a key by themselves (besides `Authorization: Bearer`).
+KEY_HEADERS = ("x-api-key", "x-goog-api-key")
+# Every header the gateway reads a credential from: never forwarded upstream.
+CREDENTIAL_HEADERS = frozenset({"authorization", *KEY_HEADERS,
+                                FORWARDED_USER.lower(), TRUSTED_SECRET.lower()})
+# Query parameters that carry a key (Gemini's `?key=`): removed before the query goes upstream.
+CREDENTIAL_QUERY_PARAMETERS = frozenset({"key"})
 # How long a remembered identity may stand in for the ledger while it is away.
 FALLBACK_TTL_SECONDS = 3600.0
 FALLBACK_MAX_ENTRIES = 10_000
@@ -41,6 +51,9 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Credential:
+    """What a request presents. Another kind (e.g. a Coder token, looked up asynchronously)
+    is added here, in `credential_of` and where `identify` resolves each kind."""
+
     kind: Literal["key", "trusted"]
     value: str = ""
 
@@ -59,13 +72,22 @@ def _equal(given: str, expected: str) -> bool:
 
 
 def presented_token(request: web.Request) -> str | None:
-    """`Authorization: Bearer <token>` (OpenAI style) or `x-api-key: <token>` (Anthropic)."""
+    """The key a client presents: `Authorization: Bearer <key>` (OpenAI style), `x-api-key`
+    (Anthropic), `x-goog-api-key` or a `key` query parameter (Google), first found in that
+    order."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    key = request.headers.get("x-api-key", "").strip()
-    return key or None
+    for header in KEY_HEADERS:
+        key = request.headers.get(header, "").strip()
+        if key:
+            return key
+    for name in CREDENTIAL_QUERY_PARAMETERS:
+        key = request.query.get(name, "").strip()
+        if key:
+            return key
+    return None
 
 
 def trusted_user(request: web.Request, settings: LimiterSettings) -> str | None:

@@ -157,7 +157,8 @@ async def get_limits(request: web.Request) -> web.Response:
 
 @admin_only
 async def put_limits(request: web.Request) -> web.Response:
-    body = await read_json_object(request, MAX_ADMIN_BODY_BYTES)
+    body = await read_json_object(request, MAX_ADMIN_BODY_BYTES,
+                                  request.app[SETTINGS].client_body_timeout_seconds)
     _unknown_fields(body, {"enabled", "period", "group_policy", "default_limit_micros",
                            "default_limit_usd"})
     return web.json_response(await _change(request, _update_limits, body))
@@ -166,7 +167,8 @@ async def put_limits(request: web.Request) -> web.Response:
 @admin_only
 async def put_user_limit(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    body = await read_json_object(request, MAX_ADMIN_BODY_BYTES)
+    body = await read_json_object(request, MAX_ADMIN_BODY_BYTES,
+                                  request.app[SETTINGS].client_body_timeout_seconds)
     _unknown_fields(body, {"limit_micros", "limit_usd", "unlimited"})
     unlimited = body.get("unlimited", False)
     if not isinstance(unlimited, bool):
@@ -190,7 +192,8 @@ async def delete_user_limit(request: web.Request) -> web.Response:
 @admin_only
 async def put_group_limit(request: web.Request) -> web.Response:
     group = request.match_info["group"]
-    body = await read_json_object(request, MAX_ADMIN_BODY_BYTES)
+    body = await read_json_object(request, MAX_ADMIN_BODY_BYTES,
+                                  request.app[SETTINGS].client_body_timeout_seconds)
     _unknown_fields(body, {"limit_micros", "limit_usd"})
     _, micros = _amount(body, "limit_micros", "limit_usd")
     if micros is None:

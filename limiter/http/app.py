@@ -1,8 +1,8 @@
 """The limiter's application factory.
 
-`create_app` builds the app from settings; the database engine, the one shared upstream HTTP
-session and the spool replayer are opened and closed in `cleanup_ctx`, so a test (or the CLI)
-gets a fully wired gateway from one call and nothing lives in module globals.
+`create_app` builds the app from settings; the database engine, the upstreams' HTTP sessions
+and the spool replayer are opened and closed in `cleanup_ctx`, so a test (or the CLI) gets a
+fully wired gateway from one call and nothing lives in module globals.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from limiter.admission.enforcement import Enforcer
 from limiter.admission.key_check import KeyChecker
 from limiter.admission.ledger_listener import LedgerListener
 from limiter.http.app_keys import (
+    BODY_BUDGET,
     CATALOG,
     CHECK_CACHE,
     CLOCK,
@@ -34,8 +35,8 @@ from limiter.http.app_keys import (
     METRICS,
     RECORDER,
     REGISTRY,
-    SESSION,
     SETTINGS,
+    UPSTREAMS,
     Clock,
 )
 from limiter.http.middleware import error_middleware, metrics_middleware
@@ -47,16 +48,16 @@ from limiter.recording.recorder import (
     Recorder,
 )
 from limiter.recording.spool import Spool
+from limiter.relay.body import BodyBudget
+from limiter.relay.registry import ROUTES, default_upstream_name
+from limiter.relay.upstreams import Upstreams, upstream_kind
 from limiter.settings import LimiterSettings
-from limiter.upstream_client import UpstreamPool
 
 # Under the spool directory: the write-ahead journal of records not yet committed.
 JOURNAL_DIR = "journal"
 # How the limiter's ledger connections show in pg_stat_activity (the key check's: pg_check).
 APPLICATION_NAME = "agentmeter-limiter"
 WRITER_APPLICATION_NAME = "agentmeter-limiter-writer"
-# Concurrent upstream connections (long streams hold one each for minutes).
-UPSTREAM_CONNECTIONS = 1000
 
 
 def utc_now() -> datetime:
@@ -72,7 +73,13 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
     app[DATABASE] = database
     app[REGISTRY] = registry if registry is not None else CollectorRegistry()
     app[CLOCK] = clock if clock is not None else utc_now
-    app[METRICS] = LimiterMetrics(app[REGISTRY])
+    kinds = {name: upstream_kind(name, s) for name, s in config.providers.items()}
+    app[METRICS] = LimiterMetrics(
+        app[REGISTRY], providers=kinds,
+        routes=[(default_upstream_name(route.kind, kinds) or route.kind, route.path)
+                for route in ROUTES])
+    app[BODY_BUDGET] = BodyBudget(config.max_buffered_body_bytes)
+    app[METRICS].buffered_body_bytes.set_function(lambda: app[BODY_BUDGET].held)
     app[CHECK_CACHE] = CheckCache(config.check_cache_seconds)
     app[LISTENER] = None
 
@@ -115,16 +122,13 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
                 await key_checker.close()
             await engine.dispose()
 
-    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        # One pool of provider connections for every user. It keeps no cookies (a cookie a
-        # provider sets on one user's answer must not ride along on anybody's next request)
-        # and reads no proxy settings from the environment.
-        pool = UpstreamPool(limit=UPSTREAM_CONNECTIONS)
-        app[SESSION] = pool
+    async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
+        upstreams = Upstreams(config, app[METRICS])
+        app[UPSTREAMS] = upstreams
         try:
             yield
         finally:
-            pool.close()
+            await upstreams.close()
 
     async def replayer_ctx(app: web.Application) -> AsyncIterator[None]:
         """Replays the spool at start-up and then every few seconds while it is not empty."""
@@ -138,6 +142,6 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
                 await task
             await recorder.idle()
 
-    app.cleanup_ctx.extend([ledger_ctx, session_ctx, replayer_ctx])
+    app.cleanup_ctx.extend([ledger_ctx, upstreams_ctx, replayer_ctx])
     setup_routes(app)
     return app

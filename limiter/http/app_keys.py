@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.settings import DatabaseSettings
 from limiter.admission.check_cache import CheckCache
 from limiter.settings import LimiterSettings
-from limiter.upstream_client import UpstreamPool
 
 if TYPE_CHECKING:
     from limiter.admission.catalog_cache import CatalogCache
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
     from limiter.admission.ledger_listener import LedgerListener
     from limiter.metrics import LimiterMetrics
     from limiter.recording.recorder import Recorder
+    from limiter.relay.body import BodyBudget
+    from limiter.relay.upstreams import Upstreams
 
 Clock = Callable[[], datetime]
 
@@ -29,7 +30,8 @@ DATABASE = web.AppKey("database", DatabaseSettings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 ENGINE = web.AppKey("engine", AsyncEngine)
-SESSION = web.AppKey("session", UpstreamPool)
+UPSTREAMS: web.AppKey[Upstreams] = web.AppKey("upstreams")
+BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("body_budget")
 METRICS: web.AppKey[LimiterMetrics] = web.AppKey("metrics")
 CATALOG: web.AppKey[CatalogCache] = web.AppKey("catalog")
 CHECK_CACHE = web.AppKey("check_cache", CheckCache)

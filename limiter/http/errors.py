@@ -10,6 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+# Status recorded when the client left before its answer was complete (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """The limiter's JSON error object (`status` is for shapes that repeat it in the body)."""
+    return {"error": {"code": code, "message": message}}
+
 
 class LimiterError(Exception):
     """A request the limiter refuses or cannot complete; `message` is shown to the client."""
@@ -27,7 +35,7 @@ class LimiterError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The JSON answer; `LimitExceeded` replaces it with the documented 409 body."""
-        return {"error": {"code": self.code, "message": self.message}}
+        return error_body(self.status, self.code, self.message)
 
 
 class BadRequest(LimiterError):
@@ -52,6 +60,20 @@ class NotFound(LimiterError):
     status = 404
     default_code = "not_found"
     default_message = "Not found."
+
+
+class RequestTimeout(LimiterError):
+    status = 408
+    default_code = "request_timeout"
+    default_message = "The request did not arrive in time."
+
+
+class ClientClosedRequest(LimiterError):
+    """The client went away before its request was whole: nobody is left to answer."""
+
+    status = CLIENT_CLOSED_REQUEST
+    default_code = "client_closed_request"
+    default_message = "The client closed the connection before its request was complete."
 
 
 class LimitExceeded(LimiterError):
@@ -82,6 +104,12 @@ class PayloadTooLarge(LimiterError):
     default_message = "The request body is larger than the limiter accepts."
 
 
+class UnsupportedMediaType(LimiterError):
+    status = 415
+    default_code = "unsupported_media_type"
+    default_message = "The request body's encoding is not accepted."
+
+
 class UpstreamError(LimiterError):
     status = 502
     default_code = "upstream_error"
@@ -102,13 +130,16 @@ class UpstreamTimeout(LimiterError):
 
 __all__ = [
     "BadRequest",
+    "ClientClosedRequest",
     "Forbidden",
     "LimitExceeded",
     "LimiterError",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamError",
     "UpstreamTimeout",
 ]

@@ -18,18 +18,15 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from ledger.errors import InvalidValue, LedgerError, NotFoundError
 from limiter.http.app_keys import METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
-from limiter.http.errors import LimiterError
+from limiter.http.errors import CLIENT_CLOSED_REQUEST, LimiterError, RequestTimeout, error_body
 
 log = logging.getLogger("agentmeter.limiter")
 
-# nginx's convention for "the client closed the connection before the answer was complete".
-CLIENT_CLOSED = 499
 
 
 def error_response(status: int, code: str, message: str,
                    headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status,
-                             headers=headers)
+    return web.json_response(error_body(status, code, message), status=status, headers=headers)
 
 
 def _code_for(reason: str) -> str:
@@ -50,7 +47,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def error_answer(request: web.Request, exc: Exception) -> web.Response:
-    """The JSON answer for an exception a handler raised (also used by `limiter.lane`)."""
+    """The JSON answer for an exception a handler raised."""
+    if isinstance(exc, RequestTimeout):
+        request.app[METRICS].client_timeouts_by("body").inc()
     if isinstance(exc, LimiterError):
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
     if isinstance(exc, NotFoundError):
@@ -92,7 +91,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     except asyncio.CancelledError:
-        status = CLIENT_CLOSED
+        status = CLIENT_CLOSED_REQUEST
         raise
     except web.HTTPException as exc:
         status = exc.status
@@ -102,7 +101,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def observe_request(request: web.Request, route: str, status: int, started: float) -> None:
-    """Count an answered request and its durations (also used by `limiter.lane`)."""
+    """Count an answered request and its durations."""
     metrics = request.app[METRICS]
     # Until the client had the whole answer: recording after it is not client latency.
     elapsed = request.get(RESPONDED_AT, time.perf_counter()) - started

@@ -1,4 +1,5 @@
-"""Every route of the limiter in one table (the OpenAPI file documents the same list)."""
+"""Every route of the limiter: the proxied ones from the registry (`limiter.relay.registry`),
+the API beside them (the OpenAPI file documents the same list)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from limiter.api import admin as api_admin
 from limiter.api.status import usage_status
 from limiter.database import reachable
 from limiter.http.app_keys import DATABASE, ENGINE, REGISTRY
-from limiter.relay.dialects import PROVIDERS
 from limiter.relay.proxy import list_models, proxy
+from limiter.relay.registry import ROUTES, Route
 
 
 @cache
@@ -47,9 +49,18 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+def proxy_handler(route: Route) -> Handler:
+    """The aiohttp handler of one registry row."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await proxy(request, route)
+
+    return handle
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes([
-        *(web.post(provider.path, proxy) for provider in PROVIDERS.values()),
+        *(web.route(route.method, route.path, proxy_handler(route)) for route in ROUTES),
         web.get("/v1/models", list_models, allow_head=False),
         web.get("/api/v1/usage/status", usage_status, allow_head=False),
         web.get("/api/v1/limits", api_admin.get_limits, allow_head=False),

@@ -1,52 +1,50 @@
 """Sending a request on to the provider and relaying its answer, reading the usage on the way.
 
-Non-streamed answers are read whole and handed back for the caller to send. Streams are relayed
-chunk by chunk as the upstream delivers them (each chunk is fed to the provider's incremental
-usage parser, then written to the client, so the usage of the chunk that ends the answer is
-handed on before the client has it; nothing is buffered or re-encoded). A client that goes away
-stops the stream at once, wherever it waits: connecting, waiting for the first token or between
-events. aiohttp does not tell a handler that its client left, so a light timer checks the
-client's connection every `DISCONNECT_POLL_SECONDS` and cancels the relaying task, which takes
-that cancellation back; a failed write to the client is noticed immediately. (Non-streamed calls
-are not watched: their answer comes whole, and the provider has usually done the work by the
-time a client could notice.)
+Calls go out on the upstream's aiohttp `ClientSession`. Non-streamed answers are read whole and
+handed back for the caller to send (aiohttp writes them with back-pressure). Streams are relayed
+chunk by chunk as the upstream delivers them (`readany` then `await response.write`, which waits
+for the client to drain: a client that does not read stops the reading of the provider); each
+chunk is fed to the dialect's incremental usage parser, so the usage of the chunk that ends the
+answer is handed on before the client has it; nothing is buffered or re-encoded. A client that
+goes away stops the stream at once, wherever it waits: connecting, waiting for the first token or
+between events. aiohttp does not tell a handler that its client left, so a light timer checks
+the client's connection every `DISCONNECT_POLL_SECONDS` and cancels the relaying task, which
+takes that cancellation back; a failed write to the client is noticed immediately.
+(Non-streamed calls are not watched: their answer comes whole, and the provider has usually done
+the work by the time a client could notice.)
 
 What is known is always returned: a stream cut by either side is flagged `partial`, with the
 provider's exact counts where it already sent them and the estimate of
-`limiter.relay.dialects.base.settle_usage` for the rest (`estimated`). An upstream that drops a stream
-midway has its client connection closed too, so the client sees a broken stream and not a
-seemingly finished answer.
+`limiter.relay.dialects.base.settle_usage` for the rest (`estimated`). An upstream that drops a
+stream midway has its client connection closed too, so the client sees a broken stream and not
+a seemingly finished answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from ledger.tokens import TokenUsage
-from limiter.http.errors import UpstreamError, UpstreamTimeout
-from limiter.lane_request import LaneRequest, LaneStream
-from limiter.relay.dialects.base import Provider, relayable_headers, settle_usage
+from limiter.http.errors import CLIENT_CLOSED_REQUEST, UpstreamError, UpstreamTimeout
+from limiter.relay.dialects.base import Dialect, settle_usage
+from limiter.relay.headers import relayable_headers
 from limiter.relay.sse import StreamUsageParser, load_json
-from limiter.settings import UpstreamSettings
-from limiter.upstream_client import (
-    PreparedRequest,
-    Sent,
-    UpstreamConnectionError,
-    UpstreamPool,
-    UpstreamResponse,
-)
+from limiter.relay.upstreams import Upstream
 
 DISCONNECT_POLL_SECONDS = 0.05
 # The provider could not be reached, or broke off before its answer was complete.
-UPSTREAM_ERRORS: tuple[type[Exception], ...] = (UpstreamConnectionError, OSError)
+UPSTREAM_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError)
 STREAM_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *UPSTREAM_ERRORS)
-# Status reported when the client left before the provider answered (nginx's convention).
-CLIENT_CLOSED_REQUEST = 499
+# Bodies larger than this are sent in pieces of BODY_PIECE_BYTES (see UpstreamCall.send).
+LARGE_BODY_BYTES = 1024 * 1024
+BODY_PIECE_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -65,114 +63,59 @@ class ForwardResult:
     error: dict[str, Any] | None = None
 
 
-def prepare_call(*, session: UpstreamPool, provider: Provider, settings: UpstreamSettings,
-                 request: web.Request, body: dict[str, Any], timeout_s: float,
-                 on_first_byte: Callable[[], None] | None = None,
-                 raw_body: bytes | None = None) -> UpstreamCall:
-    """Everything the provider call needs, encoded and ready to go out.
-
-    The limiter builds it while its limit check is out, so that admission is followed by one
-    write. `raw_body`, the bytes the client sent, is forwarded as is when the provider needs no
-    change to the body (saving a re-encode of large agent contexts) and sizes the input
-    estimate. `timeout_s` bounds connecting and every wait for upstream data (not a whole long
-    stream). Raises ValueError for a header value with a line break.
-    """
-    payload = provider.upstream_payload(body, raw_body)
-    url = _upstream_url(settings, provider, request)
-    return UpstreamCall(
-        session=session,
-        request=session.prepare(url, payload,
-                                provider.upstream_headers(request.headers, settings)),
-        stream=provider.is_stream(body),
-        timeout_s=timeout_s,
-        request_bytes=len(raw_body) if raw_body is not None else len(payload),
-        provider=provider,
-        on_first_byte=on_first_byte,
-    )
-
-
-async def relay(call: UpstreamCall, request: web.Request,
-                before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
-    """Send the prepared call and relay the provider's answer to `request`'s client.
-
-    Raises UpstreamError / UpstreamTimeout when the provider fails before any byte reached the
-    client; afterwards a failure yields a partial result instead. For a relayed stream,
-    `before_end` gets the final result once the provider's terminal event has arrived and
-    before the chunk carrying it is written (so the usage can be journaled while the client
-    does not have the whole answer yet); non-streamed answers are sent by the caller.
-    """
-    if call.stream:
-        return await _relay_stream(call, request, before_end)
-    return await _exchange(call)
-
-
-async def forward(*, session: UpstreamPool, provider: Provider, settings: UpstreamSettings,
-                  request: web.Request, body: dict[str, Any], timeout_s: float,
-                  on_first_byte: Callable[[], None] | None = None,
-                  raw_body: bytes | None = None,
-                  before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
-    """`prepare_call` and `relay` in one step: send `body` to the provider and relay its
-    answer."""
-    call = prepare_call(session=session, provider=provider, settings=settings, request=request,
-                        body=body, timeout_s=timeout_s, on_first_byte=on_first_byte,
-                        raw_body=raw_body)
-    return await relay(call, request, before_end)
-
-
-def _upstream_url(settings: UpstreamSettings, provider: Provider, request: web.Request) -> str:
-    url = settings.base_url.rstrip("/") + provider.path
-    return f"{url}?{request.query_string}" if request.query_string else url
+async def _pieces(payload: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(payload)
+    for start in range(0, len(view), BODY_PIECE_BYTES):
+        yield view[start:start + BODY_PIECE_BYTES]
 
 
 @dataclass(slots=True)
 class UpstreamCall:
-    session: UpstreamPool
+    """Everything one provider call needs, ready to go out."""
+
+    upstream: Upstream
+    method: str
+    url: URL
+    headers: Mapping[str, str]
     # Dropped once sent: a large request body is not held while a long answer streams.
-    request: PreparedRequest | None
+    payload: bytes | None
     stream: bool
-    timeout_s: float
+    # The size of the client's body (the basis of the input estimate).
     request_bytes: int
-    provider: Provider
-    on_first_byte: Callable[[], None] | None
-    # Set by `begin`: the request is on its way, `send` awaits its answer.
-    begun: Sent | None = None
+    dialect: Dialect
+    on_first_byte: Callable[[], None] | None = None
+    # Called once the payload is handed to aiohttp and dropped here (the body's memory is
+    # then no longer the limiter's to account for).
+    on_sent: Callable[[], None] | None = None
 
-    def begin(self) -> None:
-        """Write the request now if a keep-alive connection is idle (`send` then only waits
-        for the answer): the caller can hand the rest to a task without the request waiting
-        for that task's first turn."""
-        if self.request is None or self.begun is not None:
-            return
+    async def send(self) -> aiohttp.ClientResponse:
+        payload, self.payload = self.payload, None
+        data: bytes | AsyncIterator[memoryview] | None = payload
+        headers = self.headers
+        if payload is not None and len(payload) > LARGE_BODY_BYTES:
+            # aiohttp writes bytes in one go and warns past 1 MiB; a large agent context goes
+            # out in pieces instead, each written as the upstream connection drains.
+            data = _pieces(payload)
+            headers = {**headers, "Content-Length": str(len(payload))}
         try:
-            self.begun = self.session.begin(self.request, read_timeout=self.timeout_s)
-        except UPSTREAM_ERRORS:
-            return  # that connection is closed; `send` opens another
-        if self.begun is not None:
-            self.request = None
-
-    async def send(self) -> UpstreamResponse:
-        request, self.request = self.request, None
-        begun, self.begun = self.begun, None
-        if request is None and begun is None:
-            raise RuntimeError("an upstream call is sent once")
-        try:
-            if begun is not None:
-                return await self.session.answer(begun)
-            assert request is not None
-            return await self.session.send(request, connect_timeout=self.timeout_s,
-                                           read_timeout=self.timeout_s)
+            return await self.upstream.session.request(
+                self.method, self.url, data=data, headers=headers)
         except TimeoutError as exc:
             raise self.timeout_error() from exc
         except UPSTREAM_ERRORS as exc:
             raise self.unreachable_error() from exc
+        finally:
+            del payload
+            if self.on_sent is not None:
+                self.on_sent()
 
     def timeout_error(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"The {self.provider.name} provider did not answer in time.")
+        return UpstreamTimeout(f"The {self.upstream.name} provider did not answer in time.")
 
     def unreachable_error(self) -> UpstreamError:
-        return UpstreamError(f"The {self.provider.name} provider could not be reached.")
+        return UpstreamError(f"The {self.upstream.name} provider could not be reached.")
 
-    async def read_whole(self, upstream: UpstreamResponse, started: float,
+    async def read_whole(self, upstream: aiohttp.ClientResponse, started: float,
                          first_byte: float) -> ForwardResult:
         """A complete (non-SSE) answer: success or error body, usage read from its JSON."""
         try:
@@ -185,7 +128,7 @@ class UpstreamCall:
             upstream.release()
         elapsed = asyncio.get_running_loop().time() - started
         parsed = load_json(data) if data else None
-        usage = self.provider.usage_from_body(parsed)
+        usage = self.dialect.usage_from_body(parsed)
         estimated = False
         if usage is None and 200 <= upstream.status < 300:
             # A success without counts: estimate rather than record a free answer.
@@ -201,6 +144,21 @@ class UpstreamCall:
             error=error if isinstance(error, dict) else None)
 
 
+async def relay(call: UpstreamCall, request: web.Request,
+                before_end: Callable[[ForwardResult], None] | None = None) -> ForwardResult:
+    """Send the call and relay the provider's answer to `request`'s client.
+
+    Raises UpstreamError / UpstreamTimeout when the provider fails before any byte reached the
+    client; afterwards a failure yields a partial result instead. For a relayed stream,
+    `before_end` gets the final result once the provider's terminal event has arrived and
+    before the chunk carrying it is written (so the usage can be journaled while the client
+    does not have the whole answer yet); non-streamed answers are sent by the caller.
+    """
+    if call.stream:
+        return await _relay_stream(call, request, before_end)
+    return await _exchange(call)
+
+
 async def _exchange(call: UpstreamCall) -> ForwardResult:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -211,7 +169,7 @@ async def _exchange(call: UpstreamCall) -> ForwardResult:
     return await call.read_whole(upstream, started, first_byte)
 
 
-def _is_event_stream(upstream: UpstreamResponse) -> bool:
+def _is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
     return upstream.content_type == "text/event-stream"
 
 
@@ -235,7 +193,7 @@ class _StreamRelay:
         self.call = call
         self.request = request
         self.before_end = before_end
-        self.parser: StreamUsageParser = call.provider.stream_parser()
+        self.parser: StreamUsageParser = call.dialect.stream_parser()
         self.response: web.StreamResponse | None = None
         self.status = CLIENT_CLOSED_REQUEST
         self.started = asyncio.get_running_loop().time()
@@ -267,11 +225,11 @@ class _StreamRelay:
             else:
                 upstream.close()  # stop the provider's work (and the spend) now
 
-    async def _relay(self, upstream: UpstreamResponse) -> None:
+    async def _relay(self, upstream: aiohttp.ClientResponse) -> None:
         parser = self.parser
         while True:
             try:
-                chunk = await upstream.readany()
+                chunk = await upstream.content.readany()
             except STREAM_ERRORS as exc:
                 if self.response is None:
                     raise (self.call.timeout_error() if isinstance(exc, TimeoutError)
@@ -281,7 +239,7 @@ class _StreamRelay:
             if not chunk:
                 break
             # The provider's answer ended with these bytes: they go out with the stream's end.
-            last = upstream.complete
+            last = upstream.content.at_eof()
             # A chunk that may complete the answer is parsed before the client gets it, so
             # that the usage is handed on (journaled) before the client has the whole answer;
             # any other is relayed first (the time to the first token) and parsed after.
@@ -323,12 +281,12 @@ class _StreamRelay:
             self.before_end = None
             before_end(self.result())
 
-    async def _start(self, upstream: UpstreamResponse) -> web.StreamResponse:
+    async def _start(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         self.first_byte = asyncio.get_running_loop().time() - self.started
         if self.call.on_first_byte is not None:
             self.call.on_first_byte()
-        stream = LaneStream if isinstance(self.request, LaneRequest) else _RelayedStream
-        response = stream(status=upstream.status, headers=relayable_headers(upstream.headers))
+        response = _RelayedStream(status=upstream.status,
+                                  headers=relayable_headers(upstream.headers))
         self.response = response
         await response.prepare(self.request)
         return response

@@ -1,14 +1,17 @@
-"""The proxy handler: identify, check the limit, forward, then record what the answer cost.
+"""The proxy handler of every billed route: identify, check the limit, forward, then record
+what the answer cost.
 
-Order matters: the limit check is sent to the ledger first, and its answer (401, 409) comes
-before anything the request could earn (400, 413). A small body (up to `OVERLAP_BODY_BYTES`
-declared) is read, parsed, matched to its model and encoded for the provider while the ledger
-answers, so that admission is followed by one write upstream; a larger body is read only once
-the caller is admitted (an unknown key or a blocked user costs no upload). The body is read
-within `max_body_bytes`; the model must be declared (unless `unknown_models: allow`); strict
-mode holds an upper bound; the usage is appended to the journal just before the answer's last
-byte goes out (one page-cache write) and committed to the ledger after it, so recording adds
-next to nothing to the latency the client sees.
+Order matters: the limit check is sent to the ledger (or answered from the check cache) on the
+request head alone, and its answer (401, 409) comes before anything the request could earn
+(400, 413, 415). A small body (up to `OVERLAP_BODY_BYTES` declared) is read, parsed, matched to
+its model and encoded for the provider while the ledger answers, so that admission is followed
+by one write upstream; a larger body is read only once the caller is admitted (an unknown key
+or a blocked user costs no upload: at most `OVERLAP_BODY_BYTES` of a body are read before the
+key is known valid). Bodies are read within the bounds of `limiter.relay.body`; the model must
+be declared (unless `unknown_models: allow`); strict mode holds an upper bound; the usage is
+appended to the journal just before the answer's last byte goes out (one page-cache write) and
+committed to the ledger after it, so recording adds next to nothing to the latency the client
+sees.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from limiter.admission.catalog_cache import CatalogUnavailable
 from limiter.admission.credentials import credential_of
 from limiter.admission.enforcement import Admission, strict_upper_bound
 from limiter.http.app_keys import (
+    BODY_BUDGET,
     CATALOG,
     CLOCK,
     ENFORCER,
@@ -38,16 +42,17 @@ from limiter.http.app_keys import (
     PROVIDER,
     RECORDER,
     RESPONDED_AT,
-    SESSION,
     SETTINGS,
     UPSTREAM_SECONDS,
+    UPSTREAMS,
 )
-from limiter.http.errors import BadRequest, LimiterError, ServiceUnavailable
-from limiter.lane_request import LaneRequest
+from limiter.http.errors import BadRequest, LimiterError
 from limiter.recording.spool import Entry
-from limiter.relay.body import parse_json_object, read_capped
-from limiter.relay.dialects import Provider, provider_for_path
-from limiter.relay.forward import ForwardResult, UpstreamCall, prepare_call, relay
+from limiter.relay.body import BodyHold, parse_json_object, read_capped
+from limiter.relay.forward import ForwardResult, UpstreamCall, relay
+from limiter.relay.prepare import prepare_call
+from limiter.relay.registry import Route
+from limiter.relay.upstreams import Upstream
 
 log = logging.getLogger("agentmeter.limiter")
 
@@ -93,6 +98,8 @@ class Prepared:
     """A request read, checked and encoded for the provider, waiting for its admission."""
 
     raw: bytearray
+    # The body's bytes under max_buffered_body_bytes, released once the call is sent.
+    hold: BodyHold
     body: dict[str, Any]
     model_name: str
     model: Model | None
@@ -107,7 +114,8 @@ class Exchange:
     """One admitted request on its way to the provider, and what its record needs."""
 
     request: web.Request
-    provider: Provider
+    route: Route
+    upstream: Upstream
     # Handed to the relay (which drops the request once sent).
     call: UpstreamCall | None
     admission: Admission
@@ -122,37 +130,42 @@ class Exchange:
     answered: asyncio.Future[web.StreamResponse]
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
+async def proxy(request: web.Request, route: Route) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
-    provider: Provider = provider_for_path(request.path)
-    request[PROVIDER] = provider.name
+    request[PROVIDER] = app[UPSTREAMS].label_for(route)
     record_id = str(uuid.uuid4())
     now = app[CLOCK]()
     enforcer = app[ENFORCER]
 
     admitting = enforcer.admit(credential_of(request, settings), now)
-    early = await _prepare_while_checking(request, provider, admitting)
-    admission = await admitting
+    early = await _prepare_while_checking(request, route, admitting)
+    try:
+        admission = await admitting
+    except BaseException:
+        if isinstance(early, Prepared):
+            early.hold.release()
+        raise
     if isinstance(early, LimiterError):
         raise early
-    prepared = early if early is not None else await _prepare(request, provider)
-    if prepared.catalog_error is not None and not admission.failed_open:
-        raise prepared.catalog_error
-
-    reservation_id: str | None = None
-    if enforcer.strict:
-        bound = strict_upper_bound(prepared.model, len(prepared.raw),
-                                   provider.requested_max_tokens(prepared.body))
-        reservation_id = await enforcer.hold(admission, bound, now)
+    prepared = early if early is not None else await _prepare(request, route)
+    try:
+        if prepared.catalog_error is not None and not admission.failed_open:
+            raise prepared.catalog_error
+        reservation_id: str | None = None
+        if enforcer.strict:
+            bound = strict_upper_bound(prepared.model, len(prepared.raw),
+                                       route.dialect.requested_max_tokens(prepared.body))
+            reservation_id = await enforcer.hold(admission, bound, now)
+    except BaseException:
+        prepared.hold.release()
+        raise
 
     answered: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
-    exchange = Exchange(request, provider, prepared.call, admission, prepared.model,
-                        prepared.model_name, prepared.chat, reservation_id, record_id, now,
-                        answered)
+    exchange = Exchange(request, route, prepared.call.upstream, prepared.call, admission,
+                        prepared.model, prepared.model_name, prepared.chat, reservation_id,
+                        record_id, now, answered)
     del prepared, early
-    if exchange.call is not None:
-        exchange.call.begin()
     # The exchange runs as its own task: the handler returns (freeing the keep-alive
     # connection for the agent's next request) once the answer is out, while the task records
     # the usage; and a handler cancelled because its client left cannot stop that recording
@@ -162,32 +175,34 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     return await answered
 
 
-async def _prepare(request: web.Request, provider: Provider) -> Prepared:
-    """Read the body within `max_body_bytes`, parse it, find its model and encode the call."""
+async def _prepare(request: web.Request, route: Route) -> Prepared:
+    """Read the body within its bounds, parse it, find its model and encode the call."""
     app = request.app
     settings = app[SETTINGS]
-    raw = await read_capped(request, settings.max_body_bytes)
-    body = parse_json_object(raw)
-    model_name = provider.request_model(body)
-    catalog_error: CatalogUnavailable | None = None
+    hold = await app[BODY_BUDGET].reserve(request.content_length or 0)
     try:
-        model = await find_model(request, model_name)
-    except CatalogUnavailable as exc:
-        model, catalog_error = None, exc
-    chat = chat_of(request)
-    upstream = settings.providers.get(provider.name)
-    if upstream is None:
-        raise ServiceUnavailable(f"No upstream is configured for {provider.name}.",
-                                 code="provider_not_configured")
-    call = prepare_call(session=app[SESSION], provider=provider, settings=upstream,
-                        request=request, body=body,
-                        # the bytearray is sent as it is: no copy of a large body
-                        raw_body=cast(bytes, raw),
-                        timeout_s=settings.upstream_timeout_seconds)
-    return Prepared(raw, body, model_name, model, chat, call, catalog_error)
+        raw = await read_capped(request, settings.max_body_bytes,
+                                settings.client_body_timeout_seconds, hold)
+        body = parse_json_object(raw)
+        model_name = route.model_of(body, request.match_info)
+        catalog_error: CatalogUnavailable | None = None
+        try:
+            model = await find_model(request, model_name)
+        except CatalogUnavailable as exc:
+            model, catalog_error = None, exc
+        chat = chat_of(request)
+        upstream = app[UPSTREAMS].for_call(route, model)
+        request[PROVIDER] = upstream.name
+        # the bytearray is sent as it is: no copy of a large body
+        call = prepare_call(route=route, upstream=upstream, request=request, body=body,
+                            raw_body=cast(bytes, raw), on_sent=hold.release)
+    except BaseException:
+        hold.release()
+        raise
+    return Prepared(raw, hold, body, model_name, model, chat, call, catalog_error)
 
 
-async def _prepare_while_checking(request: web.Request, provider: Provider,
+async def _prepare_while_checking(request: web.Request, route: Route,
                                   admitting: Awaitable[Admission]
                                   ) -> Prepared | LimiterError | None:
     """`_prepare` a small body while the check is out: the request, or its error held for
@@ -196,7 +211,7 @@ async def _prepare_while_checking(request: web.Request, provider: Provider,
     if length is None or length > OVERLAP_BODY_BYTES:
         return None
     try:
-        return await _prepare(request, provider)
+        return await _prepare(request, route)
     except LimiterError as exc:
         return exc
     except BaseException:
@@ -229,10 +244,8 @@ def _settle(answered: asyncio.Future[web.StreamResponse],
 
 
 async def _send_whole(request: web.Request, response: web.Response) -> None:
-    """Send a complete answer, on the lane's connection or aiohttp's."""
-    if isinstance(request, LaneRequest):
-        request.send(response)
-        return
+    """Send a complete answer; `write_eof` waits until the client has taken it (back-pressure:
+    the connection's next pipelined request is not read before)."""
     await response.prepare(request)
     await response.write_eof()
 
@@ -244,7 +257,7 @@ def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
         id=x.record_id,
         user_id=x.admission.identity.user_id,
         model=x.model.name if x.model is not None else x.model_name,
-        provider=x.provider.name,
+        provider=x.upstream.name,
         usage=result.usage,
         created_at=x.arrived,
         chat=x.chat,
@@ -287,24 +300,24 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
     request[RESPONDED_AT] = time.perf_counter()
     if not x.answered.done():
         x.answered.set_result(response)
-    _observe_upstream(request, x.provider, result)  # after the answer: not on its path
+    _observe_upstream(request, x.upstream, result)  # after the answer: not on its path
 
     if record is None:
         await recorder.release(x.reservation_id)
         if result.status < 400:
             log.warning("the provider answered without usage; nothing recorded",
-                        extra={"provider": x.provider.name, "model": x.model_name})
+                        extra={"provider": x.upstream.name, "model": x.model_name})
         return response
     recorder.record(record, journaled)
     return response
 
 
-def _observe_upstream(request: web.Request, provider: Provider, result: ForwardResult) -> None:
+def _observe_upstream(request: web.Request, upstream: Upstream, result: ForwardResult) -> None:
     metrics = request.app[METRICS]
     request[UPSTREAM_SECONDS] = result.upstream_seconds
-    metrics.upstream_duration_by(provider.name).observe(result.upstream_seconds)
+    metrics.upstream_duration_by(upstream.name).observe(result.upstream_seconds)
     if result.first_byte_seconds is not None:
-        metrics.time_to_first_token_by(provider.name).observe(result.first_byte_seconds)
+        metrics.time_to_first_token_by(upstream.name).observe(result.first_byte_seconds)
 
 
 async def list_models(request: web.Request) -> web.Response:

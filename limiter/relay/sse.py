@@ -48,8 +48,9 @@ class StreamUsageParser:
     __slots__ = ("_cr", "_data", "_ending", "_event", "_seen", "_tail", "complete", "error",
                  "events", "output_text_chars")
 
-    # Bytes the provider's terminal event always contains (empty: unknown).
-    TERMINAL: bytes = b""
+    # Bytes that one of the dialect's terminal events always contains, one entry per terminal
+    # event (empty: unknown, every chunk may complete the answer).
+    TERMINAL: frozenset[bytes] = frozenset()
 
     def __init__(self) -> None:
         self._tail = b""
@@ -85,10 +86,12 @@ class StreamUsageParser:
         client has it. Call once per chunk, in order."""
         if self._ending:
             return True
-        marker, keep = self.TERMINAL, len(self.TERMINAL) - 1
-        if marker in chunk or (self._seen and marker in self._seen + chunk[:keep]):
-            self._ending = True
-            return True
+        keep = max(map(len, self.TERMINAL)) - 1
+        joined = self._seen + chunk[:keep] if self._seen else b""
+        for marker in self.TERMINAL:
+            if marker in chunk or (joined and marker in joined):
+                self._ending = True
+                return True
         # The bytes a marker split across chunks could begin with.
         if keep:
             self._seen = (chunk if len(chunk) >= keep else self._seen + chunk)[-keep:]

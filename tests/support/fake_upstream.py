@@ -68,6 +68,8 @@ class Received:
     headers: CIMultiDict[str]
     raw: bytes
     body: Any
+    # The path and query string exactly as they arrived.
+    raw_path: str = ""
 
 
 # Reference usage -> provider fields -----------------------------------------------------------
@@ -260,7 +262,7 @@ class FakeUpstream:
             body = None
         if self.keep_received:
             self.received.append(Received(request.path, CIMultiDict(request.headers), raw,
-                                          body))
+                                          body, request.raw_path))
         answer = self.answers.popleft() if self.answers else self.default
         if not isinstance(body, dict):
             return web.json_response({"error": {"message": "not JSON"}}, status=400)

@@ -27,7 +27,7 @@ from ledger.policy_file import parse_policy
 from ledger.settings import DatabaseSettings
 from limiter.http.app import create_app
 from limiter.http.app_keys import LISTENER, RECORDER
-from limiter.lane import GatewayRunner
+from limiter.http.server import gateway_runner
 from limiter.settings import LimiterSettings, UpstreamSettings
 
 # Prices chosen so costs are easy to read: gpt-test costs 1 micro per input token and 2 per
@@ -162,11 +162,11 @@ def gateway_app(url: str, settings: LimiterSettings, *, clock: MovableClock | No
 
 
 class GatewayTestServer(TestServer):
-    """Serves a limiter app as `agentmeter limiter` does: provider routes on the fast lane
-    (`limiter.lane`), everything else, and every connection handed over, by aiohttp."""
+    """Serves a limiter app as `agentmeter limiter` does (`limiter.http.server`)."""
 
-    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
-        return GatewayRunner(self.app, **kwargs)
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs.pop("handler_cancellation", None)  # TestServer's own choice, not the CLI's
+        return gateway_runner(self.app, **kwargs)
 
 
 async def settled(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""Anthropic Messages: `POST /v1/messages`.
+"""Anthropic Messages (`POST /v1/messages`).
 
 Accounting (facts of the API): `input_tokens` excludes both the tokens written to the cache
 (`cache_creation_input_tokens`) and those read from it (`cache_read_input_tokens`), so the three
@@ -16,12 +16,11 @@ never summed. `message_stop` ends the stream; `ping` is a keep-alive; `error` re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ledger.tokens import TokenUsage
-from limiter.relay.dialects.base import Provider, positive_int
+from limiter.relay.dialects.base import Dialect, positive_int
 from limiter.relay.sse import StreamUsageParser, count, load_json, scan_text_chars, text_keys
-from limiter.settings import UpstreamSettings
 
 # Sent when the client names no API version (the SDKs always do).
 DEFAULT_VERSION = "2023-06-01"
@@ -87,7 +86,7 @@ _DELTA_TEXT = text_keys("text", "thinking", "partial_json")
 
 class AnthropicStreamParser(StreamUsageParser):
     __slots__ = ("_counters", "_output_final")
-    TERMINAL = b"message_stop"
+    TERMINAL = frozenset({b"message_stop"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,21 +125,13 @@ class AnthropicStreamParser(StreamUsageParser):
             self.error = error if isinstance(error, dict) else {"type": "error"}
 
 
-class AnthropicProvider(Provider):
-    name = "anthropic"
-    path = "/v1/messages"
+class AnthropicMessages(Dialect):
+    """Anthropic Messages."""
+
+    default_headers: ClassVar[Mapping[str, str]] = {"anthropic-version": DEFAULT_VERSION}
 
     def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
         return positive_int(body.get("max_tokens"))
-
-    def upstream_headers(self, incoming: Mapping[str, str],
-                         settings: UpstreamSettings) -> dict[str, str]:
-        headers = super().upstream_headers(incoming, settings)
-        if not any(name.lower() == "anthropic-version" for name in headers):
-            headers["anthropic-version"] = DEFAULT_VERSION
-        if settings.api_key:
-            headers["x-api-key"] = settings.api_key
-        return headers
 
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         return anthropic_usage(body.get("usage")) if isinstance(body, dict) else None

@@ -1,10 +1,11 @@
-"""What the limiter needs to know about a provider, and the one rule for estimating usage.
+"""What the limiter needs to know about an API dialect, and the one rule for estimating usage.
 
-A `Provider` answers the protocol questions the gateway asks (which model, streaming or not, how
-many output tokens at most), shapes the upstream request (the provider key from settings, never
-the client's; hop-by-hop headers dropped) and reads token usage from answers. The per-provider
-accounting rules live in the subclasses; the estimate below is used only when a provider's counts
-are missing (a stream cut short, an answer without usage).
+A `Dialect` answers the protocol questions the gateway asks of a request body (which model,
+streaming or not, how many output tokens at most), prepares the body for the upstream (the
+client's own bytes whenever nothing needs to change) and reads token usage from answers. The
+per-dialect accounting rules live in the subclasses; the estimate below is used only when an
+answer's counts are missing (a stream cut short, an answer without usage). Which routes speak a
+dialect and where their calls go is the registry's business (`limiter.relay.registry`).
 """
 
 from __future__ import annotations
@@ -15,29 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from multidict import CIMultiDict
-
 from ledger.tokens import TokenUsage
 from limiter.http.errors import BadRequest
 from limiter.relay.sse import StreamUsageParser
-from limiter.settings import UpstreamSettings
-
-# Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus framing headers
-# the client library recomputes for the new body.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-})
-# Credentials and identity meant for the limiter. Accept-encoding is left to the upstream
-# client (it decompresses what it asks for), content-type is set for the body actually sent and
-# X-Chat-ID is the limiter's own grouping header.
-CLIENT_ONLY = frozenset({
-    "authorization", "x-api-key", "x-agentmeter-secret", "x-forwarded-user", "accept-encoding",
-    "content-type", "x-chat-id", "cookie",
-})
-# Headers of an upstream answer that must not be copied to the client: hop-by-hop ones, the
-# body framing (the relayed body is decompressed and re-framed) and the server's own stamps.
-RESPONSE_DROP = HOP_BY_HOP | {"content-encoding", "date", "server"}
 
 # Estimates: about 4 characters (or bytes of request JSON) per token. Used only when the provider
 # sent no counts; a request body's bytes over-count its text a little, which errs towards billing.
@@ -90,26 +71,11 @@ def add_top_level_member(raw_body: bytes, member: bytes) -> bytes | None:
     return b"".join((memoryview(raw_body)[:end], b",", member, b"}"))
 
 
-def forwardable_headers(incoming: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers that may travel upstream (no hop-by-hop, no client credentials)."""
-    dropped = HOP_BY_HOP | CLIENT_ONLY
-    listed = incoming.get("connection", "")
-    if listed:
-        dropped = dropped | {name.strip().lower() for name in listed.split(",")}
-    return {name: value for name, value in incoming.items() if name.lower() not in dropped}
+class Dialect(ABC):
+    """One API dialect as the limiter sees it (stateless; one shared instance)."""
 
-
-def relayable_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
-    """The upstream answer's headers that are sent on to the client (repeated ones kept)."""
-    return CIMultiDict((name, value) for name, value in upstream.items()
-                       if name.lower() not in RESPONSE_DROP)
-
-
-class Provider(ABC):
-    """One LLM provider's protocol as the limiter sees it (stateless; one shared instance)."""
-
-    name: ClassVar[str]
-    path: ClassVar[str]
+    # Sent upstream when the client did not send them (e.g. Anthropic's API version).
+    default_headers: ClassVar[Mapping[str, str]] = {}
 
     def request_model(self, body: dict[str, Any]) -> str:
         model = body.get("model")
@@ -138,12 +104,6 @@ class Provider(ABC):
         if exact is not None:
             prepared = self.prepare_body(exact)
         return encode_json(prepared)
-
-    def upstream_headers(self, incoming: Mapping[str, str],
-                         settings: UpstreamSettings) -> dict[str, str]:
-        headers = forwardable_headers(incoming)
-        headers["Content-Type"] = "application/json"
-        return headers
 
     @abstractmethod
     def usage_from_body(self, body: Any) -> TokenUsage | None:

@@ -10,11 +10,10 @@ only when the request asks for it with `stream_options.include_usage`, which the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from ledger.tokens import TokenUsage
-from limiter.relay.dialects.base import Provider, add_top_level_member, positive_int
+from limiter.relay.dialects.base import Dialect, add_top_level_member, positive_int
 from limiter.relay.sse import (
     StreamUsageParser,
     count,
@@ -23,7 +22,6 @@ from limiter.relay.sse import (
     text_chars,
     text_keys,
 )
-from limiter.settings import UpstreamSettings
 
 
 def openai_usage(usage: object) -> TokenUsage | None:
@@ -86,7 +84,7 @@ class OpenAIStreamParser(StreamUsageParser):
     """Chunks are `data: {json}` events; `data: [DONE]` ends the stream."""
 
     __slots__ = ("_usage",)
-    TERMINAL = b"[DONE]"
+    TERMINAL = frozenset({b"[DONE]"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,9 +123,8 @@ class OpenAIStreamParser(StreamUsageParser):
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true}'
 
 
-class OpenAIProvider(Provider):
-    name = "openai"
-    path = "/v1/chat/completions"
+class ChatCompletions(Dialect):
+    """OpenAI Chat Completions (and the many APIs compatible with it)."""
 
     def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
         # max_completion_tokens replaced max_tokens (and bounds reasoning too); either may come.
@@ -151,13 +148,6 @@ class OpenAIProvider(Provider):
             if spliced is not None:
                 return spliced
         return super().upstream_payload(body, raw_body)
-
-    def upstream_headers(self, incoming: Mapping[str, str],
-                         settings: UpstreamSettings) -> dict[str, str]:
-        headers = super().upstream_headers(incoming, settings)
-        if settings.api_key:
-            headers["Authorization"] = f"Bearer {settings.api_key}"
-        return headers
 
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         return openai_usage(body.get("usage")) if isinstance(body, dict) else None

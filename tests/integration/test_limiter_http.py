@@ -1,5 +1,6 @@
-"""The fast lane at the HTTP level: what it serves itself, what it hands to aiohttp, and that
-clients see the same answers either way. Raw bytes over a socket where the framing matters."""
+"""The gateway at the HTTP level, served as `agentmeter limiter` serves it: keep-alive,
+pipelining, framing, slow readers and shutdown. Raw bytes over a socket where the framing
+matters."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
-from limiter.lane import LANE_BODY_BYTES, LaneServer
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     GatewayTestServer,
@@ -28,6 +28,7 @@ from tests.support.gateway import (
     seed_ledger,
     settled,
 )
+from tests.support.raw_http import chunked, connect, post, read_response
 
 CHAT = "/v1/chat/completions"
 
@@ -50,64 +51,22 @@ async def gateway(aiohttp_client: Any, sqlite_url: str, tmp_path: Path,
     return Gateway(await aiohttp_client(app), keys, registry)
 
 
-def lane_server(client: Any) -> LaneServer:
-    server = client.server.runner.server
-    assert isinstance(server, LaneServer)
-    return server
-
-
 def message_count(url: str) -> int:
     return int(query(url, "SELECT count(*) AS n FROM messages")[0].n)
 
 
-def post(secret: str, body: bytes, *extra: str, path: str = CHAT,
-         version: str = "HTTP/1.1") -> bytes:
-    lines = [f"POST {path} {version}", "Host: gateway", f"Authorization: Bearer {secret}",
-             "Content-Type: application/json", f"Content-Length: {len(body)}", *extra]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            chunk = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            body += chunk[:-2]
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, headers, body
-
-
-async def connect(client: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(client.server.host, client.server.port)
-
-
-async def test_a_keep_alive_connection_moves_to_aiohttp_at_its_first_other_request(
+async def test_one_keep_alive_connection_serves_proxied_and_api_requests(
         gateway: Gateway, sqlite_url: str) -> None:
     keys, client = gateway.keys, gateway.client
-    lanes = lane_server(client)
     connector = aiohttp.TCPConnector(limit=1)  # one connection for all three requests
     async with aiohttp.ClientSession(str(client.make_url("")), connector=connector,
                                      headers=bearer(keys["alice"])) as session:
         async with session.post(CHAT, json=openai_request()) as first:
             assert first.status == 200
             assert "Hello" in (await first.json())["choices"][0]["message"]["content"]
-        assert len(lanes.lanes) == 1 and not lanes.fallback.connections
         async with session.get("/v1/models") as models:
             assert models.status == 200
             assert "gpt-test" in {m["id"] for m in (await models.json())["data"]}
-        assert not lanes.lanes and len(lanes.fallback.connections) == 1
         async with session.post(CHAT, json=openai_request(stream=True)) as streamed:
             assert streamed.status == 200
             assert b"data: [DONE]" in await streamed.read()
@@ -115,7 +74,7 @@ async def test_a_keep_alive_connection_moves_to_aiohttp_at_its_first_other_reque
     assert message_count(sqlite_url) == 2
 
 
-async def test_pipelined_requests_are_answered_in_order_on_the_lane(
+async def test_pipelined_requests_are_answered_in_order(
         gateway: Gateway, sqlite_url: str) -> None:
     keys, client = gateway.keys, gateway.client
     reader, writer = await connect(client)
@@ -128,15 +87,13 @@ async def test_pipelined_requests_are_answered_in_order_on_the_lane(
     assert json.loads(answers[1][2])["error"]["code"] == "model_not_allowed"
     assert answers[0][1]["content-type"].startswith("application/json")
     assert "date" in answers[0][1]
-    assert len(lane_server(client).lanes) == 1 and not lane_server(client).fallback.connections
-    # A request for aiohttp pipelined behind one for the lane: answered in turn, by aiohttp.
+    # An API request pipelined behind a proxied one: answered in turn.
     writer.write(post(keys["alice"], ok) + b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
     answers = [await read_response(reader) for _ in range(2)]
     writer.close()
     assert [status for status, _, _ in answers] == [200, 200]
     assert json.loads(answers[1][2]) == json.loads(
         await (await client.get("/healthz")).read())
-    assert not lane_server(client).lanes
     await settled(client.app)
     assert message_count(sqlite_url) == 3
 
@@ -157,12 +114,12 @@ async def test_a_request_that_arrives_in_pieces_is_served_once_it_is_whole(
     status, _, answer = await read_response(reader)
     writer.close()
     assert status == 200 and json.loads(answer)["choices"]
-    assert len(upstream.received) == 1 and lane_server(client).lanes
+    assert len(upstream.received) == 1
 
 
 async def test_a_client_that_reads_slowly_gets_the_whole_stream(
         gateway: Gateway, sqlite_url: str, upstream: FakeUpstream) -> None:
-    """Far more than the socket buffers hold: the lane waits for the client to drain its
+    """Far more than the socket buffers hold: the gateway waits for the client to drain its
     writes (and so stops reading the provider) instead of failing or dropping events."""
     keys, client = gateway.keys, gateway.client
     words = [f"word{i}" for i in range(30_000)]
@@ -198,12 +155,8 @@ async def test_connection_close_is_honoured(gateway: Gateway) -> None:
     writer.close()
 
 
-def chunked(body: bytes) -> bytes:
-    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-
-
 @pytest.mark.parametrize("case", ["chunked", "http/1.0", "large", "encoded-path"])
-async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
+async def test_every_framing_of_a_request_is_served(
         case: str, gateway: Gateway, sqlite_url: str) -> None:
     keys, client = gateway.keys, gateway.client
     body = json.dumps(openai_request()).encode()
@@ -213,9 +166,9 @@ async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
         request = head + chunked(body)
     elif case == "http/1.0":
         request = post(keys["alice"], body, version="HTTP/1.0")
-    elif case == "large":  # a long prompt: larger than the lane reads whole
+    elif case == "large":  # a long prompt, as agents send each turn
         big = openai_request()
-        big["messages"][0]["content"] = "word " * (LANE_BODY_BYTES // 4)
+        big["messages"][0]["content"] = "word " * (1024 * 1024 // 4)
         request = post(keys["alice"], json.dumps(big).encode())
     else:
         request = post(keys["alice"], body, path="/v1/chat%2Fcompletions")
@@ -223,8 +176,6 @@ async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
     writer.write(request)
     status, _, answer = await read_response(reader)
     writer.close()
-    lanes = lane_server(client)
-    assert not lanes.lanes and len(lanes.fallback.connections) <= 1
     if case == "encoded-path":
         assert status == 404 and json.loads(answer)["error"]["code"] == "not_found"
         return
@@ -233,7 +184,7 @@ async def test_what_the_lane_does_not_serve_aiohttp_answers_the_same_way(
     assert message_count(sqlite_url) == 1
 
 
-async def test_expect_continue_is_left_to_aiohttp(gateway: Gateway) -> None:
+async def test_expect_continue_is_answered(gateway: Gateway) -> None:
     keys, client = gateway.keys, gateway.client
     body = json.dumps(openai_request()).encode()
     reader, writer = await connect(client)
@@ -247,7 +198,7 @@ async def test_expect_continue_is_left_to_aiohttp(gateway: Gateway) -> None:
     assert status == 200
 
 
-async def test_a_malformed_head_gets_aiohttps_400_and_costs_nothing(
+async def test_a_malformed_head_gets_400_and_costs_nothing(
         gateway: Gateway, sqlite_url: str, upstream: FakeUpstream) -> None:
     keys, client = gateway.keys, gateway.client
     reader, writer = await connect(client)
@@ -258,7 +209,7 @@ async def test_a_malformed_head_gets_aiohttps_400_and_costs_nothing(
     assert not upstream.received and message_count(sqlite_url) == 0
 
 
-async def test_lane_requests_are_counted_like_aiohttps(gateway: Gateway) -> None:
+async def test_proxied_requests_are_counted_by_route_code_and_provider(gateway: Gateway) -> None:
     keys, client, registry = gateway.keys, gateway.client, gateway.registry
     assert (await client.post(CHAT, json=openai_request(),
                               headers=bearer(keys["alice"]))).status == 200
