@@ -9,8 +9,8 @@ models). Calls straight to the fake and calls through the limiter are alternated
 round, so both see the same machine load; the spread between rounds says how far to trust the
 figures on a shared machine. A third server, the relay alone without authentication or ledger,
 shows the relay's own cost on the same aiohttp server and client (so the difference is what the
-limit check and the recording add); the CPU that the limiter's ledger connections cost PostgreSQL per call is
-printed beside the limiter's own.
+limit check and the recording add); the CPU that the limiter's ledger connections cost
+PostgreSQL per call is printed beside the limiter's own.
 
 Targets: added p50 <= 1 ms and p99 <= 5 ms at concurrency 1, added stream TTFB p50 <= 2 ms,
 throughput through the limiter >= 10% of direct at concurrency 32, RSS growth < 10% over
