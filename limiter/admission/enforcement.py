@@ -1,8 +1,10 @@
 """The check before forwarding: who is calling, and may they spend more this period?
 
-Identity and limit status come from one transaction (one ledger round trip on the hot path).
-Spend is never cached: several limiter processes share a ledger, and what one records the
-others must see on their next check.
+Identity and limit status come from one transaction (one ledger round trip), or on PostgreSQL
+from the check cache (`limiter.admission.check_cache`): a key's answer is kept at most
+`check_cache_seconds` and only while the ledger's change notifications are heard, which bring
+every committed spend, limit, key and group change of any limiter process into it; while they
+cannot be heard every check goes to the ledger. SQLite ledgers are asked on every check.
 
 When the check itself fails (the database is away) the request goes through with
 `fail_mode: open` — counted and logged — or is answered 503 with `fail_mode: closed`. Strict
@@ -44,7 +46,6 @@ from limiter.timefmt import rfc3339
 
 log = logging.getLogger("agentmeter.limiter")
 
-LIMIT_MESSAGE = "Chat usage limit exceeded."
 # Strict mode needs an output bound; used when neither the request nor the model gives one.
 FALLBACK_MAX_OUTPUT_TOKENS = 128_000
 # Reservations outlive the slowest possible answer, then expire on their own.
@@ -67,7 +68,7 @@ class Admission:
 def limit_body(status: LimitStatus) -> dict[str, Any]:
     """The documented 409 body."""
     return {
-        "message": LIMIT_MESSAGE,
+        "message": LimitExceeded.default_message,
         "spent_micros": status.spent_micros,
         "limit_micros": status.limit_micros,
         "limit_source": status.limit_source.value,
