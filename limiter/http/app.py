@@ -42,6 +42,7 @@ from limiter.http.app_keys import (
 from limiter.http.middleware import error_middleware, metrics_middleware
 from limiter.http.routes import setup_routes
 from limiter.metrics import LimiterMetrics
+from limiter.recording.journal import Journal
 from limiter.recording.recorder import (
     DEFAULT_REPLAY_INTERVAL_SECONDS,
     WRITE_TIMEOUT_FACTOR,
@@ -87,7 +88,7 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
         engine = create_async_engine(database, application_name=APPLICATION_NAME)
         metrics = app[METRICS]
         spool = Spool(config.spool_dir, on_pending=metrics.spool_pending.set)
-        journal = Spool(Path(config.spool_dir) / JOURNAL_DIR)
+        journal = Journal(Path(config.spool_dir) / JOURNAL_DIR)
         await asyncio.to_thread(spool.open)
         await asyncio.to_thread(journal.open)
         app[ENGINE] = engine

@@ -29,7 +29,9 @@ from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 from ledger.usage import UsageRecord, record_usage_batch
 from limiter.database import DATABASE_ERRORS, in_transaction
-from limiter.recording.spool import Entry, Spool
+from limiter.recording.journal import Journal
+from limiter.recording.record_files import Entry
+from limiter.recording.spool import Spool
 from limiter.recording.writer import LedgerWriter, Pending
 
 log = logging.getLogger("agentmeter.limiter")
@@ -79,7 +81,7 @@ class Recorder:
     def __init__(self, engine: AsyncEngine, spool: Spool, database: DatabaseSettings,
                  replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
                  *, writer_engine: Engine, linger_s: float,
-                 journal: Spool | None = None) -> None:
+                 journal: Journal | None = None) -> None:
         self._engine = engine
         self.spool = spool
         self.journal = journal

@@ -23,7 +23,9 @@ from sqlalchemy import Engine
 
 from ledger.usage import UsageRecord, record_usage_batch
 from limiter.database import DATABASE_ERRORS
-from limiter.recording.spool import Entry, Spool
+from limiter.recording.journal import Journal
+from limiter.recording.record_files import Entry
+from limiter.recording.spool import Spool
 
 log = logging.getLogger("agentmeter.limiter")
 
@@ -43,7 +45,7 @@ class LedgerWriter:
     """`on_written(batch)` is called from the writer thread once per batch, when every record
     of it is in the ledger or the spool (one wake-up of the event loop per batch)."""
 
-    def __init__(self, engine: Engine, spool: Spool, journal: Spool | None,
+    def __init__(self, engine: Engine, spool: Spool, journal: Journal | None,
                  on_written: Callable[[list[Pending]], None], linger_s: float = 0.0,
                  max_batch: int = MAX_BATCH) -> None:
         self._engine = engine

@@ -47,7 +47,7 @@ from limiter.http.app_keys import (
     UPSTREAMS,
 )
 from limiter.http.errors import BadRequest, LimiterError
-from limiter.recording.spool import Entry
+from limiter.recording.record_files import Entry
 from limiter.relay.body import BodyHold, parse_json_object, read_capped
 from limiter.relay.forward import ForwardResult, UpstreamCall, relay
 from limiter.relay.prepare import prepare_call
