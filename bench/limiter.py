@@ -1,6 +1,7 @@
 """What the limiter adds to a provider call: latency, time to first byte, throughput, memory.
 
     .venv/bin/python -m bench.limiter [--rounds 3] [--requests 200] [--seconds 3] [--duration 10]
+                                      [--body small|agent]
 
 A fake provider (tests/support/fake_upstream.py) runs in its own process on loopback; the limiter
 runs as `agentmeter limiter` in another, with its ledger on a scratch PostgreSQL database
@@ -277,9 +278,28 @@ async def throughput(session: aiohttp.ClientSession, target: Target, body: bytes
     return done / (time.perf_counter() - started)
 
 
-def request_body(provider: str, stream: bool) -> bytes:
-    # About 2 KB of prompt, like a short agent turn.
-    prompt = "Summarise the following notes. " + "lorem ipsum dolor sit amet " * 70
+# Request bodies: "small" is about 2 KB of prompt, like a short agent turn; "agent" is what a
+# coding agent sends each turn, ~430 KB (~100k tokens) of code in its context.
+BODIES = ("small", "agent")
+AGENT_BODY_BYTES = 430_000
+
+
+def agent_context() -> str:
+    lines: list[str] = []
+    size, n = 0, 0
+    while size < AGENT_BODY_BYTES:
+        line = (f"def handler_{n}(request, session):\n"
+                f"    \"\"\"Answer request {n} from the session's cache.\"\"\"\n"
+                f"    return session.get(request.key, default={n})\n\n")
+        lines.append(line)
+        size += len(line) + 8  # JSON escapes of the line ends
+        n += 1
+    return "Review this code and fix the failing test.\n\n" + "".join(lines)
+
+
+def request_body(provider: str, stream: bool, size: str = "small") -> bytes:
+    prompt = (agent_context() if size == "agent"
+              else "Summarise the following notes. " + "lorem ipsum dolor sit amet " * 70)
     body: dict[str, object] = {"model": MODELS[provider], "stream": stream, "max_tokens": 512,
                                "messages": [{"role": "user", "content": prompt}]}
     return json.dumps(body).encode()
@@ -299,7 +319,8 @@ LABELS = {"limiter": "through the limiter", "forward": "forward() alone"}
 
 async def run_round(session: aiohttp.ClientSession, targets: dict[str, Target],
                     args: argparse.Namespace, number: int, pids: dict[str, int]) -> Figures:
-    plain, streamed = request_body(args.provider, False), request_body(args.provider, True)
+    plain = request_body(args.provider, False, args.body)
+    streamed = request_body(args.provider, True, args.body)
     # CPU per call tells the gateways' own cost apart from the machine's scheduling delays.
     meters = {"limiter main thread": (pids["limiter"], True),
               "limiter all threads": (pids["limiter"], False),
@@ -370,7 +391,8 @@ async def measure(args: argparse.Namespace, targets: dict[str, Target],
                   pids: dict[str, int]) -> bool:
     connector = aiohttp.TCPConnector(limit=args.concurrency * 3, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        warm = request_body(args.provider, False), request_body(args.provider, True)
+        warm = (request_body(args.provider, False, args.body),
+                request_body(args.provider, True, args.body))
         for i in range(50):
             for target in targets.values():
                 await call(session, target, warm[i % 2], bool(i % 2))
@@ -413,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="RSS growth window (s)")
     parser.add_argument("--provider", choices=sorted(PATHS), default="openai")
     parser.add_argument("--words", type=int, default=40, help="words per fake answer")
+    parser.add_argument("--body", choices=BODIES, default="small", help="request body size")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--serve-forward-only", action="store_true", help=argparse.SUPPRESS)

@@ -345,10 +345,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--words", type=int, default=40, help="words per answer")
+    parser.add_argument("--event-delay", type=float, default=0.0,
+                        help="seconds before each streamed event")
+    parser.add_argument("--backlog", type=int, default=128, help="listen backlog")
     args = parser.parse_args()
     text = " ".join(f"word{i}" for i in range(args.words))
-    fake = FakeUpstream(Answer(text=text), keep_received=False)
-    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None)
+    fake = FakeUpstream(Answer(text=text, event_delay=args.event_delay), keep_received=False)
+    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None,
+                backlog=args.backlog)
 
 
 if __name__ == "__main__":
