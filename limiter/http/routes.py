@@ -16,7 +16,7 @@ from limiter.api import admin as api_admin
 from limiter.api.status import usage_status
 from limiter.database import reachable
 from limiter.http.app_keys import DATABASE, ENGINE, REGISTRY
-from limiter.relay.proxy import list_models, proxy
+from limiter.relay.proxy import list_models, proxy, relay_unbilled
 from limiter.relay.registry import ROUTES, Route
 
 
@@ -53,7 +53,9 @@ def proxy_handler(route: Route) -> Handler:
     """The aiohttp handler of one registry row."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await proxy(request, route)
+        if route.billed:
+            return await proxy(request, route)
+        return await relay_unbilled(request, route)
 
     return handle
 

@@ -175,6 +175,34 @@ async def proxy(request: web.Request, route: Route) -> web.StreamResponse:
     return await answered
 
 
+async def relay_unbilled(request: web.Request, route: Route) -> web.StreamResponse:
+    """A route whose calls cost nothing (token counting, retrieving a stored answer): the
+    caller must be known, but no limit applies and nothing is recorded. The body, if any, is
+    read within the same bounds and forwarded as it came."""
+    app = request.app
+    settings = app[SETTINGS]
+    request[PROVIDER] = app[UPSTREAMS].label_for(route)
+    await app[ENFORCER].identify(credential_of(request, settings))
+    hold = await app[BODY_BUDGET].reserve(request.content_length or 0)
+    try:
+        raw = await read_capped(request, settings.max_body_bytes,
+                                settings.client_body_timeout_seconds, hold)
+        body = parse_json_object(raw) if raw.strip() else {}
+        upstream = app[UPSTREAMS].for_call(route, None)
+        request[PROVIDER] = upstream.name
+        call = prepare_call(route=route, upstream=upstream, request=request, body=body,
+                            raw_body=cast(bytes, raw), on_sent=hold.release)
+    except BaseException:
+        hold.release()
+        raise
+    result = await relay(call, request)
+    _observe_upstream(request, upstream, result)
+    if not result.response.prepared and not result.client_gone:
+        with contextlib.suppress(ConnectionError):
+            await _send_whole(request, cast(web.Response, result.response))
+    return result.response
+
+
 async def _prepare(request: web.Request, route: Route) -> Prepared:
     """Read the body within its bounds, parse it, find its model and encode the call."""
     app = request.app

@@ -80,6 +80,8 @@ ROUTES: tuple[Route, ...] = (
           summary="OpenAI Chat Completions, forwarded to an OpenAI-kind upstream."),
     Route("POST", "/v1/messages", "anthropic", _ANTHROPIC_MESSAGES,
           summary="Anthropic Messages, forwarded to an Anthropic-kind upstream."),
+    Route("POST", "/v1/messages/count_tokens", "anthropic", _ANTHROPIC_MESSAGES, billed=False,
+          summary="Anthropic token counting (free: not checked against limits, not recorded)."),
 )
 
 

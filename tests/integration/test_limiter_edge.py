@@ -24,12 +24,14 @@ from prometheus_client import CollectorRegistry
 from limiter.settings import LimiterSettings, UpstreamSettings
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
+    anthropic_request,
     bearer,
     gateway_app,
     limiter_settings,
     message_count,
     metric,
     openai_request,
+    policy,
     seed_ledger,
     settled,
 )
@@ -309,3 +311,34 @@ async def test_connection_waits_are_observed_when_an_upstreams_connections_run_o
     assert waited == 1
     assert metric(gateway.registry, "agentmeter_limiter_upstream_connection_wait_seconds_sum",
                   provider="openai") > 0.1
+
+
+# Unbilled routes -----------------------------------------------------------------------------
+
+async def test_token_counting_needs_a_key_but_no_room_under_the_limit_and_records_nothing(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url, policy(limits={"default_limit_usd": 0.000001}))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    count = "/v1/messages/count_tokens"
+    body = anthropic_request()
+    del body["max_tokens"], body["stream"]
+    # alice spends past her (tiny) limit first: messages are refused, counting is not
+    assert (await client.post("/v1/messages", json=anthropic_request(),
+                              headers={"x-api-key": keys["alice"]})).status == 200
+    await settled(app)
+    assert (await client.post("/v1/messages", json=anthropic_request(),
+                              headers={"x-api-key": keys["alice"]})).status == 409
+    before = message_count(sqlite_url)
+    answer = await client.post(count, json=body, headers={"x-api-key": keys["alice"]})
+    assert answer.status == 200
+    assert (await answer.json())["input_tokens"] > 0
+    refused = await client.post(count, json=body, headers={"x-api-key": "am-unknown"})
+    assert refused.status == 401
+    await settled(app)
+    assert message_count(sqlite_url) == before
+    counted = [r for r in upstream.received if r.path == count]
+    assert len(counted) == 1
+    assert counted[0].headers["x-api-key"] == "sk-ant-SECRET"
+    assert counted[0].headers["anthropic-version"]

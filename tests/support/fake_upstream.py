@@ -24,6 +24,7 @@ from ledger.tokens import TokenUsage
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+ANTHROPIC_COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 @dataclass
@@ -242,7 +243,16 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(OPENAI_PATH, self._handle)
         app.router.add_post(ANTHROPIC_PATH, self._handle)
+        app.router.add_post(ANTHROPIC_COUNT_TOKENS_PATH, self._count_tokens)
         return app
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's token counting: free, answers `{"input_tokens": N}` (here: bytes / 4)."""
+        raw = await request.read()
+        if self.keep_received:
+            self.received.append(Received(request.path, CIMultiDict(request.headers), raw,
+                                          json.loads(raw), request.raw_path))
+        return web.json_response({"input_tokens": len(raw) // 4})
 
     async def start(self, port: int = 0) -> None:
         self._runner = web.AppRunner(self.app(), shutdown_timeout=0.5, access_log=None)
