@@ -183,10 +183,8 @@ async def relay_unbilled(request: web.Request, route: Route) -> web.StreamRespon
     settings = app[SETTINGS]
     request[PROVIDER] = app[UPSTREAMS].label_for(route)
     await app[ENFORCER].identify(credential_of(request, settings))
-    hold = await app[BODY_BUDGET].reserve(request.content_length or 0)
+    raw, hold = await _read_body(request)
     try:
-        raw = await read_capped(request, settings.max_body_bytes,
-                                settings.client_body_timeout_seconds, hold)
         body = parse_json_object(raw) if raw.strip() else {}
         upstream = app[UPSTREAMS].for_call(route, None)
         request[PROVIDER] = upstream.name
@@ -203,14 +201,25 @@ async def relay_unbilled(request: web.Request, route: Route) -> web.StreamRespon
     return result.response
 
 
-async def _prepare(request: web.Request, route: Route) -> Prepared:
-    """Read the body within its bounds, parse it, find its model and encode the call."""
-    app = request.app
-    settings = app[SETTINGS]
-    hold = await app[BODY_BUDGET].reserve(request.content_length or 0)
+async def _read_body(request: web.Request) -> tuple[bytearray, BodyHold]:
+    """The body read within its bounds, and its hold under max_buffered_body_bytes (released
+    here if reading fails, by the caller once the body is sent or refused)."""
+    settings = request.app[SETTINGS]
+    hold = await request.app[BODY_BUDGET].reserve(request.content_length or 0)
     try:
         raw = await read_capped(request, settings.max_body_bytes,
                                 settings.client_body_timeout_seconds, hold)
+    except BaseException:
+        hold.release()
+        raise
+    return raw, hold
+
+
+async def _prepare(request: web.Request, route: Route) -> Prepared:
+    """Read the body within its bounds, parse it, find its model and encode the call."""
+    app = request.app
+    raw, hold = await _read_body(request)
+    try:
         body = parse_json_object(raw)
         model_name = route.model_of(body, request.match_info)
         catalog_error: CatalogUnavailable | None = None
