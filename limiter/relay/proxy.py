@@ -186,7 +186,7 @@ async def relay_unbilled(request: web.Request, route: Route) -> web.StreamRespon
     raw, hold = await _read_body(request)
     try:
         body = parse_json_object(raw) if raw.strip() else {}
-        upstream = app[UPSTREAMS].for_call(route, None)
+        upstream = app[UPSTREAMS].for_call(route, await _named_model(request, route, body))
         request[PROVIDER] = upstream.name
         call = prepare_call(route=route, upstream=upstream, request=request, body=body,
                             raw_body=cast(bytes, raw), on_sent=hold.release)
@@ -199,6 +199,20 @@ async def relay_unbilled(request: web.Request, route: Route) -> web.StreamRespon
         with contextlib.suppress(ConnectionError):
             await _send_whole(request, cast(web.Response, result.response))
     return result.response
+
+
+async def _named_model(request: web.Request, route: Route,
+                       body: dict[str, Any]) -> Model | None:
+    """The declared model an unbilled call names, if any: it picks the upstream, nothing else
+    (an unknown or missing model, or an unreadable catalog, leaves the kind's default)."""
+    name = (request.match_info.get(route.model_param) if route.model_param is not None
+            else body.get("model"))
+    if not isinstance(name, str):
+        return None
+    try:
+        return (await request.app[CATALOG].get()).find(name)
+    except CatalogUnavailable:
+        return None
 
 
 async def _read_body(request: web.Request) -> tuple[bytearray, BodyHold]:

@@ -1,15 +1,20 @@
-"""Which headers cross the gateway (limiter.relay.headers) and how an upstream's key is sent."""
+"""Which headers cross the gateway (limiter.relay.headers), how an upstream's key is sent and
+which upstream a call goes to."""
 
 from __future__ import annotations
 
 import pytest
 from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry
 
+from ledger.catalog import Model
+from limiter.http.errors import ServiceUnavailable
+from limiter.metrics import LimiterMetrics
 from limiter.relay.headers import forwardable_headers, relayable_headers
 from limiter.relay.prepare import without_query_credentials
-from limiter.relay.registry import KINDS
-from limiter.relay.upstreams import key_headers, upstream_kind
-from limiter.settings import UpstreamSettings
+from limiter.relay.registry import KINDS, ROUTES
+from limiter.relay.upstreams import Upstreams, key_headers, upstream_kind
+from limiter.settings import LimiterSettings, UpstreamSettings
 
 
 def test_nothing_of_the_clients_connection_credentials_or_billing_goes_upstream() -> None:
@@ -74,3 +79,39 @@ def test_an_unknown_kind_is_refused_naming_the_setting() -> None:
 def test_a_query_credential_is_removed_and_nothing_else_changes(query: str,
                                                                 expected: str) -> None:
     assert without_query_credentials(query) == expected
+
+
+def _model(provider: str) -> Model:
+    return Model(id=1, name="m", provider=provider, enabled=True, declared=True,
+                 max_output_tokens=None, pricing=None)
+
+
+async def test_a_model_goes_to_the_upstream_its_provider_names_if_it_serves_the_route() -> None:
+    settings = LimiterSettings(providers={
+        "openai": UpstreamSettings("http://openai.test"),
+        "azure": UpstreamSettings("http://azure.test", kind="openai"),
+        "anthropic": UpstreamSettings("http://anthropic.test"),
+    })
+    upstreams = Upstreams(settings, LimiterMetrics(CollectorRegistry(), (), ()))
+    chat = next(route for route in ROUTES if route.path == "/v1/chat/completions")
+    messages = next(route for route in ROUTES if route.path == "/v1/messages")
+    try:
+        assert upstreams.for_call(chat, _model("azure")).name == "azure"
+        assert upstreams.for_call(chat, _model("openai")).name == "openai"
+        assert upstreams.for_call(chat, None).name == "openai"  # the kind's default
+        # a provider of another kind does not pull the call onto the wrong dialect
+        assert upstreams.for_call(chat, _model("anthropic")).name == "openai"
+        assert upstreams.for_call(messages, _model("azure")).name == "anthropic"
+    finally:
+        await upstreams.close()
+
+
+async def test_a_kind_without_an_upstream_is_a_503() -> None:
+    settings = LimiterSettings(providers={"openai": UpstreamSettings("http://openai.test")})
+    upstreams = Upstreams(settings, LimiterMetrics(CollectorRegistry(), (), ()))
+    messages = next(route for route in ROUTES if route.path == "/v1/messages")
+    try:
+        with pytest.raises(ServiceUnavailable, match="No upstream"):
+            upstreams.for_call(messages, None)
+    finally:
+        await upstreams.close()
