@@ -184,6 +184,9 @@ def _limiter(t: float) -> Iterator[Metric]:
     yield _counter(m.LIMITER_FAIL_OPEN, [({"reason": "database_unavailable"}, 1 + 0.1 * t)])
     yield _gauge(m.LIMITER_SPOOL_PENDING, value=0)
     yield _counter(m.LIMITER_KEY_CHECKS, [({"source": "cache"}, 90 * t), ({"source": "ledger"}, t)])
+    yield _histogram(m.LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS, "provider", ("anthropic",), t)
+    yield _counter(m.LIMITER_CLIENT_TIMEOUTS, [({"phase": "body"}, 0.01 * t)])
+    yield _gauge(m.LIMITER_BUFFERED_BODY_BYTES, value=65536)
     yield from _self_health("limiter", t)
 
 
