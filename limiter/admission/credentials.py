@@ -1,30 +1,21 @@
-"""Who is calling: a virtual key, a trusted header, or the admin token.
+"""What a request presents: a virtual key, a trusted header, or the admin token.
 
-This module is the one place that knows where credentials are read from (headers, the query).
-
-Keys are stored and looked up only as hashes (`limiter.admission.enforcement` asks the ledger
-or its check cache, which forgets a key as soon as it is revoked). The last successful
-identities are remembered only as a fallback for when the ledger is unreachable, so fail-open
-can still attribute (and later record) the request; they are keyed by a hash of the credential,
-never by the key itself.
+This module is the one place that knows where credentials are read from (headers, the query);
+`limiter.admission.identity` resolves them to a user. Keys are stored and looked up only as
+hashes, and a credential's repr never shows its value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
-from sqlalchemy import Connection
 
-from ledger.keys import authenticate_key
 from ledger.schema import USER_TEXT_LENGTH
-from ledger.users import ensure_user
-from limiter.http.errors import BadRequest, Forbidden, Unauthorized
+from limiter.http.errors import BadRequest, Unauthorized
 from limiter.settings import LimiterSettings
 
 FORWARDED_USER = "X-Forwarded-User"
@@ -36,23 +27,16 @@ CREDENTIAL_HEADERS = frozenset({"authorization", *KEY_HEADERS,
                                 FORWARDED_USER.lower(), TRUSTED_SECRET.lower()})
 # Query parameters that carry a key (Gemini's `?key=`): removed before the query goes upstream.
 CREDENTIAL_QUERY_PARAMETERS = frozenset({"key"})
-# How long a remembered identity may stand in for the ledger while it is away.
-FALLBACK_TTL_SECONDS = 3600.0
-FALLBACK_MAX_ENTRIES = 10_000
 # The ledger's users.username column holds this many characters.
 MAX_USERNAME_LENGTH = USER_TEXT_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
-    user_id: int
-    username: str
-
-
-@dataclass(frozen=True, slots=True)
 class Credential:
-    """What a request presents. Another kind (e.g. a Coder token, looked up asynchronously)
-    is added here, in `credential_of` and where `identify` resolves each kind."""
+    """What a request presents. Another kind (e.g. a Coder token) is added here and in
+    `credential_of`; it is resolved to a user beside the others in
+    `limiter.admission.identity.identify`, or, when that needs an asynchronous lookup (asking
+    Coder), in `Enforcer.admit` before the ledger is asked."""
 
     kind: Literal["key", "trusted"]
     value: str = ""
@@ -124,17 +108,6 @@ def _checked_username(username: str) -> str:
     return username
 
 
-def identify(conn: Connection, credential: Credential) -> Identity:
-    """Resolve inside the caller's transaction (one round trip with the limit check)."""
-    if credential.kind == "trusted":
-        user = ensure_user(conn, credential.value)
-        return Identity(user.id, user.username)
-    owner = authenticate_key(conn, credential.value)
-    if owner is None:
-        raise unknown_key()
-    return Identity(owner.user_id, owner.username)
-
-
 def unknown_key() -> Unauthorized:
     return Unauthorized("Unknown or revoked API key.", code="invalid_api_key")
 
@@ -142,37 +115,3 @@ def unknown_key() -> Unauthorized:
 def is_admin(request: web.Request, settings: LimiterSettings) -> bool:
     token = presented_token(request)
     return bool(settings.admin_token and token and _equal(token, settings.admin_token))
-
-
-def refuse_non_admin(conn: Connection, credential: Credential) -> None:
-    """Raise 403 for a known user's credential on an admin route, 401 for anything else."""
-    identify(conn, credential)
-    raise Forbidden("This route needs the admin token; a user key is not enough.")
-
-
-class FallbackIdentities:
-    """Recently confirmed identities, used only while the ledger cannot be asked."""
-
-    def __init__(self, monotonic: Callable[[], float],
-                 ttl_seconds: float = FALLBACK_TTL_SECONDS,
-                 max_entries: int = FALLBACK_MAX_ENTRIES) -> None:
-        self._monotonic = monotonic
-        self._ttl = ttl_seconds
-        self._max = max_entries
-        self._entries: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
-
-    def remember(self, credential: Credential, identity: Identity) -> None:
-        key = credential.fingerprint
-        self._entries[key] = (identity, self._monotonic() + self._ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-
-    def recall(self, credential: Credential) -> Identity | None:
-        entry = self._entries.get(credential.fingerprint)
-        if entry is None or entry[1] < self._monotonic():
-            return None
-        return entry[0]
-
-    def forget(self, credential: Credential) -> None:
-        self._entries.pop(credential.fingerprint, None)

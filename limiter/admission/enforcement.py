@@ -30,13 +30,8 @@ from ledger.pricing import cost_upper_bound
 from ledger.reservations import reserve
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key, limit_status
-from limiter.admission.credentials import (
-    Credential,
-    FallbackIdentities,
-    Identity,
-    identify,
-    unknown_key,
-)
+from limiter.admission.credentials import Credential, unknown_key
+from limiter.admission.identity import FallbackIdentities, Identity, identify
 from limiter.admission.key_check import CheckResult, KeyChecker
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
 from limiter.http.errors import LimitExceeded, ServiceUnavailable

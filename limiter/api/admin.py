@@ -36,7 +36,8 @@ from ledger.reports import (
     cost_table,
     user_detail,
 )
-from limiter.admission.credentials import credential_of, is_admin, refuse_non_admin
+from limiter.admission.credentials import credential_of, is_admin
+from limiter.admission.identity import refuse_non_admin
 from limiter.api.status import status_view
 from limiter.database import in_transaction
 from limiter.http.app_keys import CHECK_CACHE, CLOCK, DATABASE, ENGINE, SETTINGS
