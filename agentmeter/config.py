@@ -20,7 +20,8 @@ import yaml
 from coder.settings import CoderSettings
 from exporter.settings import ExporterSettings, KubernetesSettings
 from ledger.settings import DatabaseSettings
-from limiter.settings import LimiterSettings, ProviderSettings
+from limiter.relay.upstreams import upstream_kind
+from limiter.settings import LimiterSettings, UpstreamSettings
 
 ENV_PREFIX = "AGENTMETER_"
 CONFIG_ENV = "AGENTMETER_CONFIG"
@@ -49,6 +50,8 @@ _ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "AGENTMETER_OPENAI_API_KEY": ("limiter", "providers", "openai", "api_key"),
     "AGENTMETER_ANTHROPIC_BASE_URL": ("limiter", "providers", "anthropic", "base_url"),
     "AGENTMETER_ANTHROPIC_API_KEY": ("limiter", "providers", "anthropic", "api_key"),
+    "AGENTMETER_GOOGLE_BASE_URL": ("limiter", "providers", "google", "base_url"),
+    "AGENTMETER_GOOGLE_API_KEY": ("limiter", "providers", "google", "api_key"),
     "AGENTMETER_LOG_LEVEL": ("log_level",),
 }
 
@@ -95,9 +98,11 @@ def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
         if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             _check_keys(typing.cast(type, hint), value, path)
         elif typing.get_origin(hint) is dict and isinstance(value, Mapping):
-            for name, provider in value.items():
-                if isinstance(provider, Mapping):
-                    _check_keys(ProviderSettings, provider, f"{path}.{name}")
+            entry = typing.get_args(hint)[1]
+            if dataclasses.is_dataclass(entry):
+                for name, item in value.items():
+                    if isinstance(item, Mapping):
+                        _check_keys(typing.cast(type, entry), item, f"{path}.{name}")
 
 
 def _merge_defaults_for_providers(data: dict[str, Any]) -> None:
@@ -143,13 +148,19 @@ def load_config(path: str | os.PathLike[str] | None = None,
             _set_path(data, setting, env[name])
     _merge_defaults_for_providers(data)
     try:
-        return pydantic.TypeAdapter(Config).validate_python(data)
+        config = pydantic.TypeAdapter(Config).validate_python(data)
     except pydantic.ValidationError as exc:
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"])
             problems.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
         raise ConfigError(f"{where}: invalid setting {'; '.join(problems)}") from None
+    for name, upstream in config.limiter.providers.items():
+        try:
+            upstream_kind(name, upstream)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return config
 
 
 __all__ = [
@@ -160,7 +171,7 @@ __all__ = [
     "ExporterSettings",
     "KubernetesSettings",
     "LimiterSettings",
-    "ProviderSettings",
+    "UpstreamSettings",
     "env_variables",
     "load_config",
 ]

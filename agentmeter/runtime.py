@@ -15,8 +15,8 @@ from agentmeter.coder_sync_job import coder_sync_jobs
 from agentmeter.config import Config
 from agentmeter.logs import setup_logging
 from exporter.app import run_exporter as exporter_main
-from limiter.server import parse_listen
-from limiter.server import run_limiter as limiter_main
+from limiter.http.server import parse_listen
+from limiter.http.server import run_limiter as limiter_main
 
 LOGGER = logging.getLogger("agentmeter.cli")
 

@@ -1,17 +1,17 @@
 """What the limiter adds to a provider call: latency, time to first byte, throughput, memory.
 
     .venv/bin/python -m bench.limiter [--rounds 3] [--requests 200] [--seconds 3] [--duration 10]
+                                      [--body small|agent]
 
 A fake provider (tests/support/fake_upstream.py) runs in its own process on loopback; the limiter
 runs as `agentmeter limiter` in another, with its ledger on a scratch PostgreSQL database
 `bench_limiter` (dropped and re-created, migrated, seeded with a user, a key, limits and priced
 models). Calls straight to the fake and calls through the limiter are alternated within each
 round, so both see the same machine load; the spread between rounds says how far to trust the
-figures on a shared machine. A third server, `forward()` alone without authentication or ledger,
-shows the relay's own cost on aiohttp's server (the limiter serves the provider routes on its
-faster lane, `limiter.lane`, so the difference is an upper bound of what the limit check and
-the recording add); the CPU that the limiter's ledger connections cost PostgreSQL per call is
-printed beside the limiter's own.
+figures on a shared machine. A third server, the relay alone without authentication or ledger,
+shows the relay's own cost on the same aiohttp server and client (so the difference is what the
+limit check and the recording add); the CPU that the limiter's ledger connections cost
+PostgreSQL per call is printed beside the limiter's own.
 
 Targets: added p50 <= 1 ms and p99 <= 5 ms at concurrency 1, added stream TTFB p50 <= 2 ms,
 throughput through the limiter >= 10% of direct at concurrency 32, RSS growth < 10% over
@@ -180,31 +180,37 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def serve_forward_only(port: int, upstream: str) -> None:
-    """A gateway reduced to `limiter.forward.forward` (no auth, no ledger): the protocol half's
-    own cost, so the figures can tell it from the limit check and the recording."""
+    """A gateway reduced to the relay (`limiter.relay.prepare` and `limiter.relay.forward`, no
+    auth, no ledger): the protocol half's own cost on the same aiohttp server and client, so
+    the figures can tell it from the limit check and the recording."""
     from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
-    from limiter.forward import forward
-    from limiter.providers import provider_for_path
-    from limiter.settings import ProviderSettings
-    from limiter.upstream_client import UpstreamPool
+    from limiter.metrics import LimiterMetrics
+    from limiter.relay.forward import relay
+    from limiter.relay.prepare import prepare_call
+    from limiter.relay.registry import ROUTES
+    from limiter.relay.upstreams import Upstreams
+    from limiter.settings import LimiterSettings, UpstreamSettings
 
-    settings = ProviderSettings(base_url=upstream, api_key=PROVIDER_KEY)
-    session_key = web.AppKey("session", UpstreamPool)
+    settings = LimiterSettings(providers={
+        name: UpstreamSettings(base_url=upstream, api_key=PROVIDER_KEY)
+        for name in ("openai", "anthropic")})
+    upstreams_key = web.AppKey("upstreams", Upstreams)
+    by_path = {route.path: route for route in ROUTES}
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        result = await forward(session=request.app[session_key],
-                               provider=provider_for_path(request.path), settings=settings,
-                               request=request, body=json.loads(raw), timeout_s=60,
-                               raw_body=raw)
-        return result.response
+        route = by_path[request.path]
+        call = prepare_call(route=route, upstream=request.app[upstreams_key].for_call(route, None),
+                            request=request, body=json.loads(raw), raw_body=raw)
+        return (await relay(call, request)).response
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        pool = UpstreamPool()
-        app[session_key] = pool
+        upstreams = Upstreams(settings, LimiterMetrics(CollectorRegistry(), (), ()))
+        app[upstreams_key] = upstreams
         yield
-        pool.close()
+        await upstreams.close()
 
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
@@ -272,9 +278,28 @@ async def throughput(session: aiohttp.ClientSession, target: Target, body: bytes
     return done / (time.perf_counter() - started)
 
 
-def request_body(provider: str, stream: bool) -> bytes:
-    # About 2 KB of prompt, like a short agent turn.
-    prompt = "Summarise the following notes. " + "lorem ipsum dolor sit amet " * 70
+# Request bodies: "small" is about 2 KB of prompt, like a short agent turn; "agent" is what a
+# coding agent sends each turn, ~430 KB (~100k tokens) of code in its context.
+BODIES = ("small", "agent")
+AGENT_BODY_BYTES = 430_000
+
+
+def agent_context() -> str:
+    lines: list[str] = []
+    size, n = 0, 0
+    while size < AGENT_BODY_BYTES:
+        line = (f"def handler_{n}(request, session):\n"
+                f"    \"\"\"Answer request {n} from the session's cache.\"\"\"\n"
+                f"    return session.get(request.key, default={n})\n\n")
+        lines.append(line)
+        size += len(line) + 8  # JSON escapes of the line ends
+        n += 1
+    return "Review this code and fix the failing test.\n\n" + "".join(lines)
+
+
+def request_body(provider: str, stream: bool, size: str = "small") -> bytes:
+    prompt = (agent_context() if size == "agent"
+              else "Summarise the following notes. " + "lorem ipsum dolor sit amet " * 70)
     body: dict[str, object] = {"model": MODELS[provider], "stream": stream, "max_tokens": 512,
                                "messages": [{"role": "user", "content": prompt}]}
     return json.dumps(body).encode()
@@ -294,7 +319,8 @@ LABELS = {"limiter": "through the limiter", "forward": "forward() alone"}
 
 async def run_round(session: aiohttp.ClientSession, targets: dict[str, Target],
                     args: argparse.Namespace, number: int, pids: dict[str, int]) -> Figures:
-    plain, streamed = request_body(args.provider, False), request_body(args.provider, True)
+    plain = request_body(args.provider, False, args.body)
+    streamed = request_body(args.provider, True, args.body)
     # CPU per call tells the gateways' own cost apart from the machine's scheduling delays.
     meters = {"limiter main thread": (pids["limiter"], True),
               "limiter all threads": (pids["limiter"], False),
@@ -365,7 +391,8 @@ async def measure(args: argparse.Namespace, targets: dict[str, Target],
                   pids: dict[str, int]) -> bool:
     connector = aiohttp.TCPConnector(limit=args.concurrency * 3, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        warm = request_body(args.provider, False), request_body(args.provider, True)
+        warm = (request_body(args.provider, False, args.body),
+                request_body(args.provider, True, args.body))
         for i in range(50):
             for target in targets.values():
                 await call(session, target, warm[i % 2], bool(i % 2))
@@ -408,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="RSS growth window (s)")
     parser.add_argument("--provider", choices=sorted(PATHS), default="openai")
     parser.add_argument("--words", type=int, default=40, help="words per fake answer")
+    parser.add_argument("--body", choices=BODIES, default="small", help="request body size")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--serve-forward-only", action="store_true", help=argparse.SUPPRESS)

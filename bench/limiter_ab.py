@@ -1,6 +1,7 @@
 """Two builds of the limiter side by side: does a change make the gateway cheaper?
 
     .venv/bin/python -m bench.limiter_ab --baseline REF [--rounds 3] [--calls 1500] [--stream]
+                                         [--body small|agent]
 
 On a shared host the absolute figures of bench/limiter.py drift by 2x within an hour, far more
 than most changes are worth. This runs the working tree's limiter and the one of git ref
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from bench.limiter import (
+    BODIES,
     MODELS,
     PATHS,
     PG_ADMIN_URL,
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=1500, help="calls per gateway per round")
     parser.add_argument("--stream", action="store_true", help="time to the first event")
+    parser.add_argument("--body", choices=BODIES, default="small", help="request body size")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     args = parser.parse_args(argv)
 
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(Target(name, ports[name], key, process.pid))
             for target in targets:
                 connect(target)
-            body = request_body("openai", args.stream)
+            body = request_body("openai", args.stream, args.body)
             assert json.loads(body)["model"] == MODELS["openai"]
             for target in targets:  # warm both gateways (catalog, prepared statements)
                 for _ in range(100):

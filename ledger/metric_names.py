@@ -61,6 +61,9 @@ LIMITER_BLOCKED = "agentmeter_limiter_blocked"
 LIMITER_FAIL_OPEN = "agentmeter_limiter_fail_open"
 LIMITER_SPOOL_PENDING = "agentmeter_limiter_spool_pending"
 LIMITER_KEY_CHECKS = "agentmeter_limiter_key_checks"
+LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS = "agentmeter_limiter_upstream_connection_wait_seconds"
+LIMITER_CLIENT_TIMEOUTS = "agentmeter_limiter_client_timeouts"
+LIMITER_BUFFERED_BODY_BYTES = "agentmeter_limiter_buffered_body_bytes"
 
 # Coder: the sync the exporter runs on a timer, and the limiter's token lookups
 CODER_SYNC_SUCCESS = "agentmeter_coder_sync_success"
@@ -87,6 +90,7 @@ COUNTERS = frozenset(
         LIMITER_KEY_CHECKS,
         CODER_SYNC_CHANGES,
         CODER_TOKEN_LOOKUPS,
+        LIMITER_CLIENT_TIMEOUTS,
         LOG_EVENTS,
     }
 )
@@ -96,6 +100,7 @@ HISTOGRAMS = frozenset(
         LIMITER_OVERHEAD_SECONDS,
         LIMITER_UPSTREAM_DURATION_SECONDS,
         LIMITER_TIME_TO_FIRST_TOKEN_SECONDS,
+        LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS,
     }
 )
 

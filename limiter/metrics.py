@@ -6,6 +6,7 @@ will exist are created at 0 up front, so `rate()` and alerts work before the fir
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,13 +16,16 @@ from ledger import metric_names as names
 
 # Why the limit check failed and the request went through anyway (fail_mode: open).
 FAIL_OPEN_REASONS = ("database_error", "timeout")
-PROVIDER_NAMES = ("openai", "anthropic")
-# Where a key check's answer came from (limiter.check_cache).
+# Where a key check's answer came from (limiter.admission.check_cache).
 KEY_CHECK_SOURCES = ("cache", "ledger")
-PROXY_ROUTES = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+# Which part of a request a client was too slow to send (the head's bound is aiohttp's
+# keep-alive timer, which closes the connection without telling: not counted, see README).
+CLIENT_TIMEOUT_PHASES = ("body",)
 
 # Request latencies: agent requests run from milliseconds (409s) to minutes (long streams).
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Waits for a free upstream connection: none at all until a connection limit is reached.
+_CONNECTION_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60)
 # Overhead the limiter adds: the bench target is p50 <= 1 ms, p99 <= 5 ms.
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
@@ -47,7 +51,11 @@ class Children(Generic[M]):
 
 
 class LimiterMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """The limiter's families; `providers` (upstream names) and `routes` ((provider, route
+    path) pairs) are the label values created at 0 up front."""
+
+    def __init__(self, registry: CollectorRegistry, providers: Iterable[str],
+                 routes: Iterable[tuple[str, str]]) -> None:
         self.requests = Counter(
             names.LIMITER_REQUESTS, "HTTP requests answered by the limiter.",
             ["route", "code", "provider"], registry=registry)
@@ -83,6 +91,19 @@ class LimiterMetrics:
             "Key checks answered, by source: the ledger, or memory kept current by the "
             "ledger's change notifications.",
             ["source"], registry=registry)
+        self.connection_wait = Histogram(
+            names.LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS,
+            "Time a provider call waited for a free connection to its upstream (observed for "
+            "the calls that waited: the upstream's max_connections was reached).",
+            ["provider"], buckets=_CONNECTION_WAIT_BUCKETS, registry=registry)
+        self.client_timeouts = Counter(
+            names.LIMITER_CLIENT_TIMEOUTS,
+            "Requests cut off because the client did not send them in time (answered 408).",
+            ["phase"], registry=registry)
+        self.buffered_body_bytes = Gauge(
+            names.LIMITER_BUFFERED_BODY_BYTES,
+            "Request-body bytes held in memory now (bounded by max_buffered_body_bytes).",
+            registry=registry)
         # The per-request families, by positional label values.
         self.requests_by = Children(self.requests)  # route, code, provider
         self.request_duration_by = Children(self.request_duration)  # route
@@ -90,14 +111,19 @@ class LimiterMetrics:
         self.upstream_duration_by = Children(self.upstream_duration)  # provider
         self.time_to_first_token_by = Children(self.time_to_first_token)  # provider
         self.key_checks_by = Children(self.key_checks)  # source
+        self.connection_wait_by = Children(self.connection_wait)  # provider
+        self.client_timeouts_by = Children(self.client_timeouts)  # phase
+        for phase in CLIENT_TIMEOUT_PHASES:
+            self.client_timeouts.labels(phase=phase)
         for source in KEY_CHECK_SOURCES:
             self.key_checks.labels(source=source)
         for reason in FAIL_OPEN_REASONS:
             self.fail_open.labels(reason=reason)
-        for provider in PROVIDER_NAMES:
+        for provider in providers:
             self.upstream_duration.labels(provider=provider)
             self.time_to_first_token.labels(provider=provider)
-        for provider, route in PROXY_ROUTES.items():
+            self.connection_wait.labels(provider=provider)
+        for provider, route in routes:
             self.request_duration.labels(route=route)
             self.overhead.labels(route=route)
             for code in ("200", "409"):

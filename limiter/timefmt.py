@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from limiter.errors import BadRequest
+from limiter.http.errors import BadRequest
 
 
 def rfc3339(moment: datetime) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from limiter.app_keys import SETTINGS
+from limiter.http.app_keys import SETTINGS
 from tests.support.databases import PgLedger, SqliteTemplate, pg_available
 from tests.support.gateway import GatewayTestServer
 from tests.support.requirements import missing
@@ -18,8 +18,8 @@ from tests.support.requirements import missing
 
 @pytest.fixture
 def aiohttp_client(aiohttp_client: Any) -> Any:
-    """pytest-aiohttp's client factory, with limiter apps served through `GatewayRunner`
-    (the provider routes on the fast lane) exactly as `agentmeter limiter` serves them."""
+    """pytest-aiohttp's client factory, with limiter apps served through `gateway_runner`
+    exactly as `agentmeter limiter` serves them."""
 
     async def go(param: Any, *, server_kwargs: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> Any:

@@ -18,9 +18,9 @@ from google import genai
 from google.genai import types as genai_types
 
 from ledger.tokens import TokenUsage
-from limiter.sse import StreamUsageParser
-from limiter.usage_gemini import GeminiArrayStreamParser, GeminiStreamParser
-from limiter.usage_responses import ResponsesStreamParser
+from limiter.relay.dialects.gemini import GeminiArrayStreamParser, GeminiStreamParser
+from limiter.relay.dialects.openai_responses import ResponsesStreamParser
+from limiter.relay.sse import StreamUsageParser
 from tests.support.agent_replies import Reply, ToolCall
 from tests.support.fake_agents_provider import FakeAgentsProvider
 

@@ -196,6 +196,9 @@ def _limiter(t: float) -> Iterator[Metric]:
     yield _counter(m.LIMITER_KEY_CHECKS, [({"source": "cache"}, 90 * t), ({"source": "ledger"}, t)])
     yield _counter(m.CODER_TOKEN_LOOKUPS, [({"outcome": "accepted"}, 20 + t),
                                            ({"outcome": "unavailable"}, 0)])
+    yield _histogram(m.LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS, "provider", ("anthropic",), t)
+    yield _counter(m.LIMITER_CLIENT_TIMEOUTS, [({"phase": "body"}, 0.01 * t)])
+    yield _gauge(m.LIMITER_BUFFERED_BODY_BYTES, value=65536)
     yield from _self_health("limiter", t)
 
 

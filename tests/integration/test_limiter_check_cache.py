@@ -1,4 +1,4 @@
-"""Key checks answered from memory (limiter.check_cache) on the real PostgreSQL ledger.
+"""Key checks answered from memory (limiter.admission.check_cache) on the real PostgreSQL ledger.
 
 Every change another process makes (usage recorded, limits applied, a key revoked) reaches the
 gateway through the ledger's notifications; these tests make the change the way that process
@@ -30,8 +30,8 @@ from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord, record_usage
 from ledger.users import get_user
-from limiter.app_keys import CHECK_CACHE
-from limiter.ledger_listener import APPLICATION_NAME as LISTEN_NAME
+from limiter.admission.ledger_listener import APPLICATION_NAME as LISTEN_NAME
+from limiter.http.app_keys import CHECK_CACHE
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway import (
     MovableClock,

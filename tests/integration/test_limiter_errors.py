@@ -18,7 +18,7 @@ from ledger.engine import create_sync_engine
 from ledger.keys import revoke_keys
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
-from limiter.settings import ProviderSettings
+from limiter.settings import UpstreamSettings
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     anthropic_request,
@@ -220,7 +220,7 @@ async def test_missing_provider_config_is_503(aiohttp_client: Any, sqlite_url: s
                                               tmp_path: Path, upstream: FakeUpstream) -> None:
     keys = seed_ledger(sqlite_url)
     client = await start(aiohttp_client, sqlite_url, tmp_path, upstream.base_url,
-                         providers={"openai": ProviderSettings(base_url=upstream.base_url)})
+                         providers={"openai": UpstreamSettings(base_url=upstream.base_url)})
     resp = await client.post("/v1/messages", json=anthropic_request(),
                              headers=bearer(keys["alice"]))
     assert resp.status == 503

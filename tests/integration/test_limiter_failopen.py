@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ledger.migrate import upgrade
-from limiter.app_keys import RECORDER
+from limiter.http.app_keys import RECORDER
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway import (
     anthropic_request,

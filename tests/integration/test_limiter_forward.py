@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from ledger.tokens import TokenUsage
+from limiter.relay.registry import ROUTES
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.forward_harness import (
     ANTHROPIC_KEY,
@@ -37,12 +38,13 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 OPENAI_BODY: dict[str, Any] = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
 ANTHROPIC_BODY: dict[str, Any] = {"model": "claude-x", "max_tokens": 100,
                   "messages": [{"role": "user", "content": "hi"}]}
-PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+# The billed routes of the registry, by the kind of upstream they call (one each today).
+PATHS = {route.kind: route.path for route in ROUTES if route.billed}
 BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
 USAGE = {"openai": TokenUsage(input=90, output=40, cache_read=300, cache_write=20),
          "anthropic": TokenUsage(input=90, output=40, cache_read=300, cache_write=20,
                                  cache_write_1h=10)}
-PROVIDER_NAMES = ["openai", "anthropic"]
+PROVIDER_NAMES = list(PATHS)
 
 
 def body_for(provider: str, stream: bool) -> bytes:

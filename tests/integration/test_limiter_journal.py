@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
-from limiter.app import JOURNAL_DIR
-from limiter.recording import to_entry
-from limiter.spool import Spool
+from limiter.http.app import JOURNAL_DIR
+from limiter.recording.journal import Journal
+from limiter.recording.recorder import to_entry
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     bearer,
@@ -45,13 +45,13 @@ async def test_a_dead_limiters_journal_is_replayed_once(
     seed_ledger(ledger_url)
     alice = int(query(ledger_url, "SELECT id FROM users WHERE username = 'alice'")[0][0])
     # What a SIGKILLed limiter leaves behind: records journaled, never committed.
-    dead = Spool(tmp_path / "spool" / JOURNAL_DIR)
+    dead = Journal(tmp_path / "spool" / JOURNAL_DIR)
     dead.open()
     records = [UsageRecord(id=str(uuid.uuid4()), user_id=alice, model="gpt-test",
                            provider="openai", usage=TokenUsage(input=10, output=5),
                            created_at=datetime.now(UTC), chat=f"chat-{n}") for n in range(3)]
-    dead.append_many([to_entry(r) for r in records])
-    dead.append_many([to_entry(records[0])])  # journaled twice: still one message
+    dead.append_unsynced([to_entry(r) for r in records])
+    dead.append_unsynced([to_entry(records[0])])  # journaled twice: still one message
     dead.close()
 
     app = gateway_app(ledger_url, limiter_settings(tmp_path, upstream.base_url),

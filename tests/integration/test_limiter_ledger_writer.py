@@ -12,9 +12,10 @@ from ledger.engine import create_sync_engine
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
-from limiter.ledger_writer import LedgerWriter, Pending
-from limiter.recording import to_entry
-from limiter.spool import Spool
+from limiter.recording.journal import Journal
+from limiter.recording.recorder import to_entry
+from limiter.recording.spool import Spool
+from limiter.recording.writer import LedgerWriter, Pending
 from tests.support.gateway import message_count, query, seed_ledger
 
 AT = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
@@ -43,8 +44,8 @@ def records(url: str, count: int) -> list[UsageRecord]:
                         created_at=AT) for n in range(count)]
 
 
-def spools(tmp_path: Path) -> tuple[Spool, Spool]:
-    spool, journal = Spool(tmp_path / "spool"), Spool(tmp_path / "spool" / "journal")
+def spools(tmp_path: Path) -> tuple[Spool, Journal]:
+    spool, journal = Spool(tmp_path / "spool"), Journal(tmp_path / "spool" / "journal")
     spool.open()
     journal.open()
     return spool, journal

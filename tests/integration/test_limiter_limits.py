@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
-from limiter.app_keys import LISTENER
+from limiter.http.app_keys import LISTENER
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     MovableClock,

@@ -1,5 +1,5 @@
-"""The driver-level key check (limiter.pg_check) answers exactly what the ledger's check_key
-answers, and a connection that breaks under it is dropped, not reused."""
+"""The driver-level key check (limiter.admission.key_check) answers exactly what the
+ledger's check_key answers, and a connection that breaks under it is dropped, not reused."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ledger.engine import create_sync_engine, libpq_url
 from ledger.keys import revoke_keys
 from ledger.settings import DatabaseSettings
 from ledger.spend import check_key
-from limiter.pg_check import KeyChecker
+from limiter.admission.key_check import KeyChecker
 from tests.support.gateway import keys_locked, policy, seed_ledger
 
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

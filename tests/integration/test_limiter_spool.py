@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
-from limiter.recording import to_entry
-from limiter.spool import Spool
+from limiter.recording.recorder import to_entry
+from limiter.recording.spool import Spool
 from tests.support.gateway import gateway_app, limiter_settings, metric, query, seed_ledger
 
 

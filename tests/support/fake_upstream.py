@@ -24,6 +24,7 @@ from ledger.tokens import TokenUsage
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+ANTHROPIC_COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Received:
     headers: CIMultiDict[str]
     raw: bytes
     body: Any
+    # The path and query string exactly as they arrived.
+    raw_path: str = ""
 
 
 # Reference usage -> provider fields -----------------------------------------------------------
@@ -240,7 +243,16 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(OPENAI_PATH, self._handle)
         app.router.add_post(ANTHROPIC_PATH, self._handle)
+        app.router.add_post(ANTHROPIC_COUNT_TOKENS_PATH, self._count_tokens)
         return app
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's token counting: free, answers `{"input_tokens": N}` (here: bytes / 4)."""
+        raw = await request.read()
+        if self.keep_received:
+            self.received.append(Received(request.path, CIMultiDict(request.headers), raw,
+                                          json.loads(raw), request.raw_path))
+        return web.json_response({"input_tokens": len(raw) // 4})
 
     async def start(self, port: int = 0) -> None:
         self._runner = web.AppRunner(self.app(), shutdown_timeout=0.5, access_log=None)
@@ -260,7 +272,7 @@ class FakeUpstream:
             body = None
         if self.keep_received:
             self.received.append(Received(request.path, CIMultiDict(request.headers), raw,
-                                          body))
+                                          body, request.raw_path))
         answer = self.answers.popleft() if self.answers else self.default
         if not isinstance(body, dict):
             return web.json_response({"error": {"message": "not JSON"}}, status=400)
@@ -343,10 +355,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--words", type=int, default=40, help="words per answer")
+    parser.add_argument("--event-delay", type=float, default=0.0,
+                        help="seconds before each streamed event")
+    parser.add_argument("--backlog", type=int, default=128, help="listen backlog")
     args = parser.parse_args()
     text = " ".join(f"word{i}" for i in range(args.words))
-    fake = FakeUpstream(Answer(text=text), keep_received=False)
-    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None)
+    fake = FakeUpstream(Answer(text=text, event_delay=args.event_delay), keep_received=False)
+    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None,
+                backlog=args.backlog)
 
 
 if __name__ == "__main__":

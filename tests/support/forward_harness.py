@@ -1,4 +1,4 @@
-"""A minimal gateway around forward() for the protocol tests: reads the body, forwards it."""
+"""A minimal gateway around the relay for the protocol tests: reads the body, forwards it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 import socket
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from limiter.errors import LimiterError
-from limiter.forward import ForwardResult, forward
-from limiter.providers import provider_for_path
-from limiter.settings import ProviderSettings
-from limiter.upstream_client import UpstreamPool
+from limiter.http.errors import LimiterError
+from limiter.metrics import LimiterMetrics
+from limiter.relay.forward import ForwardResult, relay
+from limiter.relay.prepare import prepare_call
+from limiter.relay.registry import ROUTES
+from limiter.relay.upstreams import Upstreams
+from limiter.settings import LimiterSettings, UpstreamSettings
 
 OPENAI_KEY = "sk-provider-openai"
 ANTHROPIC_KEY = "sk-provider-anthropic"
@@ -26,11 +29,11 @@ def closed_port_url() -> str:
 
 
 class Harness:
-    """A minimal gateway: reads the body, calls forward(), returns its response."""
+    """A minimal gateway: reads the body, relays it to the upstream, returns its response."""
 
     def __init__(self, upstream_url: str, timeout_s: float = 5.0) -> None:
-        self.providers = {"openai": ProviderSettings(upstream_url, OPENAI_KEY),
-                          "anthropic": ProviderSettings(upstream_url, ANTHROPIC_KEY)}
+        self.providers = {"openai": UpstreamSettings(upstream_url, OPENAI_KEY),
+                          "anthropic": UpstreamSettings(upstream_url, ANTHROPIC_KEY)}
         self.timeout_s = timeout_s
         self.results: asyncio.Queue[ForwardResult] = asyncio.Queue()
         self.errors: list[LimiterError] = []
@@ -48,12 +51,12 @@ class Harness:
         assert task is not None
         self.handlers.append(task)
         raw = await request.read()
-        provider = provider_for_path(request.path)
+        route = next(route for route in ROUTES if route.path == request.path)
         try:
-            result = await forward(
-                session=self.session, provider=provider,
-                settings=self.providers[provider.name], request=request, body=json.loads(raw),
-                timeout_s=self.timeout_s, on_first_byte=self._first_byte, raw_body=raw)
+            call = prepare_call(route=route, upstream=self.upstreams.for_call(route, None),
+                                request=request, body=json.loads(raw), raw_body=raw)
+            call.on_first_byte = self._first_byte
+            result = await relay(call, request)
         except LimiterError as exc:
             self.errors.append(exc)
             return web.json_response(exc.body(), status=exc.status)
@@ -67,10 +70,12 @@ class Harness:
         return await asyncio.wait_for(self.results.get(), 5)
 
     async def __aenter__(self) -> Harness:
-        self.session = UpstreamPool()
+        settings = LimiterSettings(providers=self.providers,
+                                   upstream_timeout_seconds=self.timeout_s)
+        self.upstreams = Upstreams(settings, LimiterMetrics(CollectorRegistry(), (), ()))
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.handle)
-        app.router.add_post("/v1/messages", self.handle)
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, self.handle)
         self.runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
@@ -79,4 +84,4 @@ class Harness:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.runner.cleanup()
-        self.session.close()
+        await self.upstreams.close()

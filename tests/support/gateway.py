@@ -25,10 +25,10 @@ from ledger.metric_names import PREFIX
 from ledger.policy_apply import apply_policy
 from ledger.policy_file import parse_policy
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
-from limiter.app_keys import LISTENER, RECORDER
-from limiter.lane import GatewayRunner
-from limiter.settings import LimiterSettings, ProviderSettings
+from limiter.http.app import create_app
+from limiter.http.app_keys import LISTENER, RECORDER
+from limiter.http.server import gateway_runner
+from limiter.settings import LimiterSettings, UpstreamSettings
 
 # Prices chosen so costs are easy to read: gpt-test costs 1 micro per input token and 2 per
 # output token; claude-test 3 and 15 (USD per 1M tokens == micros per token).
@@ -115,8 +115,8 @@ def ledger_snapshot(url: str) -> tuple[int, int, int]:
 
 
 def limiter_settings(tmp_path: Path, upstream_url: str, **changes: Any) -> LimiterSettings:
-    providers = {"openai": ProviderSettings(base_url=upstream_url, api_key="sk-openai-SECRET"),
-                 "anthropic": ProviderSettings(base_url=upstream_url,
+    providers = {"openai": UpstreamSettings(base_url=upstream_url, api_key="sk-openai-SECRET"),
+                 "anthropic": UpstreamSettings(base_url=upstream_url,
                                                api_key="sk-ant-SECRET")}
     base = LimiterSettings(spool_dir=str(tmp_path / "spool"), admin_token="admin-token-xyz",
                            upstream_timeout_seconds=5.0, providers=providers)
@@ -162,11 +162,11 @@ def gateway_app(url: str, settings: LimiterSettings, *, clock: MovableClock | No
 
 
 class GatewayTestServer(TestServer):
-    """Serves a limiter app as `agentmeter limiter` does: provider routes on the fast lane
-    (`limiter.lane`), everything else, and every connection handed over, by aiohttp."""
+    """Serves a limiter app as `agentmeter limiter` does (`limiter.http.server`)."""
 
-    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
-        return GatewayRunner(self.app, **kwargs)
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs.pop("handler_cancellation", None)  # TestServer's own choice, not the CLI's
+        return gateway_runner(self.app, **kwargs)
 
 
 async def settled(app: web.Application) -> None:

@@ -23,9 +23,9 @@ from sqlalchemy import select
 from ledger.engine import create_sync_engine
 from ledger.schema import metadata
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
-from limiter.app_keys import RECORDER
-from limiter.lane import GatewayRunner
+from limiter.http.app import create_app
+from limiter.http.app_keys import RECORDER
+from limiter.http.server import gateway_runner
 from limiter.settings import LimiterSettings
 
 TableDump = dict[str, list[tuple[Any, ...]]]
@@ -85,8 +85,8 @@ class ThreadedGateway:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        # As `agentmeter limiter` serves it: the provider routes on the lane.
-        self._runner = GatewayRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        # As `agentmeter limiter` serves it.
+        self._runner = gateway_runner(self.app, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = int(self._runner.addresses[0][1])

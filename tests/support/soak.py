@@ -28,7 +28,7 @@ from sqlalchemy import text
 
 from ledger.engine import create_sync_engine
 from ledger.settings import DatabaseSettings
-from limiter.providers.base import estimate_tokens
+from limiter.relay.dialects.base import estimate_tokens
 from tests.support.monitoring_stack import MonitoringStack
 from tests.support.pg_cluster import OwnCluster, own_cluster
 from tests.support.soak_load import ANTHROPIC_MODEL, OPENAI_MODEL, LoadGenerator, Result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from limiter.sse import StreamUsageParser
+from limiter.relay.sse import StreamUsageParser
 
 Parser = TypeVar("Parser", bound=StreamUsageParser)
 

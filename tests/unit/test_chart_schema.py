@@ -103,3 +103,12 @@ def test_every_value_is_documented_in_place() -> None:
         if not above.startswith("#"):
             undocumented.append(f"line {number + 1}: {match['key']}")
     assert undocumented == []
+
+
+def test_the_chart_offers_one_upstream_per_kind_of_the_registry() -> None:
+    from limiter.relay.registry import KINDS
+
+    values = cr.load_values(cr.CHART_DIR / "values.yaml")
+    schema = json.loads((cr.CHART_DIR / "values.schema.json").read_text())
+    assert set(values["providers"]) == set(KINDS)
+    assert set(schema["properties"]["providers"]["properties"]) == set(KINDS)

@@ -38,6 +38,23 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     assert "sk-secret" not in repr(config)
 
 
+def test_upstreams_keep_their_defaults_and_a_second_one_of_a_kind_is_added(
+        tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("limiter:\n  providers:\n    azure:\n      kind: openai\n"
+                    "      base_url: https://azure.example\n      key_header: api-key\n"
+                    "      headers: {OpenAI-Organization: org-1}\n"
+                    "      max_connections: 50\n")
+    config = load_config(file, environ={"AGENTMETER_GOOGLE_API_KEY": "g-secret",
+                                        "AGENTMETER_GOOGLE_BASE_URL": "http://gemini.local"})
+    upstreams = config.limiter.providers
+    assert set(upstreams) == {"openai", "anthropic", "google", "azure"}
+    assert upstreams["google"].base_url == "http://gemini.local"
+    assert upstreams["google"].api_key == "g-secret"
+    assert upstreams["azure"].headers == {"OpenAI-Organization": "org-1"}
+    assert upstreams["azure"].max_connections == 50
+
+
 def test_config_file_from_environment_variable(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
     file.write_text("exporter:\n  listen: 0.0.0.0:1234\n")
@@ -51,6 +68,10 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
     ("", {"AGENTMETER_EXPORTER_MAX_USERS": "many"}, "exporter.max_users"),
     ("[1]\n", {}, "must be a mapping"),
     ("a: [\n", {}, "not valid YAML"),
+    ("limiter:\n  providers:\n    azure:\n      base_url: http://a\n", {},
+     "limiter.providers.azure.kind: unknown upstream kind 'azure'"),
+    ("limiter:\n  providers:\n    openai:\n      headerz: {}\n", {},
+     "unknown setting 'limiter.providers.openai.headerz'"),
 ])
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, env: dict[str, str],
                                    message: str) -> None:

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.tokens import TokenUsage
-from limiter.providers.anthropic import AnthropicStreamParser
-from limiter.providers.openai import OpenAIStreamParser
-from limiter.sse import StreamUsageParser
+from limiter.relay.dialects.anthropic import AnthropicStreamParser
+from limiter.relay.dialects.openai import OpenAIStreamParser
+from limiter.relay.sse import StreamUsageParser
 from tests.support.fake_upstream import Answer, anthropic_events, openai_events
 
 OPENAI_USAGE = TokenUsage(input=1200, output=345, cache_read=800, cache_write=64)

@@ -14,11 +14,12 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ledger.settings import DatabaseSettings
-from limiter.app import create_app
+from limiter.http.app import create_app
+from limiter.relay.registry import ROUTES
 from limiter.settings import LimiterSettings
 from tests.support.requirements import missing
 
-OPENAPI = Path(__file__).resolve().parents[2] / "limiter" / "openapi.json"
+OPENAPI = Path(__file__).resolve().parents[2] / "limiter" / "api" / "openapi.json"
 
 
 def closed_port() -> int:
@@ -119,3 +120,17 @@ async def test_ledger_down_on_the_status_route_is_503(aiohttp_client: Any,
     assert (await resp.json())["error"]["code"] == "ledger_unavailable"
     # Without any credential the answer is 401 before the ledger is asked.
     assert (await client.get("/api/v1/usage/status")).status == 401
+
+
+def test_the_documented_proxy_operations_are_exactly_the_registrys_routes() -> None:
+    document = json.loads(OPENAPI.read_text())
+    documented = {(method.upper(), path): operation
+                  for path, item in document["paths"].items()
+                  for method, operation in item.items()
+                  if method != "parameters"
+                  and operation.get("operationId", "").startswith("proxy_")}
+    assert set(documented) == {(route.method, route.path) for route in ROUTES}
+    for route in ROUTES:
+        responses = documented[route.method, route.path]["responses"]
+        assert {"401", "408", "413", "415", "502", "503", "504"} <= set(responses)
+        assert ("409" in responses) == route.billed

@@ -7,16 +7,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from limiter.auth import (
+from limiter.admission.credentials import (
     Credential,
-    FallbackIdentities,
-    Identity,
     credential_of,
     is_admin,
     presented_token,
     trusted_user,
 )
-from limiter.errors import BadRequest, LimitExceeded, Unauthorized
+from limiter.admission.identity import FallbackIdentities, Identity
+from limiter.http.errors import BadRequest, LimitExceeded, Unauthorized
 from limiter.settings import LimiterSettings
 from limiter.timefmt import parse_instant, rfc3339
 

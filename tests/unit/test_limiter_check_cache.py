@@ -11,7 +11,7 @@ from ledger.limits import LimitSource
 from ledger.notify import LedgerReset, SpendChanged, parse_change
 from ledger.periods import Period
 from ledger.spend import LimitStatus
-from limiter.check_cache import CheckCache
+from limiter.admission.check_cache import CheckCache
 
 MAX_KEYS = 50
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

@@ -15,8 +15,8 @@ from ledger.periods import Period
 from ledger.pricing import Pricing
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus
-from limiter.catalog_cache import CatalogCache, CatalogUnavailable
-from limiter.enforcement import (
+from limiter.admission.catalog_cache import CatalogCache, CatalogUnavailable
+from limiter.admission.enforcement import (
     FALLBACK_MAX_OUTPUT_TOKENS,
     limit_body,
     retry_after_seconds,

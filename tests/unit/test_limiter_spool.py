@@ -12,8 +12,9 @@ import pytest
 
 from ledger.tokens import TokenUsage
 from ledger.usage import UsageRecord
-from limiter.recording import from_entry, to_entry
-from limiter.spool import REPLAY_BATCH, Entry, Spool
+from limiter.recording.record_files import REPLAY_BATCH, Entry
+from limiter.recording.recorder import from_entry, to_entry
+from limiter.recording.spool import Spool
 
 
 def entry(n: int) -> Entry:

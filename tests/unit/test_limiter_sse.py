@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.tokens import TokenUsage
-from limiter.providers.anthropic import AnthropicStreamParser
-from limiter.providers.openai import OpenAIStreamParser
-from limiter.sse import MAX_LINE_BYTES, StreamUsageParser, scan_text_chars, text_keys
+from limiter.relay.dialects.anthropic import AnthropicStreamParser
+from limiter.relay.dialects.openai import OpenAIStreamParser
+from limiter.relay.sse import MAX_LINE_BYTES, StreamUsageParser, scan_text_chars, text_keys
 from tests.support.fake_upstream import Answer, anthropic_events, openai_events
 
 
@@ -159,8 +159,9 @@ def test_the_chunk_that_completes_an_answer_is_always_flagged_first(
     first_event = _stream(events[:1], line_ending)
     fresh = parser_type()
     assert not fresh.may_complete(first_event)
-    assert fresh.may_complete(parser_type.TERMINAL[:3]) is False
-    assert fresh.may_complete(parser_type.TERMINAL[3:]) is True
+    (marker,) = parser_type.TERMINAL
+    assert fresh.may_complete(marker[:3]) is False
+    assert fresh.may_complete(marker[3:]) is True
 
 
 JUNK_LINES = st.lists(st.one_of(

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from multidict import CIMultiDict
 
 from ledger.tokens import TokenUsage
-from limiter.errors import BadRequest
-from limiter.providers.anthropic import DEFAULT_VERSION, AnthropicProvider, AnthropicStreamParser
-from limiter.settings import ProviderSettings
+from limiter.http.errors import BadRequest
+from limiter.relay.dialects.anthropic import (
+    DEFAULT_VERSION,
+    AnthropicMessages,
+    AnthropicStreamParser,
+)
 from tests.support.fake_upstream import Answer, anthropic_events, anthropic_usage_json
 
-ANTHROPIC = AnthropicProvider()
+ANTHROPIC = AnthropicMessages()
 
 BODY = {
     "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
@@ -138,18 +140,5 @@ def test_request_questions() -> None:
         ANTHROPIC.request_model({"messages": []})
 
 
-def test_upstream_headers() -> None:
-    incoming = CIMultiDict({
-        "x-api-key": "client-key", "Authorization": "Bearer client", "Host": "h",
-        "anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching-2024-07-31",
-        "Content-Type": "application/json", "Content-Length": "3",
-    })
-    headers = ANTHROPIC.upstream_headers(incoming, ProviderSettings("http://x", "sk-ant"))
-    assert headers == {"x-api-key": "sk-ant", "anthropic-version": "2023-06-01",
-                       "anthropic-beta": "prompt-caching-2024-07-31",
-                       "Content-Type": "application/json"}
-
-
-def test_missing_api_version_gets_the_default() -> None:
-    headers = ANTHROPIC.upstream_headers(CIMultiDict(), ProviderSettings("http://x", "k"))
-    assert headers["anthropic-version"] == DEFAULT_VERSION
+def test_the_default_api_version_is_a_default_header() -> None:
+    assert ANTHROPIC.default_headers == {"anthropic-version": DEFAULT_VERSION}

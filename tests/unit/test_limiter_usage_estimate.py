@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger.tokens import TokenUsage
-from limiter.providers.base import CHARS_PER_TOKEN, estimate_tokens, settle_usage
+from limiter.relay.dialects.base import CHARS_PER_TOKEN, estimate_tokens, settle_usage
 
 
 def test_final_counts_are_kept_exactly() -> None:

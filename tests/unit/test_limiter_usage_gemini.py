@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.tokens import TokenUsage
-from limiter.usage_gemini import (
+from limiter.relay.dialects.gemini import (
     GeminiArrayStreamParser,
     GeminiStreamParser,
     gemini_usage,

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from multidict import CIMultiDict
 
 from ledger.tokens import TokenUsage
-from limiter.errors import BadRequest, NotFound
-from limiter.providers import PROVIDERS, provider_for_path
-from limiter.providers.openai import OpenAIProvider, OpenAIStreamParser
-from limiter.request_body import parse_json_object
-from limiter.settings import ProviderSettings
+from limiter.http.errors import BadRequest
+from limiter.relay.body import parse_json_object
+from limiter.relay.dialects.openai import ChatCompletions, OpenAIStreamParser
 from tests.support.fake_upstream import Answer, openai_events, openai_usage_json
 
-OPENAI = OpenAIProvider()
+OPENAI = ChatCompletions()
 
 # Shaped like a real answer of a reasoning model with prompt caching.
 BODY = {
@@ -149,37 +146,6 @@ def test_request_questions() -> None:
 def test_request_without_a_model_is_a_bad_request(body: dict[str, object]) -> None:
     with pytest.raises(BadRequest):
         OPENAI.request_model(body)
-
-
-def test_upstream_headers_carry_the_provider_key_and_nothing_of_the_clients() -> None:
-    incoming = CIMultiDict({
-        "Host": "limiter", "Authorization": "Bearer client-key", "Content-Length": "10",
-        "Connection": "keep-alive, X-Trace", "X-Trace": "1", "Keep-Alive": "timeout=5",
-        "Transfer-Encoding": "chunked", "TE": "trailers", "Trailer": "x", "Upgrade": "h2c",
-        "Proxy-Authorization": "Basic x", "X-Api-Key": "client-key",
-        "X-Agentmeter-Secret": "s", "X-Forwarded-User": "mallory", "X-Chat-ID": "c1",
-        "content-type": "application/json; charset=utf-8", "Accept-Encoding": "br",
-        "OpenAI-Beta": "assistants=v2", "User-Agent": "sdk/1", "X-Stainless-Lang": "python",
-    })
-    headers = OPENAI.upstream_headers(incoming, ProviderSettings("http://x", api_key="sk-prov"))
-    assert headers == {
-        "Authorization": "Bearer sk-prov", "Content-Type": "application/json",
-        "OpenAI-Beta": "assistants=v2", "User-Agent": "sdk/1", "X-Stainless-Lang": "python",
-    }
-
-
-def test_no_provider_key_configured_sends_no_credentials() -> None:
-    headers = OPENAI.upstream_headers(CIMultiDict({"Authorization": "Bearer c"}),
-                                      ProviderSettings("http://x"))
-    assert "Authorization" not in headers and "authorization" not in headers
-
-
-def test_provider_registry() -> None:
-    assert PROVIDERS["openai"].path == "/v1/chat/completions"
-    assert provider_for_path("/v1/chat/completions") is PROVIDERS["openai"]
-    assert provider_for_path("/v1/messages/") is PROVIDERS["anthropic"]
-    with pytest.raises(NotFound):
-        provider_for_path("/v1/embeddings")
 
 
 def test_a_delta_whose_text_is_a_json_key_name_is_still_counted() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.tokens import TokenUsage
-from limiter.usage_responses import (
+from limiter.relay.dialects.openai_responses import (
     ResponsesStreamParser,
     response_facts,
     responses_usage,

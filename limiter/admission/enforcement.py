@@ -1,0 +1,210 @@
+"""The check before forwarding: who is calling, and may they spend more this period?
+
+Identity and limit status come from one transaction (one ledger round trip), or on PostgreSQL
+from the check cache (`limiter.admission.check_cache`): a key's answer is kept at most
+`check_cache_seconds` and only while the ledger's change notifications are heard, which bring
+every committed spend, limit, key and group change of any limiter process into it; while they
+cannot be heard every check goes to the ledger. SQLite ledgers are asked on every check.
+
+When the check itself fails (the database is away) the request goes through with
+`fail_mode: open` — counted and logged — or is answered 503 with `fail_mode: closed`. Strict
+enforcement always fails closed: its promise (spend never passes the limit) cannot be kept
+without the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.catalog import Model
+from ledger.pricing import cost_upper_bound
+from ledger.reservations import reserve
+from ledger.settings import DatabaseSettings
+from ledger.spend import LimitStatus, check_key, limit_status
+from limiter.admission.credentials import Credential, unknown_key
+from limiter.admission.identity import FallbackIdentities, Identity, identify
+from limiter.admission.key_check import CheckResult, KeyChecker
+from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
+from limiter.http.errors import LimitExceeded, ServiceUnavailable
+from limiter.metrics import LimiterMetrics
+from limiter.settings import LimiterSettings
+from limiter.timefmt import rfc3339
+
+log = logging.getLogger("agentmeter.limiter")
+
+# Strict mode needs an output bound; used when neither the request nor the model gives one.
+FALLBACK_MAX_OUTPUT_TOKENS = 128_000
+# Reservations outlive the slowest possible answer, then expire on their own.
+RESERVATION_GRACE_SECONDS = 60.0
+HOLD_TIMEOUT_FACTOR = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    identity: Identity
+    # None when the check failed and the request was let through (fail-open).
+    status: LimitStatus | None
+    reservation_id: str | None = None
+
+    @property
+    def failed_open(self) -> bool:
+        return self.status is None
+
+
+def limit_body(status: LimitStatus) -> dict[str, Any]:
+    """The documented 409 body."""
+    return {
+        "message": LimitExceeded.default_message,
+        "spent_micros": status.spent_micros,
+        "limit_micros": status.limit_micros,
+        "limit_source": status.limit_source.value,
+        "resets_at": rfc3339(status.period_end),
+    }
+
+
+def retry_after_seconds(status: LimitStatus, now: datetime) -> int:
+    return max(0, math.ceil((status.period_end - now).total_seconds()))
+
+
+def strict_upper_bound(model: Model | None, body_bytes: int, max_tokens: int | None) -> int:
+    """Most the request can cost: every body byte an input token at the dearest input price."""
+    if model is None or model.pricing is None:
+        return 0  # unpriced traffic adds no spend
+    output = max_tokens or model.max_output_tokens or FALLBACK_MAX_OUTPUT_TOKENS
+    return cost_upper_bound(model.pricing, body_bytes, output)
+
+
+def check_status(conn: Connection, credential: Credential, now: datetime
+                 ) -> tuple[Identity, LimitStatus]:
+    """Who is calling and where they stand: for a key, one statement (one round trip)."""
+    if credential.kind == "key":
+        found = check_key(conn, credential.value, now)
+        if found is None:
+            raise unknown_key()
+        owner, status = found
+        return Identity(owner.user_id, owner.username), status
+    identity = identify(conn, credential)
+    return identity, limit_status(conn, identity.user_id, now)
+
+
+def _reason(exc: BaseException) -> str:
+    return "timeout" if is_timeout(exc) else "database_error"
+
+
+class Enforcer:
+    def __init__(self, engine: AsyncEngine, settings: LimiterSettings,
+                 database: DatabaseSettings, metrics: LimiterMetrics,
+                 key_checker: KeyChecker | None = None) -> None:
+        self._engine = engine
+        # PostgreSQL: keys are checked on the driver directly (see limiter.admission.key_check).
+        self._key_checker = key_checker
+        self._settings = settings
+        self._timeout = database.connect_timeout_seconds
+        # A hold writes and waits for the user's lock behind concurrent holds: give it longer.
+        self._hold_timeout = database.connect_timeout_seconds * HOLD_TIMEOUT_FACTOR
+        self._metrics = metrics
+        self.fallback = FallbackIdentities(time.monotonic)
+
+    @property
+    def strict(self) -> bool:
+        return self._settings.enforcement == "strict"
+
+    def admit(self, credential: Credential, now: datetime) -> Awaitable[Admission]:
+        """Identify the caller and refuse (409) when spend has reached the limit.
+
+        A key's check is already on its way to the ledger when this returns: the caller can
+        read the request body meanwhile, then awaits the admission before acting on the body
+        (a refusal always comes first).
+        """
+        checker = self._key_checker
+        if credential.kind != "key":
+            return self._admit(credential, now, None)
+        if checker is None:  # SQLite: every key check reads the ledger
+            self._metrics.key_checks_by("ledger").inc()
+            return self._admit(credential, now, None)
+        return self._admit(credential, now, checker.start(credential.value, now, self._timeout))
+
+    async def _admit(self, credential: Credential, now: datetime,
+                     pending: Awaitable[CheckResult] | None) -> Admission:
+        try:
+            identity, status = await self._check(credential, now, pending)
+        except DATABASE_ERRORS as exc:
+            return Admission(self._fail_open(credential, exc), None)
+        self.fallback.remember(credential, identity)
+        if status.blocked:
+            self._refuse(status, now)
+        return Admission(identity, status)
+
+    async def _check(self, credential: Credential, now: datetime,
+                     pending: Awaitable[CheckResult] | None) -> tuple[Identity, LimitStatus]:
+        if pending is None:
+            return await autocommitted(self._engine, self._timeout, check_status, credential,
+                                       now)
+        found = await pending  # bounded by the checker itself
+        if found is None:
+            raise unknown_key()
+        owner, status = found
+        return Identity(owner.user_id, owner.username), status
+
+    async def hold(self, admission: Admission, amount_micros: int, now: datetime) -> str | None:
+        """Strict mode: reserve the request's upper bound, or refuse (409) if it does not fit.
+
+        None when nothing needs holding (the user has no limit).
+        """
+        ttl = self._settings.upstream_timeout_seconds + RESERVATION_GRACE_SECONDS
+        try:
+            reservation_id, status = await in_transaction(
+                self._engine, self._hold_timeout, reserve, admission.identity.user_id,
+                amount_micros, now, ttl)
+        except DATABASE_ERRORS as exc:
+            raise self._unavailable(_reason(exc)) from exc
+        if status.is_limited and reservation_id is None:
+            self._refuse(status, now)
+        return reservation_id
+
+    async def identify(self, credential: Credential) -> Identity:
+        """Only who is calling (no limit check), with the same fail-open rules."""
+        try:
+            identity = await in_transaction(self._engine, self._timeout, identify, credential)
+        except DATABASE_ERRORS as exc:
+            return self._fail_open(credential, exc)
+        self.fallback.remember(credential, identity)
+        return identity
+
+    def _refuse(self, status: LimitStatus, now: datetime) -> NoReturn:
+        self._metrics.blocked.labels(user=status.username).inc()
+        raise LimitExceeded(limit_body(status),
+                            retry_after_seconds=retry_after_seconds(status, now))
+
+    @staticmethod
+    def _unavailable(reason: str) -> ServiceUnavailable:
+        log.warning("limit check failed, refusing the request (fail closed): %s", reason)
+        return ServiceUnavailable("The spend ledger is unreachable; try again shortly.",
+                                  code="ledger_unavailable")
+
+    def _fail_open(self, credential: Credential, exc: BaseException) -> Identity:
+        """The identity to let through after a failed check, or 503 when that is not allowed."""
+        reason = _reason(exc)
+        if self.strict or self._settings.fail_mode == "closed":
+            raise self._unavailable(reason) from exc
+        identity = self.fallback.recall(credential)
+        if identity is None:
+            # Nobody to attribute the spend to: letting it through would lose the record.
+            log.warning("limit check failed and the caller is not known from earlier "
+                        "requests; refusing: %s", reason)
+            raise ServiceUnavailable("The spend ledger is unreachable and this caller could "
+                                     "not be identified; try again shortly.",
+                                     code="ledger_unavailable")
+        self._metrics.fail_open.labels(reason=reason).inc()
+        log.warning("limit check failed, letting the request through (fail open): %s",
+                    reason, extra={"user": identity.username, "reason": reason})
+        return identity

@@ -1,0 +1,145 @@
+"""Errors the limiter answers with: each carries its HTTP status and a stable machine code.
+
+Handlers and adapters raise these; one middleware (`limiter.http.middleware`) turns them into
+`{"error": {"code": ..., "message": ...}}` answers, so no handler builds error bodies by hand and
+nothing else (a traceback, an upstream secret) can leak into a client's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+# Status recorded when the client left before its answer was complete (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """The limiter's JSON error object (`status` is for shapes that repeat it in the body)."""
+    return {"error": {"code": code, "message": message}}
+
+
+class LimiterError(Exception):
+    """A request the limiter refuses or cannot complete; `message` is shown to the client."""
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal error."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.message = message if message is not None else self.default_message
+        self.code = code if code is not None else self.default_code
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer; `LimitExceeded` replaces it with the documented 409 body."""
+        return error_body(self.status, self.code, self.message)
+
+
+class BadRequest(LimiterError):
+    status = 400
+    default_code = "bad_request"
+    default_message = "The request is not valid."
+
+
+class Unauthorized(LimiterError):
+    status = 401
+    default_code = "unauthorized"
+    default_message = "Missing, unknown or revoked API key."
+
+
+class Forbidden(LimiterError):
+    status = 403
+    default_code = "forbidden"
+    default_message = "This route needs the admin token."
+
+
+class NotFound(LimiterError):
+    status = 404
+    default_code = "not_found"
+    default_message = "Not found."
+
+
+class RequestTimeout(LimiterError):
+    status = 408
+    default_code = "request_timeout"
+    default_message = "The request did not arrive in time."
+
+
+class ClientClosedRequest(LimiterError):
+    """The client went away before its request was whole: nobody is left to answer."""
+
+    status = CLIENT_CLOSED_REQUEST
+    default_code = "client_closed_request"
+    default_message = "The client closed the connection before its request was complete."
+
+
+class LimitExceeded(LimiterError):
+    """Spend has reached the effective limit; the body is the documented status object.
+
+    `x-should-retry: false` stops the official SDKs from retrying a 409 on their own.
+    """
+
+    status = 409
+    default_code = "limit_exceeded"
+    default_message = "Chat usage limit exceeded."
+
+    def __init__(self, status_body: Mapping[str, Any], *, retry_after_seconds: int) -> None:
+        super().__init__(
+            str(status_body.get("message", self.default_message)),
+            headers={"Retry-After": str(max(0, retry_after_seconds)),
+                     "x-should-retry": "false"},
+        )
+        self.status_body: dict[str, Any] = dict(status_body)
+
+    def body(self) -> dict[str, Any]:
+        return dict(self.status_body)
+
+
+class PayloadTooLarge(LimiterError):
+    status = 413
+    default_code = "payload_too_large"
+    default_message = "The request body is larger than the limiter accepts."
+
+
+class UnsupportedMediaType(LimiterError):
+    status = 415
+    default_code = "unsupported_media_type"
+    default_message = "The request body's encoding is not accepted."
+
+
+class UpstreamError(LimiterError):
+    status = 502
+    default_code = "upstream_error"
+    default_message = "The provider could not be reached."
+
+
+class ServiceUnavailable(LimiterError):
+    status = 503
+    default_code = "service_unavailable"
+    default_message = "The limiter cannot check spend limits right now."
+
+
+class UpstreamTimeout(LimiterError):
+    status = 504
+    default_code = "upstream_timeout"
+    default_message = "The provider did not answer in time."
+
+
+__all__ = [
+    "BadRequest",
+    "ClientClosedRequest",
+    "Forbidden",
+    "LimitExceeded",
+    "LimiterError",
+    "NotFound",
+    "PayloadTooLarge",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpstreamError",
+    "UpstreamTimeout",
+]

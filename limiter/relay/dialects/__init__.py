@@ -1,0 +1,1 @@
+"""The API dialects the limiter speaks; the registry (`limiter.relay.registry`) says where."""

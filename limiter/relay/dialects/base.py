@@ -1,0 +1,117 @@
+"""What the limiter needs to know about an API dialect, and the one rule for estimating usage.
+
+A `Dialect` answers the protocol questions the gateway asks of a request body (which model,
+streaming or not, how many output tokens at most), prepares the body for the upstream (the
+client's own bytes whenever nothing needs to change) and reads token usage from answers. The
+per-dialect accounting rules live in the subclasses; the estimate below is used only when an
+answer's counts are missing (a stream cut short, an answer without usage). Which routes speak a
+dialect and where their calls go is the registry's business (`limiter.relay.registry`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ledger.tokens import TokenUsage
+from limiter.http.errors import BadRequest
+from limiter.relay.sse import StreamUsageParser
+
+# Estimates: about 4 characters (or bytes of request JSON) per token. Used only when the provider
+# sent no counts; a request body's bytes over-count its text a little, which errs towards billing.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(size: int) -> int:
+    return math.ceil(max(size, 0) / CHARS_PER_TOKEN)
+
+
+def settle_usage(known: TokenUsage | None, *, output_final: bool, request_bytes: int,
+                 output_chars: int) -> tuple[TokenUsage, bool]:
+    """The usage to record and whether it is estimated.
+
+    Exact counts the provider already sent are kept; what is missing is estimated: input from the
+    request body's size, output from the relayed text — and a provisional output count (such as
+    Anthropic's `message_start`) is raised to the estimate when more text than that was relayed.
+    """
+    if known is not None and output_final:
+        return known, False
+    output = estimate_tokens(output_chars)
+    if known is None:
+        return TokenUsage(input=estimate_tokens(request_bytes), output=output), True
+    return known._replace(output=max(known.output, output)), True
+
+
+def encode_json(value: Any) -> bytes:
+    # ASCII escapes keep any string the client sent (even a lone surrogate) encodable.
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def _exactly(raw_body: bytes | None) -> dict[str, Any] | None:
+    """The client's object read again with `json`, which keeps every number as written
+    (limiter.json_codec reads integers beyond 64 bits as floats); None if it cannot be."""
+    if raw_body is None:
+        return None
+    try:
+        value = json.loads(raw_body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def add_top_level_member(raw_body: bytes, member: bytes) -> bytes | None:
+    """`raw_body` (a JSON object with at least one member) with `member` (`"key":value`) added
+    before its closing brace, copying the bytes once; None when it does not end like an object."""
+    end = raw_body.rfind(b"}")
+    if end < 0 or raw_body[end + 1:].strip():
+        return None
+    return b"".join((memoryview(raw_body)[:end], b",", member, b"}"))
+
+
+class Dialect(ABC):
+    """One API dialect as the limiter sees it (stateless; one shared instance)."""
+
+    # Sent upstream when the client did not send them (e.g. Anthropic's API version).
+    default_headers: ClassVar[Mapping[str, str]] = {}
+
+    def request_model(self, body: dict[str, Any]) -> str:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("The request must name a model (a non-empty string `model`).",
+                             code="missing_model")
+        return model
+
+    def is_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    @abstractmethod
+    def requested_max_tokens(self, body: dict[str, Any]) -> int | None: ...
+
+    def prepare_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body to send upstream; returned unchanged (same object) when nothing is needed."""
+        return body
+
+    def upstream_payload(self, body: dict[str, Any], raw_body: bytes | None) -> bytes:
+        """The bytes sent upstream: the client's own bytes when the body needs no change, so a
+        large agent context is never re-encoded."""
+        prepared = self.prepare_body(body)
+        if prepared is body and raw_body is not None:
+            return raw_body
+        exact = _exactly(raw_body)
+        if exact is not None:
+            prepared = self.prepare_body(exact)
+        return encode_json(prepared)
+
+    @abstractmethod
+    def usage_from_body(self, body: Any) -> TokenUsage | None:
+        """Usage of a complete (non-streamed) answer or error body; None when it reports none."""
+
+    @abstractmethod
+    def stream_parser(self) -> StreamUsageParser: ...
+
+
+def positive_int(value: object) -> int | None:
+    return value if type(value) is int and value > 0 else None

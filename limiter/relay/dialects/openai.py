@@ -1,0 +1,156 @@
+"""OpenAI Chat Completions: `POST /v1/chat/completions`.
+
+Accounting (facts of the API): `usage.prompt_tokens` already includes the cached prompt tokens
+(`prompt_tokens_details.cached_tokens`) and, where reported, the tokens written to the cache
+(`prompt_tokens_details.cache_write_tokens`), so both are taken out of the input count;
+`completion_tokens` already includes `completion_tokens_details.reasoning_tokens`, which is
+therefore never added again. A stream reports usage only in its last chunk (empty `choices`) and
+only when the request asks for it with `stream_options.include_usage`, which the limiter adds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.tokens import TokenUsage
+from limiter.relay.dialects.base import Dialect, add_top_level_member, positive_int
+from limiter.relay.sse import (
+    StreamUsageParser,
+    count,
+    load_json,
+    scan_text_chars,
+    text_chars,
+    text_keys,
+)
+
+
+def openai_usage(usage: object) -> TokenUsage | None:
+    """TokenUsage from an OpenAI `usage` object; None when it is not one."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = count(usage.get("prompt_tokens"))
+    completion = count(usage.get("completion_tokens"))
+    if prompt is None and completion is None:
+        return None
+    prompt = prompt or 0
+    details = usage.get("prompt_tokens_details")
+    cached = cache_write = 0
+    if isinstance(details, dict):
+        cached = count(details.get("cached_tokens")) or 0
+        cache_write = count(details.get("cache_write_tokens")) or 0
+    return TokenUsage(
+        input=max(prompt - cached - cache_write, 0),
+        output=completion or 0,
+        cache_read=cached,
+        cache_write=cache_write,
+    )
+
+
+# Delta fields that carry generated text (reasoning and tool arguments are billed output too).
+_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
+_TEXT_KEYS = text_keys(*_TEXT_FIELDS, "arguments")
+
+
+def _may_report(data: bytes) -> bool:
+    """Whether a chunk may carry usage or an error, and so is worth a full JSON parse.
+
+    With include_usage every chunk has `"usage":null` until the last one; the quoted words can
+    only be keys (or whole string values, which merely cost a needless parse).
+    """
+    at = data.find(b'"usage"')
+    if at < 0:
+        return b'"error"' in data
+    return data[at + 7:at + 14].lstrip(b" \t:")[:4] != b"null" or b'"error"' in data
+
+
+def _delta_chars(choices: list[Any]) -> int:
+    chars = 0
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for name in _TEXT_FIELDS:
+            chars += text_chars(delta.get(name))
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    chars += text_chars(function.get("arguments"))
+    return chars
+
+
+class OpenAIStreamParser(StreamUsageParser):
+    """Chunks are `data: {json}` events; `data: [DONE]` ends the stream."""
+
+    __slots__ = ("_usage",)
+    TERMINAL = frozenset({b"[DONE]"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage: TokenUsage | None = None
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return self._usage
+
+    @property
+    def output_final(self) -> bool:
+        return self._usage is not None
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.complete = True
+            return
+        if not _may_report(data):
+            # An ordinary delta (the bulk of a stream): only its text size matters.
+            self.output_text_chars += scan_text_chars(data, _TEXT_KEYS)
+            return
+        chunk = load_json(data)
+        if not isinstance(chunk, dict):
+            return
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            self.output_text_chars += _delta_chars(choices)
+        usage = openai_usage(chunk.get("usage"))
+        if usage is not None:
+            self._usage = usage
+        error = chunk.get("error")
+        if isinstance(error, dict):
+            self.error = error
+
+
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true}'
+
+
+class ChatCompletions(Dialect):
+    """OpenAI Chat Completions (and the many APIs compatible with it)."""
+
+    def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
+        # max_completion_tokens replaced max_tokens (and bounds reasoning too); either may come.
+        return positive_int(body.get("max_completion_tokens")) or positive_int(
+            body.get("max_tokens"))
+
+    def prepare_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.is_stream(body):
+            return body
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return body
+        merged = dict(options) if isinstance(options, dict) else {}
+        merged["include_usage"] = True
+        return {**body, "stream_options": merged}
+
+    def upstream_payload(self, body: dict[str, Any], raw_body: bytes | None) -> bytes:
+        if raw_body is not None and self.is_stream(body) and "stream_options" not in body:
+            # The common agent case: splice the option in rather than re-encode the context.
+            spliced = add_top_level_member(raw_body, _INCLUDE_USAGE)
+            if spliced is not None:
+                return spliced
+        return super().upstream_payload(body, raw_body)
+
+    def usage_from_body(self, body: Any) -> TokenUsage | None:
+        return openai_usage(body.get("usage")) if isinstance(body, dict) else None
+
+    def stream_parser(self) -> OpenAIStreamParser:
+        return OpenAIStreamParser()
