@@ -18,7 +18,7 @@ import pydantic
 import yaml
 
 from exporter.settings import ExporterSettings, KubernetesSettings
-from ledger.settings import DatabaseSettings
+from ledger.settings import DatabaseSettings, LedgerSettings
 from limiter.settings import LimiterSettings, ProviderSettings
 
 ENV_PREFIX = "AGENTMETER_"
@@ -32,6 +32,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
     limiter: LimiterSettings = field(default_factory=LimiterSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
     log_level: str = "info"
@@ -156,6 +157,7 @@ __all__ = [
     "DatabaseSettings",
     "ExporterSettings",
     "KubernetesSettings",
+    "LedgerSettings",
     "LimiterSettings",
     "ProviderSettings",
     "env_variables",

@@ -6,6 +6,7 @@ from sqlalchemy import inspect
 
 from ledger.engine import create_sync_engine
 from ledger.migrate import current_revision, head_revision, upgrade
+from ledger.partitions import include_in_schema_comparison
 from ledger.schema import metadata
 from ledger.settings import DatabaseSettings
 
@@ -13,7 +14,9 @@ from ledger.settings import DatabaseSettings
 def test_migrated_schema_equals_the_table_definitions(ledger_url: str) -> None:
     engine = create_sync_engine(DatabaseSettings(url=ledger_url))
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        context = MigrationContext.configure(
+            conn, opts={"include_name": include_in_schema_comparison})
+        diff = compare_metadata(context, metadata)
         assert diff == []
         assert current_revision(conn) == head_revision()
     engine.dispose()
