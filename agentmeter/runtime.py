@@ -72,7 +72,8 @@ def run_exporter(config: Config, listen: str | None) -> int:
     setup_logging(config.log_level, registry)
     return _run_until_signalled(config.event_loop,
                                 exporter_main(config.exporter, config.database,
-                                              listen=listen, registry=registry))
+                                              listen=listen, ledger=config.ledger,
+                                              registry=registry))
 
 
 def run_serve(config: Config) -> int:
@@ -89,5 +90,6 @@ def run_serve(config: Config) -> int:
     return _run_until_signalled(
         config.event_loop,
         limiter_main(config.limiter, config.database, host, port, registry=limiter_registry),
-        exporter_main(config.exporter, config.database, registry=exporter_registry),
+        exporter_main(config.exporter, config.database, ledger=config.ledger,
+                      registry=exporter_registry),
     )

@@ -29,6 +29,13 @@ UNPRICED_MESSAGES = "agentmeter_unpriced_messages"
 UNPRICED_TOKENS = "agentmeter_unpriced_tokens"
 SERIES_DROPPED = "agentmeter_series_dropped"
 
+# Message retention (exporter)
+LEDGER_MESSAGES_OLDEST_TIMESTAMP_SECONDS = "agentmeter_ledger_messages_oldest_timestamp_seconds"
+LEDGER_MESSAGE_RETENTION_DAYS = "agentmeter_ledger_message_retention_days"
+LEDGER_PRUNE_LAST_SUCCESS_TIMESTAMP_SECONDS = \
+    "agentmeter_ledger_prune_last_success_timestamp_seconds"
+LEDGER_PRUNE_LAST_REMOVED_MESSAGES = "agentmeter_ledger_prune_last_removed_messages"
+
 # Kubernetes (exporter)
 WORKSPACE_INFO = "agentmeter_workspace_info"
 WORKSPACE_RESOURCE_LIMIT = "agentmeter_workspace_resource_limit"
