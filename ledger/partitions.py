@@ -91,19 +91,30 @@ def is_partitioned(conn: Connection) -> bool:
     return kind == "p"
 
 
-def attached_partitions(conn: Connection) -> list[Partition]:
-    """The monthly partitions of `messages`, oldest first (none on SQLite)."""
-    if not is_partitioned(conn):
-        return []
-    rows = conn.execute(text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = to_regclass(:name)"), {"name": PARENT}).scalars()
+def _by_month(names: Iterable[str]) -> list[Partition]:
     found = []
-    for name in rows:
+    for name in names:
         match = _NAME.match(name)
         if match:
             found.append(Partition(name, date(int(match[1]), int(match[2]), 1)))
     return sorted(found, key=lambda p: p.month)
+
+
+def attached_partitions(conn: Connection) -> list[Partition]:
+    """The monthly partitions of `messages`, oldest first (none on SQLite)."""
+    if not is_partitioned(conn):
+        return []
+    return _by_month(conn.execute(text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(:name)"), {"name": PARENT}).scalars())
+
+
+def detached_partitions(conn: Connection) -> list[Partition]:
+    """Month tables no longer attached: a prune detached them and has not dropped them yet."""
+    return _by_month(conn.execute(text(
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+        "AND relkind = 'r' AND NOT relispartition AND relname LIKE :pattern"),
+        {"pattern": f"{PARENT}\\_%"}).scalars())
 
 
 def create_partitions(conn: Connection, months: Iterable[date]) -> list[str]:

@@ -14,6 +14,7 @@ session advisory lock, so with several exporter replicas one does the work.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,12 +32,14 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.exc import OperationalError
 
 from ledger.engine import from_db
 from ledger.partitions import (
     PARENT,
     Partition,
     attached_partitions,
+    detached_partitions,
     ensure_upcoming_partitions,
     is_partitioned,
 )
@@ -46,6 +49,11 @@ from ledger.settings import LedgerSettings
 
 # The session advisory lock held by the one process doing maintenance.
 MAINTENANCE_LOCK_KEY = 0x61676D72  # "agmr"
+# Dropping a detached month's foreign keys: how long one attempt may wait for its lock.
+LOCK_WAIT_MS = 50
+LOCK_ATTEMPTS = 100
+LOCK_RETRY_PAUSE_S = 0.2
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -95,21 +103,55 @@ def plan_prune(conn: Connection, days: int, now: datetime) -> PrunePlan:
                      max(lasts, default=None), expired[-1].end)
 
 
-def _drop_partitions(engine: Engine, expired: list[Partition]) -> int:
-    """Detach concurrently (outside a transaction, as PostgreSQL requires), count, drop."""
+def _detach(conn: Connection, expired: list[Partition]) -> None:
+    """Detach concurrently: recording goes on, PostgreSQL waits for the transactions that
+    use the partition (outside a transaction block, as it requires)."""
+    for partition in expired:
+        pending = conn.execute(text(
+            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:name)"),
+            {"name": partition.name}).scalar()
+        # A detach that was interrupted is finished instead of started again.
+        how = "FINALIZE" if pending else "CONCURRENTLY"
+        conn.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{partition.name}" {how}'))
+
+
+def _with_lock_timeout(conn: Connection, statement: str) -> None:
+    """Run a statement that must lock a table recording uses: wait at most LOCK_WAIT for it,
+    so the writers queued behind are never held longer, and try again after a pause."""
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            conn.execute(text(f"SET lock_timeout = '{LOCK_WAIT_MS}ms'"))
+            conn.execute(text(statement))
+            return
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE \
+                    or attempt + 1 == LOCK_ATTEMPTS:
+                raise
+            time.sleep(LOCK_RETRY_PAUSE_S)
+        finally:
+            conn.execute(text("RESET lock_timeout"))
+
+
+def _drop_detached(conn: Connection, kept_since: datetime) -> int:
+    """Drop the detached months before `kept_since`; returns the messages they held.
+
+    Dropping a table with foreign keys locks each referenced table (users, models, chats)
+    exclusively, and writers hold those locks while checking their own keys: taken all at once
+    (DROP TABLE) that deadlocks with recording. So the keys go one statement each, each with a
+    short lock timeout, and the table without any goes last.
+    """
     removed = 0
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for partition in expired:
-            pending = conn.execute(text(
-                "SELECT inhdetachpending FROM pg_inherits "
-                "WHERE inhrelid = to_regclass(:name)"), {"name": partition.name}).scalar()
-            # A detach that was interrupted is finished instead of started again.
-            how = "FINALIZE" if pending else "CONCURRENTLY"
-            conn.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{partition.name}" '
-                              f"{how}"))
-            removed += int(conn.execute(text(f'SELECT count(*) FROM "{partition.name}"'))
-                           .scalar_one())
-            conn.execute(text(f'DROP TABLE "{partition.name}"'))
+    for partition in detached_partitions(conn):
+        if partition.end > kept_since:
+            continue
+        removed += int(conn.execute(text(f'SELECT count(*) FROM "{partition.name}"'))
+                       .scalar_one())
+        foreign_keys = conn.execute(text(
+            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:name) "
+            "AND contype = 'f'"), {"name": partition.name}).scalars().all()
+        for key in foreign_keys:
+            _with_lock_timeout(conn, f'ALTER TABLE "{partition.name}" DROP CONSTRAINT "{key}"')
+        conn.execute(text(f'DROP TABLE "{partition.name}"'))
     return removed
 
 
@@ -131,17 +173,19 @@ def prune(engine: Engine, days: int, now: datetime, batch_rows: int) -> PrunePla
     with engine.begin() as conn:
         partitioned = is_partitioned(conn)
         plan = plan_prune(conn, days, now)
-        if plan.kept_since is not None:
-            current = retention_state(conn).kept_since
-            if current is None or current < plan.kept_since:
-                save_retention_state(conn, kept_since=plan.kept_since)
-    if plan.kept_since is None:
-        return plan
+        kept_since = retention_state(conn).kept_since
+        if plan.kept_since is not None and (kept_since is None or kept_since < plan.kept_since):
+            save_retention_state(conn, kept_since=plan.kept_since)
+            kept_since = plan.kept_since
+    removed = 0
     if partitioned:
-        with engine.connect() as conn:
-            expired = _expired(conn, plan.kept_since)
-        removed = _drop_partitions(engine, expired)
-    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if plan.kept_since is not None:
+                _detach(conn, _expired(conn, plan.kept_since))
+            if kept_since is not None:
+                # Also months an interrupted prune detached and did not drop.
+                removed = _drop_detached(conn, kept_since)
+    elif plan.kept_since is not None:
         removed = _delete_in_batches(engine, plan.kept_since, batch_rows)
     return PrunePlan(removed, plan.first, plan.last, plan.kept_since)
 
