@@ -122,3 +122,96 @@ def test_change_notification_triggers_come_and_go_with_their_migration(ledger_ur
         engine.dispose()
         if name:
             drop_database(name)
+
+
+def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: str,
+                                                                   tmp_path: object) -> None:
+    """Messages in three months survive 0006 both ways with the same rows and report answers;
+    on PostgreSQL each lands in its month's partition, and a record replayed after the
+    conversion stays one row, counted once."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+    from sqlalchemy import func, select, text
+
+    from ledger.migrate import alembic_config
+    from ledger.partitions import attached_partitions, month_of, partition_name
+    from ledger.reports import cost_table, user_detail
+    from ledger.schema import messages, usage_totals
+    from ledger.tokens import TokenUsage
+    from ledger.usage import UsageRecord, record_usage_batch
+    from ledger.users import get_user
+    from tests.support.databases import create_database, drop_database, pg_database_url
+    from tests.support.ledger_seed import seed_policy
+
+    if ledger_url.startswith("postgresql"):
+        name = create_database("am_migrate")
+        url = pg_database_url(name)
+    else:
+        name, url = "", f"sqlite:///{tmp_path}/partition.db"
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine = create_sync_engine(DatabaseSettings(url=url))
+
+    def rows() -> list[tuple[object, ...]]:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(select(messages).order_by(messages.c.id))]
+
+    def answers() -> tuple[object, ...]:
+        with engine.connect() as conn:
+            return (cost_table(conn, now - timedelta(days=100), now),
+                    user_detail(conn, "alice", now - timedelta(days=100), now, now))
+
+    def relkind() -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SELECT relkind FROM pg_class "
+                                         "WHERE oid = to_regclass('messages')")).scalar())
+
+    def migrate(direction: str, revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            getattr(command, direction)(cfg, revision)
+
+    try:
+        upgrade(url)
+        seed_policy(engine)
+        with engine.connect() as conn:
+            alice = get_user(conn, "alice").id
+        months = [now - timedelta(days=days) for days in (70, 40, 5)]
+        records = [UsageRecord(uuid.uuid4().hex, alice, "gpt-5", "openai",
+                               TokenUsage(input=1000 * n, output=n), at + timedelta(hours=n),
+                               chat=f"chat-{n % 2}")
+                   for at in months for n in range(1, 4)]
+        with engine.begin() as conn:
+            record_usage_batch(conn, records)
+        before_rows, before_answers = rows(), answers()
+
+        migrate("downgrade", "0003")
+        if name:
+            assert relkind() == "r"
+        assert rows() == before_rows
+        migrate("upgrade", "head")
+
+        assert rows() == before_rows and answers() == before_answers
+        if name:
+            assert relkind() == "p"
+            with engine.connect() as conn:
+                partitions = {p.name for p in attached_partitions(conn)}
+                for at in months:
+                    held = conn.execute(text(
+                        f'SELECT count(*) FROM "{partition_name(month_of(at))}"')).scalar()
+                    expected = sum(1 for r in records if month_of(r.created_at) == month_of(at))
+                    assert held == expected
+            assert {partition_name(month_of(at)) for at in months} <= partitions
+            assert partition_name(month_of(now + timedelta(days=62))) in partitions
+        with engine.begin() as conn:
+            [again] = record_usage_batch(conn, [records[0]])
+        assert not again.inserted and not again.refused
+        assert rows() == before_rows
+        with engine.connect() as conn:
+            assert conn.execute(select(func.sum(usage_totals.c.messages))).scalar() == 9
+    finally:
+        engine.dispose()
+        if name:
+            drop_database(name)
