@@ -140,16 +140,6 @@ def create_partitions(conn: Connection, months: Iterable[date]) -> list[str]:
     return created
 
 
-def missing_partitions(conn: Connection, months: Iterable[date]) -> list[date]:
-    """Which of `months` have no partition table (one statement, catalog lookups only)."""
-    wanted = sorted(set(months))
-    names = [partition_name(month) for month in wanted]
-    missing = set(conn.execute(
-        text("SELECT n FROM unnest(CAST(:names AS text[])) AS n WHERE to_regclass(n) IS NULL"),
-        {"names": names}).scalars())
-    return [month for month, name in zip(wanted, names, strict=True) if name in missing]
-
-
 def ensure_upcoming_partitions(conn: Connection, now: datetime) -> list[str]:
     """The current month's partition and the next MONTHS_AHEAD (nothing on SQLite)."""
     if not is_partitioned(conn):
