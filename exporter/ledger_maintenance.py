@@ -2,7 +2,8 @@
 
 Runs `ledger.prune.maintain` at start-up and then every `ledger.maintenance_interval_seconds`,
 in a worker thread (its SQL is blocking). With several exporter replicas on PostgreSQL one of
-them does the work per round (an advisory lock); the others skip. A failed round is logged and
+them does the work per round (an advisory lock); the others skip. A failed round is logged (a
+warning when the database is unreachable, which the ledger collector reports already) and
 tried again next round; /metrics shows when the last prune succeeded.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from ledger.prune import maintain
 from ledger.settings import LedgerSettings
@@ -34,6 +36,11 @@ async def run_maintenance(engine: Engine, settings: LedgerSettings,
             # before the exporter disposes of the engine.
             await asyncio.wait([round_])
             raise
+        except OperationalError as exc:
+            # The database refused or is away: the ledger collector reports an outage already.
+            LOGGER.warning("ledger maintenance failed (%s); retrying in %gs",
+                           str(exc.orig or exc).strip().splitlines()[0],
+                           settings.maintenance_interval_seconds)
         except Exception:
             LOGGER.exception("ledger maintenance failed; retrying in %gs",
                              settings.maintenance_interval_seconds)

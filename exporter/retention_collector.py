@@ -7,7 +7,7 @@ would read as 1970.
 
 Sample::
 
-    agentmeter_ledger_message_retention_days 400.0
+    agentmeter_ledger_message_retention_seconds 3.456e+07
     agentmeter_ledger_messages_oldest_timestamp_seconds 1.7302464e+09
     agentmeter_ledger_prune_last_success_timestamp_seconds 1.7650332e+09
     agentmeter_ledger_prune_last_removed_messages 9254321.0
@@ -26,6 +26,7 @@ from ledger.retention import retention_state
 from ledger.settings import LedgerSettings
 
 COLLECTOR_NAME = "retention"
+SECONDS_PER_DAY = 86_400
 
 
 def _gauge(name: str, documentation: str, value: float | datetime | None) -> GaugeMetricFamily:
@@ -45,9 +46,9 @@ class RetentionCollector:
     def collect(self) -> Iterator[Metric]:
         with self._engine.connect() as conn:
             state = retention_state(conn)
-        yield _gauge(names.LEDGER_MESSAGE_RETENTION_DAYS,
-                     "Days of raw messages the ledger keeps (0: all of them).",
-                     self._settings.message_retention_days)
+        yield _gauge(names.LEDGER_MESSAGE_RETENTION_SECONDS,
+                     "How long the ledger keeps raw messages (0: all of them).",
+                     self._settings.message_retention_days * SECONDS_PER_DAY)
         yield _gauge(names.LEDGER_MESSAGES_OLDEST_TIMESTAMP_SECONDS,
                      "created_at of the oldest message in the ledger at the last maintenance "
                      "run (Unix time).", state.oldest_message_at)

@@ -39,7 +39,7 @@ def alerts(s: AlertSettings) -> list[Alert]:
         Alert(
             name="AgentmeterLedgerPruneStale",
             # Never pruned (the success gauge absent) counts as stale too.
-            expr=(f"max by (job) ({series(m.LEDGER_MESSAGE_RETENTION_DAYS, e)}) > 0\n"
+            expr=(f"max by (job) ({series(m.LEDGER_MESSAGE_RETENTION_SECONDS, e)}) > 0\n"
                   "unless on (job)\n"
                   f"(time() - max by (job) "
                   f"({series(m.LEDGER_PRUNE_LAST_SUCCESS_TIMESTAMP_SECONDS, e)}))\n"
