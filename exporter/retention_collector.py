@@ -25,7 +25,6 @@ from ledger import metric_names as names
 from ledger.retention import retention_state
 from ledger.settings import LedgerSettings
 
-COLLECTOR_NAME = "retention"
 SECONDS_PER_DAY = 86_400
 
 

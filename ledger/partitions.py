@@ -73,10 +73,6 @@ class Partition:
     month: date
 
     @property
-    def start(self) -> datetime:
-        return datetime(self.month.year, self.month.month, 1, tzinfo=UTC)
-
-    @property
     def end(self) -> datetime:
         after = next_month(self.month)
         return datetime(after.year, after.month, 1, tzinfo=UTC)

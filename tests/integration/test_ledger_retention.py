@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -248,6 +249,7 @@ def test_concurrent_recording_during_a_prune_loses_and_doubles_nothing(pg_url: s
             for _ in range(20):
                 record_usage_batch(conn, batch(old_month, 500))
         written: list[set[str]] = [set() for _ in range(4)]
+        committed_at: list[float] = []
         errors: list[BaseException] = []
         start = threading.Barrier(5)
 
@@ -261,6 +263,7 @@ def test_concurrent_recording_during_a_prune_loses_and_doubles_nothing(pg_url: s
                     sent = records + (previous if round_ % 3 == 0 else [])
                     with engine.begin() as conn:
                         record_usage_batch(conn, sent)
+                    committed_at.append(time.perf_counter())
                     mine.update(r.id for r in records)
                     previous = records
             except BaseException as exc:  # reported by the main thread
@@ -270,11 +273,15 @@ def test_concurrent_recording_during_a_prune_loses_and_doubles_nothing(pg_url: s
         for thread in threads:
             thread.start()
         start.wait()
+        pruning_started = time.perf_counter()
         pruned = maintain(engine, RETENTION, NOW)
+        pruning_ended = time.perf_counter()
         for thread in threads:
             thread.join()
 
         assert errors == []
+        # Recording went on while the month was pruned (it did not wait for the prune).
+        assert any(pruning_started < at < pruning_ended for at in committed_at)
         assert pruned is not None and pruned.messages == 10_000
         recorded = set().union(*written)
         assert len(recorded) == 4 * 150 * 4
