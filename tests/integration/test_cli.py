@@ -143,3 +143,17 @@ def test_db_prune_says_what_goes_then_removes_it(fresh_sqlite: str) -> None:
     assert run(url, "db", "prune", env_vars=keep_30).stdout.strip() == \
         "nothing to prune: no message is older than the retention of 30 days"
     assert json.loads(run(url, *whole).stdout) == before
+
+
+def test_db_prune_refuses_while_another_process_maintains(pg_url: str) -> None:
+    import psycopg
+
+    from ledger.prune import MAINTENANCE_LOCK_KEY
+
+    keep_30 = {"AGENTMETER_LEDGER_MESSAGE_RETENTION_DAYS": "30"}
+    with psycopg.connect(pg_url, autocommit=True) as exporter:
+        exporter.execute("SELECT pg_advisory_lock(%s)", (MAINTENANCE_LOCK_KEY,))
+        busy = run(pg_url, "db", "prune", ok=False, env_vars=keep_30)
+        assert "another agentmeter process is pruning this ledger" in busy.stderr
+        exporter.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_KEY,))
+    assert "nothing to prune" in run(pg_url, "db", "prune", env_vars=keep_30).stdout
