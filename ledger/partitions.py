@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -58,9 +59,23 @@ def partition_name(month: date) -> str:
     return f"{PARENT}_{month:%Y_%m}"
 
 
-def include_in_schema_comparison(name: str | None, kind: str, _parents: object) -> bool:
-    """Alembic's `include_name`: the monthly partitions are not in ledger/schema.py."""
+def _include_name(name: str | None, kind: str, _parents: object) -> bool:
     return not (kind == "table" and name is not None and _NAME.match(name) is not None)
+
+
+def _include_object(obj: Any, _name: str | None, kind: str, _reflected: bool,
+                    _compare_to: object) -> bool:
+    return not (kind == "foreign_key_constraint" and obj.table.name == PARENT)
+
+
+def schema_comparison_options(dialect_name: str) -> dict[str, Any]:
+    """Alembic options that compare a ledger with ledger/schema.py as migrated: the monthly
+    partitions are not in the model, and on PostgreSQL the partitioned `messages` has no
+    foreign keys (see migration 0006)."""
+    options: dict[str, Any] = {"include_name": _include_name}
+    if dialect_name == "postgresql":
+        options["include_object"] = _include_object
+    return options
 
 
 def _bound(month: date) -> str:

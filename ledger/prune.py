@@ -14,7 +14,6 @@ session advisory lock, so with several exporter replicas one does the work.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from sqlalchemy import (
     table,
     text,
 )
-from sqlalchemy.exc import OperationalError
 
 from ledger.engine import from_db
 from ledger.partitions import (
@@ -49,11 +47,6 @@ from ledger.settings import LedgerSettings
 
 # The session advisory lock held by the one process doing maintenance.
 MAINTENANCE_LOCK_KEY = 0x61676D72  # "agmr"
-# Dropping a detached month's foreign keys: how long one attempt may wait for its lock.
-LOCK_WAIT_MS = 50
-LOCK_ATTEMPTS = 100
-LOCK_RETRY_PAUSE_S = 0.2
-LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -115,43 +108,15 @@ def _detach(conn: Connection, expired: list[Partition]) -> None:
         conn.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{partition.name}" {how}'))
 
 
-def _with_lock_timeout(conn: Connection, statement: str) -> None:
-    """Run a statement that must lock a table recording uses: wait at most LOCK_WAIT for it,
-    so the writers queued behind are never held longer, and try again after a pause."""
-    for attempt in range(LOCK_ATTEMPTS):
-        try:
-            conn.execute(text(f"SET lock_timeout = '{LOCK_WAIT_MS}ms'"))
-            conn.execute(text(statement))
-            return
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE \
-                    or attempt + 1 == LOCK_ATTEMPTS:
-                raise
-            time.sleep(LOCK_RETRY_PAUSE_S)
-        finally:
-            conn.execute(text("RESET lock_timeout"))
-
-
 def _drop_detached(conn: Connection, kept_since: datetime) -> int:
-    """Drop the detached months before `kept_since`; returns the messages they held.
-
-    Dropping a table with foreign keys locks each referenced table (users, models, chats)
-    exclusively, and writers hold those locks while checking their own keys: taken all at once
-    (DROP TABLE) that deadlocks with recording. So the keys go one statement each, each with a
-    short lock timeout, and the table without any goes last.
-    """
+    """Drop the detached months before `kept_since`; returns the messages they held. (The
+    partitions have no foreign keys, so this locks nothing recording uses.)"""
     removed = 0
     for partition in detached_partitions(conn):
-        if partition.end > kept_since:
-            continue
-        removed += int(conn.execute(text(f'SELECT count(*) FROM "{partition.name}"'))
-                       .scalar_one())
-        foreign_keys = conn.execute(text(
-            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:name) "
-            "AND contype = 'f'"), {"name": partition.name}).scalars().all()
-        for key in foreign_keys:
-            _with_lock_timeout(conn, f'ALTER TABLE "{partition.name}" DROP CONSTRAINT "{key}"')
-        conn.execute(text(f'DROP TABLE "{partition.name}"'))
+        if partition.end <= kept_since:
+            removed += int(conn.execute(text(f'SELECT count(*) FROM "{partition.name}"'))
+                           .scalar_one())
+            conn.execute(text(f'DROP TABLE "{partition.name}"'))
     return removed
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import inspect
 
 from ledger.engine import create_sync_engine
 from ledger.migrate import current_revision, head_revision, upgrade
-from ledger.partitions import include_in_schema_comparison
+from ledger.partitions import schema_comparison_options
 from ledger.schema import metadata
 from ledger.settings import DatabaseSettings
 
@@ -15,7 +15,7 @@ def test_migrated_schema_equals_the_table_definitions(ledger_url: str) -> None:
     engine = create_sync_engine(DatabaseSettings(url=ledger_url))
     with engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"include_name": include_in_schema_comparison})
+            conn, opts=schema_comparison_options(conn.dialect.name))
         diff = compare_metadata(context, metadata)
         assert diff == []
         assert current_revision(conn) == head_revision()
@@ -167,6 +167,12 @@ def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: s
             return str(conn.execute(text("SELECT relkind FROM pg_class "
                                          "WHERE oid = to_regclass('messages')")).scalar())
 
+    def foreign_keys() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(text(
+                "SELECT conname FROM pg_constraint WHERE contype = 'f' "
+                "AND conrelid = to_regclass('messages')")).scalars())
+
     def migrate(direction: str, revision: str) -> None:
         with engine.begin() as conn:
             cfg = alembic_config(url)
@@ -190,12 +196,16 @@ def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: s
         migrate("downgrade", "0003")
         if name:
             assert relkind() == "r"
+            # One table again: the keys of ledger/schema.py are back.
+            assert foreign_keys() == {"fk_messages_user_id_users", "fk_messages_chat_id_chats",
+                                      "fk_messages_model_id_models"}
         assert rows() == before_rows
         migrate("upgrade", "head")
 
         assert rows() == before_rows and answers() == before_answers
         if name:
             assert relkind() == "p"
+            assert foreign_keys() == set()  # dropping a month must not lock users and models
             with engine.connect() as conn:
                 partitions = {p.name for p in attached_partitions(conn)}
                 for at in months:
