@@ -32,10 +32,11 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _pruned_span(plan: PrunePlan) -> str:
-    assert plan.first is not None and plan.last is not None and plan.kept_since is not None
-    return (f"{plan.messages} messages created {plan.first:%Y-%m-%d %H:%M} to "
-            f"{plan.last:%Y-%m-%d %H:%M} UTC (everything before {plan.kept_since:%Y-%m-%d %H:%M}"
-            " UTC); rollups, totals and chats are kept")
+    assert plan.kept_since is not None
+    span = (f" created {plan.first:%Y-%m-%d %H:%M} to {plan.last:%Y-%m-%d %H:%M} UTC"
+            if plan.first is not None and plan.last is not None else "")
+    return (f"{plan.messages} messages{span} (everything before "
+            f"{plan.kept_since:%Y-%m-%d %H:%M} UTC); rollups, totals and chats are kept")
 
 
 def db_prune(args: argparse.Namespace) -> int:

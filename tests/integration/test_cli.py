@@ -156,4 +156,26 @@ def test_db_prune_refuses_while_another_process_maintains(pg_url: str) -> None:
         busy = run(pg_url, "db", "prune", ok=False, env_vars=keep_30)
         assert "another agentmeter process is pruning this ledger" in busy.stderr
         exporter.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_KEY,))
-    assert "nothing to prune" in run(pg_url, "db", "prune", env_vars=keep_30).stdout
+    # Free again: it prunes (months earlier tests left behind, if any) or finds nothing.
+    done = run(pg_url, "db", "prune", env_vars=keep_30).stdout
+    assert done.startswith(("removed ", "nothing to prune: ")), done
+
+
+def test_db_prune_drops_months_without_messages_on_postgresql(pg_url: str) -> None:
+    import re
+    from datetime import date
+
+    from ledger.partitions import attached_partitions, create_partitions
+
+    engine = create_sync_engine(DatabaseSettings(url=pg_url))
+    with engine.begin() as conn:
+        create_partitions(conn, [date(2019, 1, 1)])
+    keep_30 = {"AGENTMETER_LEDGER_MESSAGE_RETENTION_DAYS": "30"}
+    dry = run(pg_url, "db", "prune", "--dry-run", env_vars=keep_30).stdout.strip()
+    assert re.fullmatch(r"would remove 0 messages \(everything before \d{4}-\d{2}-01 00:00 UTC\);"
+                        r" rollups, totals and chats are kept", dry), dry
+    assert run(pg_url, "db", "prune", env_vars=keep_30).stdout.strip() == \
+        dry.replace("would remove", "removed")
+    with engine.connect() as conn:
+        assert "messages_2019_01" not in {p.name for p in attached_partitions(conn)}
+    engine.dispose()
