@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="ledger database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="COMMAND")
     command("upgrade", commands.db_upgrade, "migrate the ledger to the latest schema", db)
+    p = command("prune", commands.db_prune,
+                "remove messages older than ledger.message_retention_days", db)
+    p.add_argument("--dry-run", action="store_true",
+                   help="say how many messages and which dates would go, remove nothing")
 
     p = command("apply", commands.apply, "make the ledger equal a policy file")
     p.add_argument("-f", "--file", required=True, metavar="FILE")

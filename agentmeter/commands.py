@@ -20,6 +20,7 @@ from ledger.policy_apply import apply_policy
 from ledger.policy_file import load_policy
 from ledger.price_versions import PriceVersion
 from ledger.pricing import price_list
+from ledger.prune import PrunePlan, maintain, plan_prune
 from ledger.reports import DEFAULT_RANGE, CostTablePage, cost_table
 
 
@@ -31,6 +32,40 @@ def db_upgrade(args: argparse.Namespace) -> int:
     config = _config(args)
     upgrade(config.database.url)
     print("ledger schema is up to date")
+    return 0
+
+
+def _pruned_span(plan: PrunePlan) -> str:
+    assert plan.kept_since is not None
+    span = (f" created {plan.first:%Y-%m-%d %H:%M} to {plan.last:%Y-%m-%d %H:%M} UTC"
+            if plan.first is not None and plan.last is not None else "")
+    return (f"{plan.messages} messages{span} (everything before "
+            f"{plan.kept_since:%Y-%m-%d %H:%M} UTC); rollups, totals and chats are kept")
+
+
+def db_prune(args: argparse.Namespace) -> int:
+    config = _config(args)
+    days = config.ledger.message_retention_days
+    if days == 0:
+        raise ValueError("ledger.message_retention_days is 0 (keep every message): set it "
+                         "(e.g. AGENTMETER_LEDGER_MESSAGE_RETENTION_DAYS=400) to prune")
+    now = datetime.now(UTC)
+    engine = create_sync_engine(config.database)
+    try:
+        if args.dry_run:
+            with engine.connect() as conn:
+                plan: PrunePlan | None = plan_prune(conn, days, now)
+        else:
+            plan = maintain(engine, config.ledger, now)
+    finally:
+        engine.dispose()
+    if plan is None:
+        raise ValueError("another agentmeter process is pruning this ledger right now; "
+                         "try again when it is done")
+    if plan.kept_since is None:
+        print(f"nothing to prune: no message is older than the retention of {days} days")
+    else:
+        print(("would remove " if args.dry_run else "removed ") + _pruned_span(plan))
     return 0
 
 

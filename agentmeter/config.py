@@ -19,7 +19,7 @@ import yaml
 
 from coder.settings import CoderSettings
 from exporter.settings import ExporterSettings, KubernetesSettings
-from ledger.settings import DatabaseSettings
+from ledger.settings import DatabaseSettings, LedgerSettings
 from limiter.relay.upstreams import upstream_kind
 from limiter.settings import LimiterSettings, UpstreamSettings
 
@@ -34,6 +34,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
     limiter: LimiterSettings = field(default_factory=LimiterSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
     coder: CoderSettings = field(default_factory=CoderSettings)
@@ -170,6 +171,7 @@ __all__ = [
     "DatabaseSettings",
     "ExporterSettings",
     "KubernetesSettings",
+    "LedgerSettings",
     "LimiterSettings",
     "UpstreamSettings",
     "env_variables",

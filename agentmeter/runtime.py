@@ -74,7 +74,8 @@ def run_exporter(config: Config, listen: str | None) -> int:
     sync = coder_sync_jobs(config.coder, config.database, registry)
     return _run_until_signalled(config.event_loop,
                                 exporter_main(config.exporter, config.database,
-                                              listen=listen, registry=registry), *sync)
+                                              listen=listen, ledger=config.ledger,
+                                              registry=registry), *sync)
 
 
 def run_serve(config: Config) -> int:
@@ -92,6 +93,7 @@ def run_serve(config: Config) -> int:
     return _run_until_signalled(
         config.event_loop,
         limiter_main(config.limiter, config.database, host, port, registry=limiter_registry),
-        exporter_main(config.exporter, config.database, registry=exporter_registry),
+        exporter_main(config.exporter, config.database, ledger=config.ledger,
+                      registry=exporter_registry),
         *sync,
     )

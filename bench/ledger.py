@@ -2,6 +2,12 @@
 
     .venv/bin/python -m bench.ledger [--messages 10000000] [--small-messages 1000000]
                                      [--samples 5000] [--reseed]
+    .venv/bin/python -m bench.ledger --year [--messages 30000000] [--small-messages 3000000]
+                                     [--runs 20] [--conversion]
+
+`--year` spreads the messages over 400 days and measures every read an operator makes plus
+pruning a month (bench/ledger_year.py); `--conversion` also times migration 0006 converting a
+one-table ledger of --small-messages messages into monthly partitions.
 
 Seeds (with COPY and server-side generation, see bench/seed_ledger.py) 10,000 users in 200
 groups, 50 models with each user on 3 of them, and the messages spread over the last 90 days,
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -87,7 +94,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_dataset_arguments(parser)
     parser.add_argument("--samples", type=int, default=5_000)
+    parser.add_argument("--year", action="store_true", help="400 days of history, all figures")
+    parser.add_argument("--runs", type=int, default=20, help="--year: timings per read")
+    parser.add_argument("--conversion", action="store_true",
+                        help="--year: also time migration 0006 per million messages")
     args = parser.parse_args()
+    if args.year:
+        _year(args)
+        return
     results = {}
     for messages, url in dataset_ledgers(args).items():
         results[messages] = measure(url, args.samples)
@@ -100,6 +114,23 @@ def main() -> None:
           f"{'met' if big[1] <= TARGET_P99_MS else 'MISSED'} ({big[1]:.3f} ms); "
           f"{args.messages:,} vs {args.small_messages:,} messages p99: {ratio:.2f}x "
           f"(<= {TARGET_RATIO}x: {'met' if ratio <= TARGET_RATIO else 'MISSED'})")
+
+
+def _year(args: argparse.Namespace) -> None:
+    from bench import ledger_year
+
+    if args.days == 90:
+        args.days = 400
+    if "--messages" not in sys.argv:
+        args.messages, args.small_messages = 30_000_000, 3_000_000
+    if args.conversion:
+        per_million = ledger_year.conversion_seconds_per_million(args.admin_url,
+                                                                 args.small_messages)
+        print(f"migration 0006: {per_million:.1f} s per million messages "
+              f"(measured on {args.small_messages:,})", flush=True)
+    results = {messages: ledger_year.year_figures(url, args.samples, args.runs)
+               for messages, url in dataset_ledgers(args).items()}
+    ledger_year.report(results)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from ledger.engine import create_sync_engine
 from ledger.migrate import upgrade
+from ledger.partitions import create_partitions, is_partitioned, month_of, months_between
 from ledger.price_versions import sheet_to_json
 from ledger.pricing import PriceSheet, Pricing, price_message
+from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 
 SHAPES_PER_MODEL = 64
@@ -132,7 +135,7 @@ FROM (
                 THEN (g %% %(users)s) * %(chats)s + ((g / (%(users)s * 3)) %% %(chats)s) + 1
            END AS chat,
            g %% %(shapes)s AS shape
-    FROM generate_series(%(first)s, %(last)s) AS g
+    FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
 ) AS g
 JOIN bench_shapes s ON s.model_id = g.model_id AND s.shape = g.shape
 """
@@ -176,12 +179,25 @@ _ROLLUPS = [
 ]
 
 
+def _month_partitions(url: str, first: datetime, last: datetime) -> None:
+    """On a partitioned ledger, the months the messages will fall in."""
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        with engine.begin() as conn:
+            if is_partitioned(conn):
+                create_partitions(conn, months_between(month_of(first), month_of(last)))
+    finally:
+        engine.dispose()
+
+
 def seed(url: str, *, users: int = 10_000, messages: int = 10_000_000, models: int = 50,
          models_per_user: int = 3, days: int = 90, now: datetime | None = None,
-         batch: int = 2_000_000, log: bool = True) -> None:
-    """Fill the empty (or new) ledger at `url`; its schema is created by the migrations."""
+         batch: int = 2_000_000, log: bool = True, revision: str = "head") -> None:
+    """Fill the empty (or new) ledger at `url`; its schema is created by the migrations (up to
+    `revision`)."""
     now = now or datetime.now(UTC)
-    upgrade(url)
+    upgrade(url, revision)
+    _month_partitions(url, now - timedelta(days=days), now)
     started = time.monotonic()
 
     def say(text: str) -> None:
@@ -225,15 +241,16 @@ def _seeded_as_asked(url: str, messages: int, users: int) -> bool:
 
 
 def ensure_ledger(admin_url: str, name: str, messages: int, users: int = 10_000,
-                  reseed: bool = False) -> str:
+                  reseed: bool = False, days: int = 90) -> str:
     """The benchmark ledger `name`, seeded when missing or different (it takes minutes)."""
     url = database_url(admin_url, name)
     if not reseed and _seeded_as_asked(url, messages, users):
         upgrade(url)  # a ledger kept from an earlier run follows the schema's migrations
         return url
-    print(f"seeding {name}: {users:,} users, {messages:,} messages (takes minutes)", flush=True)
+    print(f"seeding {name}: {users:,} users, {messages:,} messages over {days} days "
+          "(takes minutes)", flush=True)
     recreate_database(admin_url, name)
-    seed(url, users=users, messages=messages)
+    seed(url, users=users, messages=messages, days=days)
     return url
 
 
@@ -244,13 +261,20 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=10_000_000)
     parser.add_argument("--small-messages", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=90, help="history the messages spread over")
     parser.add_argument("--reseed", action="store_true")
+
+
+def _ledger_name(messages: int, days: int) -> str:
+    if days == 90:  # the name earlier runs kept their ledgers under
+        return f"am_bench_{messages // 1_000_000}m"
+    return f"am_bench_{days}d_{messages}"
 
 
 def dataset_ledgers(args: argparse.Namespace) -> dict[int, str]:
     """Message count -> URL of its ledger (small one first), seeded when missing."""
-    return {messages: ensure_ledger(args.admin_url, f"am_bench_{messages // 1_000_000}m",
-                                    messages, args.users, args.reseed)
+    return {messages: ensure_ledger(args.admin_url, _ledger_name(messages, args.days),
+                                    messages, args.users, args.reseed, args.days)
             for messages in (args.small_messages, args.messages)}
 
 

@@ -12,17 +12,20 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
+from sqlalchemy import Engine
 
 from exporter.ledger_collector import Clock, LedgerCollector
+from exporter.ledger_maintenance import run_maintenance
+from exporter.retention_collector import RetentionCollector
 from exporter.self_health import SelfHealthCollector, Source
 from exporter.server import Listening, create_app, listening
 from exporter.settings import ExporterSettings
 from ledger.engine import create_sync_engine
-from ledger.settings import DatabaseSettings
+from ledger.settings import DatabaseSettings, LedgerSettings
 
 LOGGER = logging.getLogger("agentmeter.exporter")
 # How the exporter's ledger connections show in pg_stat_activity.
@@ -35,6 +38,7 @@ Closer = Callable[[], None]
 class Exporter:
     registry: CollectorRegistry
     health: SelfHealthCollector
+    engine: Engine
     close: Closer
 
 
@@ -53,6 +57,7 @@ def build_exporter(
     config: ExporterSettings,
     database: DatabaseSettings,
     *,
+    ledger: LedgerSettings | None = None,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     extra_collectors: Iterable[Collector] = (),
@@ -77,7 +82,10 @@ def build_exporter(
                              f"{health_budget}")
         engine = create_sync_engine(database, application_name=APPLICATION_NAME)
         closers.append(engine.dispose)
-        named: dict[str, Source] = {"ledger": LedgerCollector(engine, config, clock=clock)}
+        named: dict[str, Source] = {
+            "ledger": LedgerCollector(engine, config, clock=clock),
+            "retention": RetentionCollector(engine, ledger or LedgerSettings()),
+        }
         kubernetes = _kubernetes_source(config)
         if kubernetes is not None:
             named["kubernetes"], stop = kubernetes
@@ -90,7 +98,7 @@ def build_exporter(
     except BaseException:
         close()
         raise
-    return Exporter(registry, health, close)
+    return Exporter(registry, health, engine, close)
 
 
 def build_registry(
@@ -113,14 +121,19 @@ async def exporter_running(
     database: DatabaseSettings,
     *,
     listen: str | None = None,
+    ledger: LedgerSettings | None = None,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     extra_collectors: Iterable[Collector] = (),
     sources: dict[str, Source] | None = None,
 ) -> AsyncIterator[Listening]:
-    """The exporter serving on `listen` (default `config.listen`) for the duration of the block."""
-    exporter = build_exporter(config, database, clock=clock, registry=registry,
+    """The exporter serving on `listen` (default `config.listen`) for the duration of the
+    block, maintaining the ledger in the background (ledger.prune)."""
+    ledger = ledger or LedgerSettings()
+    exporter = build_exporter(config, database, ledger=ledger, clock=clock, registry=registry,
                               extra_collectors=extra_collectors, sources=sources)
+    maintenance = asyncio.create_task(
+        run_maintenance(exporter.engine, ledger, clock or (lambda: datetime.now(UTC))))
     try:
         app = create_app(exporter.registry, health=exporter.health.status)
         async with listening(app, listen or config.listen) as where:
@@ -128,6 +141,9 @@ async def exporter_running(
                         extra={"listen": f"{where.host}:{where.port}"})
             yield where
     finally:
+        maintenance.cancel()
+        with suppress(asyncio.CancelledError):
+            await maintenance
         # The Kubernetes watches and the engine's pool are released off the loop.
         await asyncio.get_running_loop().run_in_executor(None, exporter.close)
 
@@ -137,19 +153,20 @@ async def run_exporter(
     database: DatabaseSettings,
     *,
     listen: str | None = None,
+    ledger: LedgerSettings | None = None,
     registry: CollectorRegistry | None = None,
     extra_collectors: Iterable[Collector] = (),
 ) -> None:
     """Serve until cancelled (Ctrl-C or the other listener of `agentmeter serve` stopping)."""
-    async with exporter_running(config, database, listen=listen, registry=registry,
-                                extra_collectors=extra_collectors):
+    async with exporter_running(config, database, listen=listen, ledger=ledger,
+                                registry=registry, extra_collectors=extra_collectors):
         await asyncio.Event().wait()
 
 
 def serve(config: ExporterSettings, database: DatabaseSettings, *, listen: str | None = None,
-          registry: CollectorRegistry | None = None,
+          ledger: LedgerSettings | None = None, registry: CollectorRegistry | None = None,
           extra_collectors: Iterable[Collector] = ()) -> None:
     """Blocking entry point for `agentmeter exporter`."""
     with suppress(KeyboardInterrupt):
-        asyncio.run(run_exporter(config, database, listen=listen, registry=registry,
-                                 extra_collectors=extra_collectors))
+        asyncio.run(run_exporter(config, database, listen=listen, ledger=ledger,
+                                 registry=registry, extra_collectors=extra_collectors))

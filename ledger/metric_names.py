@@ -34,6 +34,13 @@ FEES = "agentmeter_fees"
 GAP_PRICE = "price"
 SERIES_DROPPED = "agentmeter_series_dropped"
 
+# Message retention (exporter)
+LEDGER_MESSAGES_OLDEST_TIMESTAMP_SECONDS = "agentmeter_ledger_messages_oldest_timestamp_seconds"
+LEDGER_MESSAGE_RETENTION_SECONDS = "agentmeter_ledger_message_retention_seconds"
+LEDGER_PRUNE_LAST_SUCCESS_TIMESTAMP_SECONDS = \
+    "agentmeter_ledger_prune_last_success_timestamp_seconds"
+LEDGER_PRUNE_LAST_REMOVED_MESSAGES = "agentmeter_ledger_prune_last_removed_messages"
+
 # Kubernetes (exporter)
 WORKSPACE_INFO = "agentmeter_workspace_info"
 WORKSPACE_RESOURCE_LIMIT = "agentmeter_workspace_resource_limit"

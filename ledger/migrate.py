@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from ledger.engine import create_sync_engine
+from ledger.partitions import ensure_upcoming_partitions
 from ledger.settings import DatabaseSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -26,13 +28,15 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the ledger at `url` to `revision` (creating it when empty)."""
+    """Bring the ledger at `url` to `revision` (creating it when empty), and make sure the
+    current and the next months have their partitions of `messages` (PostgreSQL)."""
     engine = create_sync_engine(DatabaseSettings(url=url))
     try:
         with engine.begin() as conn:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            ensure_upcoming_partitions(conn, datetime.now(UTC))
     finally:
         engine.dispose()
 

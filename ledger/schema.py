@@ -203,6 +203,22 @@ messages = Table(
     Column("pricing_gaps", String(32), nullable=True),  # e.g. "fee,variant"
     Index("ix_messages_user_id_created_at", "user_id", "created_at"),
 )
+# On PostgreSQL `messages` is partitioned by month of created_at (ledger/partitions.py) and its
+# primary key is (id, created_at), as a partitioned table's must include the partition key; a
+# record keeps its created_at when it is replayed, so its id alone still identifies it.
+
+# One row: how far the raw messages go back, and what the last prune did (ledger/retention.py).
+message_retention = Table(
+    "message_retention", metadata,
+    Column("id", Integer, primary_key=True),
+    # Messages before this instant were pruned: a record older than it is refused, since its
+    # id can no longer be checked against the ledger and the rollups already hold it.
+    _ts("kept_since", nullable=True),
+    _ts("pruned_at", nullable=True),  # the last successful prune
+    Column("pruned_messages", BigInteger, nullable=False, server_default="0"),
+    _ts("oldest_message_at", nullable=True),  # measured by the last maintenance run
+    CheckConstraint("id = 1", name="single_row"),
+)
 
 def _rollup_measures() -> list[Column[int]]:
     return [Column(name, BigInteger, nullable=False, server_default="0")

@@ -21,6 +21,7 @@ from ledger.dialect import upsert_for
 from ledger.periods import Period, as_utc, period_bounds
 from ledger.price_versions import PriceVersion, version_at, version_from_row
 from ledger.pricing import GAPS, Billing, PricedUsage, price_message
+from ledger.retention import refused_records
 from ledger.schema import (
     FEE_COLUMNS,
     GAP_COLUMNS,
@@ -78,6 +79,8 @@ class BilledCost:
 class RecordResult:
     inserted: bool
     cost_micros: int | None
+    # Older than the oldest message kept (ledger.retention): not written, nothing counted.
+    refused: bool = False
 
 
 TOKENS = tuple(f"{kind.value}_tokens" for kind in TOKEN_KINDS)
@@ -136,7 +139,7 @@ def _message_rows() -> Executable:
     return (pg_insert(messages)
             .from_select(list(MESSAGE_COLUMNS), select(*(rows.c[name]
                                                         for name in MESSAGE_COLUMNS)))
-            .on_conflict_do_nothing(index_elements=["id"]).returning(messages.c.id))
+            .on_conflict_do_nothing().returning(messages.c.id))
 
 
 @functools.cache
@@ -155,7 +158,7 @@ def _statements(dialect: str) -> _Statements:
                 .on_conflict_do_nothing(index_elements=["user_id", "external_id"]))
     message = (upsert_for(dialect, messages)
                .values(_bind(*MESSAGE_COLUMNS))
-               .on_conflict_do_nothing(index_elements=["id"]).returning(messages.c.id))
+               .on_conflict_do_nothing().returning(messages.c.id))
     last_day: Any = bindparam("last_day")
     later = case((usage_totals.c.last_day.is_(None), last_day),
                  (usage_totals.c.last_day < last_day, last_day), else_=usage_totals.c.last_day)
@@ -242,8 +245,21 @@ def record_usage_batch(conn: Connection, records: list[UsageRecord]) -> list[Rec
 
     Messages are inserted idempotently (a known id changes nothing); the rollup increments of
     the new ones are summed per row in Python and applied once per row, in key order so that
-    concurrent writers on PostgreSQL take row locks in the same order.
+    concurrent writers on PostgreSQL take row locks in the same order. A record older than
+    the oldest message kept is refused (`RecordResult.refused`, see ledger.retention).
     """
+    refused = refused_records(conn, [as_utc(record.created_at) for record in records])
+    if not refused:
+        return _record_admitted(conn, records)
+    admitted = iter(_record_admitted(
+        conn, [record for index, record in enumerate(records) if index not in refused]))
+    return [RecordResult(inserted=False, cost_micros=None, refused=True) if index in refused
+            else next(admitted) for index in range(len(records))]
+
+
+def _record_admitted(conn: Connection, records: list[UsageRecord]) -> list[RecordResult]:
+    if not records:
+        return []
     s = _statements(conn.dialect.name)
     models_seen: dict[tuple[str, str], int] = {}
     first_seen: dict[tuple[int, str], datetime] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agentmeter.alert_rules.scaling import parse_duration
 from agentmeter.alert_rules.settings import AlertSettings
 from agentmeter.alert_rules.spec import Alert, series
 from ledger import metric_names as m
@@ -47,5 +48,23 @@ def alerts(s: AlertSettings) -> list[Alert]:
                 "reach the ledger, so group limits apply to the members Coder had before."
             ),
             settings=("coder_sync_failing_for",),
+        ),
+        Alert(
+            name="AgentmeterLedgerPruneStale",
+            # Never pruned (the success gauge absent) counts as stale too.
+            expr=(f"max by (job) ({series(m.LEDGER_MESSAGE_RETENTION_SECONDS, e)}) > 0\n"
+                  "unless on (job)\n"
+                  f"(time() - max by (job) "
+                  f"({series(m.LEDGER_PRUNE_LAST_SUCCESS_TIMESTAMP_SECONDS, e)}))\n"
+                  f"  < {parse_duration(s.ledger_prune_stale_after) // 1000}"),
+            for_=s.ledger_prune_stale_for,
+            severity="warning",
+            summary="Old ledger messages are not being pruned.",
+            description=(
+                "Message retention is set on {{ $labels.job }}, but no prune has succeeded for "
+                f"more than {s.ledger_prune_stale_after}: the messages table grows past the "
+                "retention. The exporter logs why each maintenance round failed."
+            ),
+            settings=("ledger_prune_stale_after", "ledger_prune_stale_for"),
         ),
     ]

@@ -66,6 +66,9 @@ class AlertSettings:
     exporter_down_for: str = "5m"
     collector_failing_for: str = "15m"
     coder_sync_failing_for: str = "30m"
+    # Message retention: the longest a set retention may go without a successful prune.
+    ledger_prune_stale_after: str = "2d"
+    ledger_prune_stale_for: str = "15m"
 
     # Compute.
     node_cpu_ratio: float = 0.9

@@ -138,6 +138,10 @@ def _exporter(t: float) -> Iterator[Metric]:
     yield _counter(m.UNPRICED_TOKENS, [({"model": "mystery-model", "token_type": "input"},
                                         300 + 20 * t)])
     yield _gauge(m.SERIES_DROPPED, {"collector": "ledger"}, 0)
+    yield _gauge(m.LEDGER_MESSAGE_RETENTION_SECONDS, value=400 * 86400)
+    yield _gauge(m.LEDGER_MESSAGES_OLDEST_TIMESTAMP_SECONDS, value=time.time() - 420 * 86400)
+    yield _gauge(m.LEDGER_PRUNE_LAST_SUCCESS_TIMESTAMP_SECONDS, value=time.time() - 600)
+    yield _gauge(m.LEDGER_PRUNE_LAST_REMOVED_MESSAGES, value=9_000_000)
     yield _gauges(m.WORKSPACE_INFO, (
         ({"namespace": ns, "pod": pod, "username": user, "workspace": ws,
           "workspace_id": f"id-{pod}", "node": node}, 1)

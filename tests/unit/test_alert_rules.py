@@ -81,6 +81,7 @@ def test_alerts_required_by_the_design_exist() -> None:
         "AgentmeterWorkspaceCPUThrottled", "AgentmeterWorkspaceUnderutilized",
         "AgentmeterCoderdErrorRateHigh", "AgentmeterCoderdLatencyHigh",
         "AgentmeterCoderSyncFailing", "AgentmeterCoderUnreachable",
+        "AgentmeterLedgerPruneStale",
     }  # fmt: skip
     assert {rule["alert"] for rule in RULES} == expected
     severities = {r["labels"]["severity"] for r in RULES if r["alert"].endswith("ErrorRateHigh")}

@@ -149,6 +149,7 @@ def test_exporter_is_one_replica_with_kubernetes_settings(default_objects: list)
     assert env["AGENTMETER_EXPORTER_KUBERNETES_ENABLED"] == "true"
     assert env["AGENTMETER_EXPORTER_KUBERNETES_WORKSPACE_SELECTOR"] == "com.coder.resource=true"
     assert "AGENTMETER_EXPORTER_KUBERNETES_KUBECONFIG" not in env  # in-cluster configuration
+    assert env["AGENTMETER_LEDGER_MESSAGE_RETENTION_DAYS"] == "0"  # keep every message
     assert pod["containers"][0]["args"] == ["exporter", "--listen", "0.0.0.0:9787"]
     limiter_pod = cr.one(default_objects, "StatefulSet")["spec"]["template"]["spec"]
     assert limiter_pod["automountServiceAccountToken"] is False
@@ -295,6 +296,7 @@ def test_config_file_loads_in_agentmeter(tmp_path) -> None:
     assert config.exporter.kubernetes.enabled is True
     assert config.exporter.kubernetes.namespace == "coder-workspaces"
     assert config.exporter.kubernetes.kubeconfig is None
+    assert config.ledger.message_retention_days == 400
     assert yaml.safe_load(text) == CASES["full-values"]["config"]
 
 

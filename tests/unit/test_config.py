@@ -84,3 +84,16 @@ def test_bad_settings_name_the_key(tmp_path: Path, text: str, env: dict[str, str
 def test_missing_file_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config("/nonexistent.yaml", environ={})
+
+
+def test_ledger_retention_from_file_and_environment(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("ledger:\n  message_retention_days: 400\n")
+    assert load_config(environ={}).ledger.message_retention_days == 0
+    assert load_config(file, environ={}).ledger.message_retention_days == 400
+    assert load_config(file, environ={"AGENTMETER_LEDGER_MESSAGE_RETENTION_DAYS": "30"}
+                       ).ledger.message_retention_days == 30
+    with pytest.raises(ConfigError, match=r"ledger\.message_retention_days must be 0"):
+        load_config(environ={"AGENTMETER_LEDGER_MESSAGE_RETENTION_DAYS": "-5"})
+    with pytest.raises(ConfigError, match=r"ledger\.prune_batch_rows must be positive"):
+        load_config(environ={"AGENTMETER_LEDGER_PRUNE_BATCH_ROWS": "0"})

@@ -32,10 +32,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('groups', schema=None) as batch_op:
-        batch_op.drop_index('ix_groups_coder_id')
-        batch_op.drop_column('coder_id')
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_index('ix_users_coder_id')
-        batch_op.drop_column('suspended')
-        batch_op.drop_column('coder_id')
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+ has it): batch mode would recreate the
+    # tables, and dropping `groups` or `users` fails while rows of other tables refer to them.
+    op.drop_index('ix_groups_coder_id', table_name='groups')
+    op.drop_column('groups', 'coder_id')
+    op.drop_index('ix_users_coder_id', table_name='users')
+    op.drop_column('users', 'suspended')
+    op.drop_column('users', 'coder_id')

@@ -1,0 +1,208 @@
+"""A year of history: what 400 days of messages cost the reads an operator makes, and pruning.
+
+Run through `python -m bench.ledger --year` (which seeds the two ledgers). For each ledger:
+the limit check (bench.ledger's figures), one scrape of the exporter, the cost table for the
+last 30 days and for the whole history (page 1, a page in the middle, a search), one user's
+detail with the per-chat breakdown, then pruning the oldest month while a writer records
+200 messages a second (its p99 before and during), and table sizes before and after.
+
+Targets (issue 23): limit check p99 <= 2 ms; cost table <= 300 ms (30 days) and <= 1 s (whole
+history); user detail <= 200 ms; pruning adds <= 5 ms to recording p99; every read within 1.2x
+of its figure on the small ledger. Pruning changes the ledger: the next run seeds it again.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import generate_latest
+from sqlalchemy import Connection, Engine, select, text
+
+from bench.ledger import measure as limit_check
+from exporter.app import build_registry
+from exporter.settings import ExporterSettings
+from ledger.engine import create_sync_engine
+from ledger.partitions import attached_partitions
+from ledger.prune import maintain
+from ledger.reports import cost_table, user_detail
+from ledger.schema import users
+from ledger.settings import DatabaseSettings, LedgerSettings
+from ledger.tokens import TokenUsage
+from ledger.usage import UsageRecord, record_usage_batch
+
+Figures = dict[str, tuple[float, float]]  # name -> (median ms, p99 or max ms)
+TARGETS_MS = {"limit check": 2.0, "cost table 30d": 300.0, "cost table all": 1000.0,
+              "user detail": 200.0}
+RECORDS_PER_SECOND = 200
+SIZE_TABLES = ("messages", "daily_usage", "chat_daily_usage", "period_spend", "usage_totals")
+
+
+def _timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    return statistics.median(timings), timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+
+
+def _reads(engine: Engine, url: str, runs: int) -> Figures:
+    now = datetime.now(UTC)
+    month, year = now - timedelta(days=30), now - timedelta(days=400)
+    figures: Figures = {}
+    with engine.connect() as conn:
+        names = list(conn.execute(select(users.c.username)).scalars())
+        middle = max(1, len(names) // 50 // 2)
+        rng = random.Random(3)
+        for label, start in (("30d", month), ("all", year)):
+            cost_table(conn, start, now)  # warm
+            figures[f"cost table {label}"] = _timed(lambda s=start: cost_table(conn, s, now),
+                                                    runs)
+            figures[f"cost table {label} page {middle}"] = _timed(
+                lambda s=start: cost_table(conn, s, now, page=middle), runs)
+            figures[f"cost table {label} search"] = _timed(
+                lambda s=start: cost_table(conn, s, now, search="user01"), runs)
+            figures[f"user detail {label}"] = _timed(
+                lambda s=start: user_detail(conn, rng.choice(names), s, now, now), runs * 5)
+    registry, close = build_registry(ExporterSettings(), DatabaseSettings(url=url))
+    try:
+        generate_latest(registry)
+        figures["scrape"] = _timed(lambda: generate_latest(registry), max(3, runs // 4))
+    finally:
+        close()
+    return figures
+
+
+def _sizes(conn: Connection) -> dict[str, int]:
+    """Bytes with indexes; a partitioned table's are summed over its partitions."""
+    return {table: int(conn.execute(text(
+        "SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) "
+        "FROM pg_partition_tree(to_regclass(:t))), pg_total_relation_size(to_regclass(:t)))"),
+        {"t": table}).scalar_one()) for table in SIZE_TABLES}
+
+
+class _Recorder(threading.Thread):
+    """Records RECORDS_PER_SECOND messages a second, one transaction each, timing each."""
+
+    def __init__(self, engine: Engine, user_ids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self._engine, self._users = engine, user_ids
+        self.timings: list[tuple[float, float]] = []  # (when, ms)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(11)
+        interval = 1 / RECORDS_PER_SECOND
+        next_at = time.perf_counter()
+        while not self.stop.is_set():
+            record = UsageRecord(uuid.uuid4().hex, rng.choice(self._users), "model-01",
+                                 "anthropic", TokenUsage(input=1000, output=100),
+                                 datetime.now(UTC), chat=None)
+            started = time.perf_counter()
+            with self._engine.begin() as conn:
+                record_usage_batch(conn, [record])
+            self.timings.append((started, (time.perf_counter() - started) * 1000))
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+
+
+def _prune_a_month(engine: Engine, warmup_s: float) -> dict[str, float]:
+    """Prune the oldest month while recording; recording p99 before and during, in ms."""
+    with engine.connect() as conn:
+        user_ids = list(conn.execute(select(users.c.id)).scalars())
+        oldest = attached_partitions(conn)[0]
+        before_sizes = _sizes(conn)
+        rows = int(conn.execute(text(f'SELECT count(*) FROM "{oldest.name}"')).scalar_one())
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = (today - oldest.end).days  # the retention edge falls on the month's end
+    recorder = _Recorder(engine, user_ids)
+    recorder.start()
+    time.sleep(warmup_s)
+    pruning_started = time.perf_counter()
+    result = maintain(engine, LedgerSettings(message_retention_days=days), datetime.now(UTC))
+    pruning_ended = time.perf_counter()
+    time.sleep(0.5)
+    recorder.stop.set()
+    recorder.join()
+    assert result is not None and result.messages == rows, (result, rows)
+    before = [ms for at, ms in recorder.timings if at < pruning_started]
+    during = [ms for at, ms in recorder.timings if pruning_started <= at <= pruning_ended]
+    with engine.connect() as conn:
+        after_sizes = _sizes(conn)
+    figures = {"pruned rows": float(rows), "prune s": pruning_ended - pruning_started,
+               "record p50 before": statistics.median(before), "record p99 before": _p99(before),
+               "record p99 during": _p99(during), "records during": float(len(during))}
+    for table in SIZE_TABLES:
+        figures[f"MB {table} before"] = before_sizes[table] / 2**20
+        figures[f"MB {table} after"] = after_sizes[table] / 2**20
+    return figures
+
+
+def year_figures(url: str, samples: int, runs: int, warmup_s: float = 10.0
+                 ) -> tuple[Figures, dict[str, float]]:
+    """The read figures and the pruning figures of the ledger at `url`."""
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        checks = limit_check(url, samples)
+        reads = {"limit check": checks["check_key"], **_reads(engine, url, runs)}
+        prune = _prune_a_month(engine, warmup_s)
+    finally:
+        engine.dispose()
+    return reads, prune
+
+
+def report(results: dict[int, tuple[Figures, dict[str, float]]]) -> None:
+    small, big = min(results), max(results)
+    for messages, (reads, prune) in sorted(results.items()):
+        print(f"--- {messages:,} messages")
+        for name, (p50, p99) in reads.items():
+            print(f"{name:<28} median {p50:8.2f} ms   p99/max {p99:8.2f} ms", flush=True)
+        for name, value in prune.items():
+            print(f"{name:<28} {value:12,.2f}")
+    print("--- targets")
+    reads_big, prune_big = results[big]
+    for name, target in TARGETS_MS.items():
+        worst = max(p99 for label, (_, p99) in reads_big.items() if label.startswith(name))
+        print(f"{name:<28} worst {worst:8.2f} ms <= {target:g} ms: "
+              f"{'met' if worst <= target else 'MISSED'}")
+    added = prune_big["record p99 during"] - prune_big["record p99 before"]
+    print(f"{'pruning adds to record p99':<28} {added:8.2f} ms <= 5 ms: "
+          f"{'met' if added <= 5 else 'MISSED'}")
+    reads_small = results[small][0]
+    for name, (p50, _) in reads_big.items():
+        ratio = p50 / reads_small[name][0]
+        print(f"{name:<28} median {big:,} vs {small:,}: {ratio:5.2f}x "
+              f"{'met' if ratio <= 1.2 else 'MISSED'} (<= 1.2x)")
+
+
+def conversion_seconds_per_million(admin_url: str, messages: int) -> float:
+    """Seed a ledger at revision 0003 (one table), time its migration to partitions."""
+    import psycopg
+
+    from bench.seed_ledger import database_url, recreate_database, seed
+    from ledger.migrate import upgrade
+
+    name = f"am_bench_convert_{messages}"
+    url = database_url(admin_url, name)
+    recreate_database(admin_url, name)
+    try:
+        seed(url, messages=messages, days=400, revision="0003", log=False)
+        started = time.perf_counter()
+        upgrade(url)
+        seconds = time.perf_counter() - started
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return seconds / (messages / 1_000_000)

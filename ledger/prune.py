@@ -1,0 +1,205 @@
+"""Removing raw messages older than the retention, without ever blocking recording.
+
+On PostgreSQL whole months go: a partition whose month ended before the retention edge is
+detached concurrently (recording goes on; PostgreSQL waits for the transactions using it) and
+dropped. Messages of the month the edge falls in stay until that month has aged out whole, so
+up to a month more than the retention is kept. On SQLite the messages before the edge are
+deleted in small batches, one short transaction each. Either way `kept_since` is moved first,
+so a record of the span being removed is refused from then on (ledger.retention).
+
+`maintain` is what the exporter's background task and `agentmeter db prune` run: partitions
+for the coming months, the prune, and the state `/metrics` reports. On PostgreSQL it holds a
+session advisory lock, so with several exporter replicas one does the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    column,
+    delete,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+)
+
+from ledger.engine import from_db
+from ledger.partitions import (
+    PARENT,
+    Partition,
+    attached_partitions,
+    detached_partitions,
+    ensure_upcoming_partitions,
+    is_partitioned,
+)
+from ledger.retention import retention_edge, retention_state, save_retention_state
+from ledger.schema import messages
+from ledger.settings import LedgerSettings
+
+# The session advisory lock held by the one process doing maintenance.
+MAINTENANCE_LOCK_KEY = 0x61676D72  # "agmr"
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What a prune removes (or removed): how many messages, and the span they came from."""
+
+    messages: int
+    first: datetime | None  # created_at of the oldest message that goes
+    last: datetime | None  # and of the newest
+    kept_since: datetime | None  # messages from here on stay (None: nothing goes)
+
+
+def _created_at(name: str) -> ColumnElement[datetime]:
+    """`created_at` of `messages` or of one of its partitions, typed like the schema's."""
+    if name == PARENT:
+        return messages.c.created_at
+    return table(name, column("created_at", messages.c.created_at.type)).c.created_at
+
+
+def _span(conn: Connection, name: str, before: datetime | None = None) -> PrunePlan:
+    created_at = _created_at(name)
+    query = select(func.count(), func.min(created_at), func.max(created_at))
+    if before is not None:
+        query = query.where(created_at < before)
+    count, first, last = conn.execute(query).one()
+    return PrunePlan(int(count), from_db(first) if first else None,
+                     from_db(last) if last else None, before)
+
+
+def _expired(conn: Connection, edge: datetime) -> list[Partition]:
+    return [p for p in attached_partitions(conn) if p.end <= edge]
+
+
+def plan_prune(conn: Connection, days: int, now: datetime) -> PrunePlan:
+    """What pruning to `days` of retention would remove now (reads only)."""
+    edge = retention_edge(now, days)
+    if not is_partitioned(conn):
+        plan = _span(conn, PARENT, edge)
+        return plan if plan.messages else PrunePlan(0, None, None, None)
+    expired = _expired(conn, edge)
+    if not expired:
+        return PrunePlan(0, None, None, None)
+    spans = [_span(conn, p.name) for p in expired]
+    firsts = [s.first for s in spans if s.first is not None]
+    lasts = [s.last for s in spans if s.last is not None]
+    return PrunePlan(sum(s.messages for s in spans), min(firsts, default=None),
+                     max(lasts, default=None), expired[-1].end)
+
+
+def _detach(conn: Connection, expired: list[Partition]) -> None:
+    """Detach concurrently: recording goes on, PostgreSQL waits for the transactions that
+    use the partition (outside a transaction block, as it requires)."""
+    for partition in expired:
+        pending = conn.execute(text(
+            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:name)"),
+            {"name": partition.name}).scalar()
+        # A detach that was interrupted is finished instead of started again.
+        how = "FINALIZE" if pending else "CONCURRENTLY"
+        conn.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{partition.name}" {how}'))
+
+
+def _drop_detached(conn: Connection, kept_since: datetime) -> int:
+    """Drop the detached months before `kept_since`; returns the messages they held. (The
+    partitions have no foreign keys, so this locks nothing recording uses.)"""
+    removed = 0
+    for partition in detached_partitions(conn):
+        if partition.end <= kept_since:
+            removed += int(conn.execute(text(f'SELECT count(*) FROM "{partition.name}"'))
+                           .scalar_one())
+            conn.execute(text(f'DROP TABLE "{partition.name}"'))
+    return removed
+
+
+def _delete_in_batches(engine: Engine, edge: datetime, batch_rows: int) -> int:
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            rowid: ColumnElement[int] = literal_column("rowid")
+            doomed = (select(rowid).select_from(messages)
+                      .where(messages.c.created_at < edge).limit(batch_rows).scalar_subquery())
+            count = conn.execute(delete(messages).where(rowid.in_(doomed))).rowcount
+        removed += count
+        if count < batch_rows:
+            return removed
+
+
+def prune(engine: Engine, days: int, now: datetime, batch_rows: int) -> PrunePlan:
+    """Remove the messages older than `days` of retention; returns what went."""
+    with engine.begin() as conn:
+        partitioned = is_partitioned(conn)
+        plan = plan_prune(conn, days, now)
+        kept_since = retention_state(conn).kept_since
+        if plan.kept_since is not None and (kept_since is None or kept_since < plan.kept_since):
+            save_retention_state(conn, kept_since=plan.kept_since)
+            kept_since = plan.kept_since
+    removed = 0
+    if partitioned:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if plan.kept_since is not None:
+                _detach(conn, _expired(conn, plan.kept_since))
+            if kept_since is not None:
+                # Also months an interrupted prune detached and did not drop.
+                removed = _drop_detached(conn, kept_since)
+    elif plan.kept_since is not None:
+        removed = _delete_in_batches(engine, plan.kept_since, batch_rows)
+    return PrunePlan(removed, plan.first, plan.last, plan.kept_since)
+
+
+def oldest_message_at(conn: Connection) -> datetime | None:
+    """created_at of the oldest message; on PostgreSQL only the oldest non-empty month is
+    read."""
+    names = [p.name for p in attached_partitions(conn)] if is_partitioned(conn) else [PARENT]
+    for name in names:
+        oldest = conn.execute(select(func.min(_created_at(name)))).scalar()
+        if oldest is not None:
+            return from_db(oldest)
+    return None
+
+
+@contextmanager
+def maintenance_lock(engine: Engine) -> Iterator[bool]:
+    """True when this process may do the maintenance (always on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                 {"key": MAINTENANCE_LOCK_KEY}).scalar())
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"),
+                             {"key": MAINTENANCE_LOCK_KEY})
+
+
+def maintain(engine: Engine, settings: LedgerSettings, now: datetime) -> PrunePlan | None:
+    """Partitions for the coming months, then (with a retention set) the prune, then the state
+    `/metrics` reports. None when another process holds the maintenance lock."""
+    with maintenance_lock(engine) as held:
+        if not held:
+            return None
+        with engine.begin() as conn:
+            ensure_upcoming_partitions(conn, now)
+        result = None
+        if settings.message_retention_days > 0:
+            result = prune(engine, settings.message_retention_days, now,
+                           settings.prune_batch_rows)
+        with engine.begin() as conn:
+            oldest = oldest_message_at(conn)
+            if result is None:
+                save_retention_state(conn, oldest_message_at=oldest)
+            else:
+                save_retention_state(conn, oldest_message_at=oldest, pruned_at=now,
+                                     pruned_messages=result.messages)
+        return result or PrunePlan(0, None, None, None)
