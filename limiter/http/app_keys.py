@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -42,6 +42,9 @@ RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
 
 # Set by the proxy handler for the metrics middleware: which provider, how long upstream took.
 PROVIDER = web.RequestKey("provider", str)
+# Set by the proxy handler: the route's error body shape (limiter.relay.registry.ErrorShape).
+ERROR_SHAPE: web.RequestKey[Callable[[int, str, str], dict[str, Any]]] = web.RequestKey(
+    "error_shape")
 UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
 # perf_counter() when the answer was complete for the client (recording may follow).
 RESPONDED_AT = web.RequestKey("responded_at", float)

@@ -17,8 +17,14 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from ledger.errors import InvalidValue, LedgerError, NotFoundError
-from limiter.http.app_keys import METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
-from limiter.http.errors import CLIENT_CLOSED_REQUEST, LimiterError, RequestTimeout, error_body
+from limiter.http.app_keys import ERROR_SHAPE, METRICS, PROVIDER, RESPONDED_AT, UPSTREAM_SECONDS
+from limiter.http.errors import (
+    CLIENT_CLOSED_REQUEST,
+    LimiterError,
+    LimitExceeded,
+    RequestTimeout,
+    error_body,
+)
 
 log = logging.getLogger("agentmeter.limiter")
 
@@ -51,7 +57,10 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, RequestTimeout):
         request.app[METRICS].client_timeouts_by("body").inc()
     if isinstance(exc, LimiterError):
-        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        shape = request.get(ERROR_SHAPE)
+        body = (exc.body() if shape is None or isinstance(exc, LimitExceeded)
+                else shape(exc.status, exc.code, exc.message))
+        return web.json_response(body, status=exc.status, headers=exc.headers)
     if isinstance(exc, NotFoundError):
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, InvalidValue):

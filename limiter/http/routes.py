@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from limiter.api import admin as api_admin
 from limiter.api.status import usage_status
 from limiter.database import reachable
-from limiter.http.app_keys import DATABASE, ENGINE, REGISTRY
+from limiter.http.app_keys import DATABASE, ENGINE, ERROR_SHAPE, REGISTRY
 from limiter.relay.proxy import list_models, proxy, relay_unbilled
 from limiter.relay.registry import ROUTES, Route
 
@@ -53,6 +53,7 @@ def proxy_handler(route: Route) -> Handler:
     """The aiohttp handler of one registry row."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        request[ERROR_SHAPE] = route.error_shape
         if route.billed:
             return await proxy(request, route)
         return await relay_unbilled(request, route)

@@ -7,7 +7,7 @@ import json
 import logging
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -134,3 +134,22 @@ def test_the_documented_proxy_operations_are_exactly_the_registrys_routes() -> N
         responses = documented[route.method, route.path]["responses"]
         assert {"401", "408", "413", "415", "502", "503", "504"} <= set(responses)
         assert ("409" in responses) == route.billed
+
+
+def test_a_routes_error_shape_shapes_its_refusals_but_never_the_409_body() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from limiter.http.app_keys import ERROR_SHAPE
+    from limiter.http.errors import BadRequest, LimitExceeded
+    from limiter.http.middleware import error_answer
+
+    request = make_mocked_request("POST", "/v1beta/models/m:generateContent")
+    request[ERROR_SHAPE] = lambda status, code, message: {
+        "error": {"code": status, "message": message, "status": code.upper()}}
+    refused = error_answer(request, BadRequest("Bad.", code="invalid_json"))
+    assert refused.status == 400
+    assert json.loads(cast(bytes, refused.body)) == {
+        "error": {"code": 400, "message": "Bad.", "status": "INVALID_JSON"}}
+    limited = error_answer(request, LimitExceeded({"message": "Chat usage limit exceeded."},
+                                                  retry_after_seconds=5))
+    assert json.loads(cast(bytes, limited.body)) == {"message": "Chat usage limit exceeded."}
