@@ -4,13 +4,16 @@ the fake provider, over real HTTP, with a real ledger."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from sqlalchemy import update
 
@@ -34,6 +37,7 @@ from tests.support.gateway import (
     seed_ledger,
     settled,
 )
+from tests.support.monitoring_stack import free_port, running
 
 LOOKUPS = CODER_TOKEN_LOOKUPS + "_total"
 
@@ -257,3 +261,36 @@ async def test_without_coder_a_coder_token_is_an_unknown_key(
 
     assert resp.status == 401
     assert coder.calls.get("me", 0) == 0
+
+
+async def test_the_limiter_command_takes_coder_url_from_the_environment(
+        tmp_path: Path, sqlite_url: str, upstream: FakeUpstream, coder: FakeCoder) -> None:
+    """As the Helm chart runs it: `coder.url` arrives as AGENTMETER_CODER_URL."""
+    seed_ledger(sqlite_url)
+    token = coder.token_for(coder.add_user("ivan"))
+    config = tmp_path / "agentmeter.yaml"
+    config.write_text(yaml.safe_dump({
+        "database": {"url": sqlite_url},
+        "limiter": {"spool_dir": str(tmp_path / "spool"),
+                    "providers": {name: {"base_url": upstream.base_url, "api_key": f"sk-{name}"}
+                                  for name in ("openai", "anthropic")}},
+    }))
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AGENTMETER_CODER_URL": coder.url}
+    url = f"http://127.0.0.1:{port}"
+    async with running("agentmeter limiter",
+                       [sys.executable, "-m", "agentmeter", "limiter", "--listen",
+                        f"127.0.0.1:{port}", "--config", str(config)],
+                       tmp_path / "limiter.log", env=env,
+                       cwd=Path(__file__).resolve().parents[2]) as process:
+        await process.wait_ready(f"{url}/healthz")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat/completions", json=openai_request(),
+                                    headers={"Coder-Session-Token": token}) as answer:
+                assert answer.status == 200, await answer.text()
+            async with session.get(f"{url}/metrics") as answer:
+                scraped = await answer.text()
+
+    assert f'{LOOKUPS}{{outcome="accepted"}} 1.0' in scraped
+    assert f'{LOOKUPS}{{outcome="unavailable"}} 0.0' in scraped
+    assert_never_upstream(upstream, token)
