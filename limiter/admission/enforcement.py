@@ -42,6 +42,8 @@ from limiter.admission.identity import (
     Identity,
     identify,
     key_owner_identity,
+    not_admin,
+    refuse_non_admin,
 )
 from limiter.admission.key_check import CheckResult, KeyChecker
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
@@ -182,6 +184,14 @@ class Enforcer:
         if checked.identity is None:
             raise refusal(checked)
         return Identity(checked.identity.user_id, checked.identity.username)
+
+    async def refuse_non_admin(self, credential: Credential) -> None:
+        """Raise 403 for a known user's credential on an admin route; 401 (or Coder's
+        refusal) for anything else."""
+        if credential.kind == "coder":
+            await self.coder_identity(credential)
+            raise not_admin()
+        await in_transaction(self._engine, self._timeout, refuse_non_admin, credential)
 
     async def status(self, credential: Credential, now: datetime) -> LimitStatus:
         """Where the caller stands (the status page: no fail-open)."""

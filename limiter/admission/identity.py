@@ -54,7 +54,11 @@ def key_owner_identity(owner: KeyOwner) -> Identity:
 def refuse_non_admin(conn: Connection, credential: Credential) -> None:
     """Raise 403 for a known user's credential on an admin route, 401 for anything else."""
     identify(conn, credential)
-    raise Forbidden("This route needs the admin token; a user key is not enough.")
+    raise not_admin()
+
+
+def not_admin() -> Forbidden:
+    return Forbidden("This route needs the admin token; a user key is not enough.")
 
 
 class FallbackIdentities:

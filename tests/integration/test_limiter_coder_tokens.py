@@ -110,7 +110,9 @@ async def test_coder_tokens_work_with_the_official_sdks(
     with_key = await client.post("/v1/chat/completions", json=openai_request(),
                                  headers=bearer(keys["alice"]))
     status = await client.get("/api/v1/usage/status", headers=bearer(token))
+    admin_route = await client.get("/api/v1/limits", headers=bearer(token))
 
+    assert admin_route.status == 403
     assert completion.usage is not None and completion.usage.completion_tokens == 9
     assert message.usage.output_tokens == 9
     assert (own_header.status, with_key.status, status.status) == (200, 200, 200)
