@@ -20,6 +20,7 @@ from sqlalchemy import update
 from coder.settings import CoderSettings
 from ledger.engine import create_sync_engine
 from ledger.metric_names import CODER_TOKEN_LOOKUPS
+from ledger.migrate import upgrade
 from ledger.schema import users
 from ledger.settings import DatabaseSettings
 from tests.support.fake_coder import FakeCoder, mint_token
@@ -38,6 +39,7 @@ from tests.support.gateway import (
     settled,
 )
 from tests.support.monitoring_stack import free_port, running
+from tests.support.pg_cluster import own_cluster
 
 LOOKUPS = CODER_TOKEN_LOOKUPS + "_total"
 
@@ -296,3 +298,41 @@ async def test_the_limiter_command_takes_coder_url_from_the_environment(
     assert f'{LOOKUPS}{{outcome="accepted"}} 1.0' in scraped
     assert f'{LOOKUPS}{{outcome="unavailable"}} 0.0' in scraped
     assert_never_upstream(upstream, token)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_with_the_ledger_away_a_known_coder_user_fails_open_and_a_new_one_gets_503(
+        aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream, coder: FakeCoder) -> None:
+    with own_cluster() as cluster:
+        await asyncio.to_thread(upgrade, cluster.url)
+        seed_ledger(cluster.url)
+        known = coder.token_for(coder.add_user("jude"))
+        new = coder.token_for(coder.add_user("kim"))
+        registry = CollectorRegistry()
+        client = await aiohttp_client(gateway_app(
+            cluster.url, limiter_settings(tmp_path, upstream.base_url), registry=registry,
+            replay_interval_s=0.2, coder=coder_settings(coder)))
+        before = await client.post("/v1/chat/completions", json=openai_request(),
+                                   headers=bearer(known))
+        await settled(client.app)
+
+        await asyncio.to_thread(cluster.stop)
+        during = await client.post("/v1/chat/completions", json=openai_request(),
+                                   headers=bearer(known))
+        stranger = await client.post("/v1/chat/completions", json=openai_request(),
+                                     headers=bearer(new))
+        refusal = (await stranger.json())["error"]
+        await settled(client.app)
+        await asyncio.to_thread(cluster.start)
+        deadline = asyncio.get_running_loop().time() + 20
+        while metric(registry, "agentmeter_limiter_spool_pending") > 0:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        await client.close()
+
+        assert (before.status, during.status, stranger.status) == (200, 200, 503)
+        assert refusal["code"] == "ledger_unavailable"
+        assert metric(registry, "agentmeter_limiter_fail_open_total",
+                      reason="database_error") == 1
+        assert spend_by_user(cluster.url) == [("jude", coder.users_by_name("jude").id, 2)]
