@@ -109,6 +109,8 @@ async def test_coder_tokens_work_with_the_official_sdks(
     # Coder's own header, and an agentmeter key beside the Coder tokens.
     own_header = await client.post("/v1/messages", json=anthropic_request(),
                                    headers={"Coder-Session-Token": token})
+    google_header = await client.post("/v1/chat/completions", json=openai_request(),
+                                      headers={"x-goog-api-key": token})
     with_key = await client.post("/v1/chat/completions", json=openai_request(),
                                  headers=bearer(keys["alice"]))
     status = await client.get("/api/v1/usage/status", headers=bearer(token))
@@ -117,10 +119,11 @@ async def test_coder_tokens_work_with_the_official_sdks(
     assert admin_route.status == 403
     assert completion.usage is not None and completion.usage.completion_tokens == 9
     assert message.usage.output_tokens == 9
-    assert (own_header.status, with_key.status, status.status) == (200, 200, 200)
+    assert (own_header.status, google_header.status, with_key.status,
+            status.status) == (200, 200, 200, 200)
     assert (await status.json())["username"] == "dana"
     await settled(client.app)
-    assert spend_by_user(ledger_url) == [("alice", None, 1), ("dana", dana.id, 3)]
+    assert spend_by_user(ledger_url) == [("alice", None, 1), ("dana", dana.id, 4)]
     assert coder.calls["me"] == 1  # one lookup, then the cached answer
     assert upstream.received[0].headers["Authorization"] == "Bearer sk-openai-SECRET"
     assert upstream.received[1].headers["x-api-key"] == "sk-ant-SECRET"
