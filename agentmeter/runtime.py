@@ -65,7 +65,7 @@ def run_limiter(config: Config, listen: str | None) -> int:
     LOGGER.info("limiter listening on http://%s:%d", host, port)
     return _run_until_signalled(config.event_loop,
                                 limiter_main(config.limiter, config.database, host, port,
-                                             registry=registry))
+                                             registry=registry, coder=config.coder))
 
 
 def run_exporter(config: Config, listen: str | None) -> int:
@@ -92,7 +92,8 @@ def run_serve(config: Config) -> int:
           "(users come from the policy file)", flush=True)
     return _run_until_signalled(
         config.event_loop,
-        limiter_main(config.limiter, config.database, host, port, registry=limiter_registry),
+        limiter_main(config.limiter, config.database, host, port, registry=limiter_registry,
+                     coder=config.coder),
         exporter_main(config.exporter, config.database, ledger=config.ledger,
                       registry=exporter_registry),
         *sync,

@@ -28,6 +28,8 @@ class KeyOwner:
     user_id: int
     username: str
     key_id: str
+    # Marked by `coder sync`: the key is valid but its owner may not spend.
+    suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,14 @@ def create_key(conn: Connection, username: str) -> CreatedKey:
 
 def authenticate_key(conn: Connection, secret: str) -> KeyOwner | None:
     """The key's owner, or None for an unknown or revoked key."""
-    stmt = (select(api_keys.c.id, api_keys.c.user_id, users.c.username)
+    stmt = (select(api_keys.c.id, api_keys.c.user_id, users.c.username, users.c.suspended)
             .join(users, users.c.id == api_keys.c.user_id)
             .where(api_keys.c.key_hash == hash_key(secret), api_keys.c.revoked_at.is_(None)))
     row = conn.execute(stmt).first()
     if row is None:
         return None
-    return KeyOwner(user_id=row.user_id, username=row.username, key_id=row.id)
+    return KeyOwner(user_id=row.user_id, username=row.username, key_id=row.id,
+                    suspended=bool(row.suspended))
 
 
 def list_keys(conn: Connection, username: str | None = None) -> list[KeyInfo]:

@@ -128,7 +128,7 @@ def _status_statement(by: str, include_reservations: bool) -> Select[Any]:
                          .outerjoin(user_limits, user_limits.c.user_id == users.c.id)))
     if by == "user":
         return stmt.where(users.c.id == bindparam("user_id"))
-    return (stmt.add_columns(api_keys.c.id.label("key_id"))
+    return (stmt.add_columns(api_keys.c.id.label("key_id"), users.c.suspended)
             .join(api_keys, and_(api_keys.c.user_id == users.c.id,
                                  api_keys.c.key_hash == bindparam("key_hash"),
                                  api_keys.c.revoked_at.is_(None))))
@@ -185,7 +185,9 @@ def check_key_result(row: Any, now: datetime) -> tuple[KeyOwner, LimitStatus] | 
     if row is None:
         return None
     status = _status_from_row(row, now)
-    return KeyOwner(user_id=row.user_id, username=row.username, key_id=row.key_id), status
+    owner = KeyOwner(user_id=row.user_id, username=row.username, key_id=row.key_id,
+                     suspended=bool(row.suspended))
+    return owner, status
 
 
 def check_key(conn: Connection, secret: str, now: datetime,

@@ -1,4 +1,4 @@
-"""What a request presents: a virtual key, a trusted header, or the admin token.
+"""What a request presents: a virtual key, a Coder token, a trusted header, or the admin token.
 
 This module is the one place that knows where credentials are read from (headers, the query);
 `limiter.admission.identity` resolves them to a user. Keys are stored and looked up only as
@@ -14,14 +14,18 @@ from typing import Literal
 
 from aiohttp import web
 
+from coder.client import TOKEN_HEADER as CODER_TOKEN_HEADER
+from coder.tokens import looks_like_coder_token
+from ledger.keys import KEY_PREFIX
 from ledger.schema import USER_TEXT_LENGTH
 from limiter.http.errors import BadRequest, Unauthorized
 from limiter.settings import LimiterSettings
 
 FORWARDED_USER = "X-Forwarded-User"
 TRUSTED_SECRET = "X-Agentmeter-Secret"
-# Headers that carry a key by themselves (besides `Authorization: Bearer`).
-KEY_HEADERS = ("x-api-key", "x-goog-api-key")
+# Headers that carry a key by themselves (besides `Authorization: Bearer`); Coder's own header
+# is what a Coder workspace's tools send its owner's session token in.
+KEY_HEADERS = ("x-api-key", "x-goog-api-key", CODER_TOKEN_HEADER.lower())
 # Every header the gateway reads a credential from: never forwarded upstream.
 CREDENTIAL_HEADERS = frozenset({"authorization", *KEY_HEADERS,
                                 FORWARDED_USER.lower(), TRUSTED_SECRET.lower()})
@@ -33,12 +37,11 @@ MAX_USERNAME_LENGTH = USER_TEXT_LENGTH
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What a request presents. Another kind (e.g. a Coder token) is added here and in
-    `credential_of`; it is resolved to a user beside the others in
-    `limiter.admission.identity.identify`, or, when that needs an asynchronous lookup (asking
-    Coder), in `Enforcer.admit` before the ledger is asked."""
+    """What a request presents. A key and a trusted user are resolved to a user in
+    `limiter.admission.identity.identify`; a Coder token needs an asynchronous lookup (asking
+    Coder), done by `Enforcer` before the ledger is asked for the limit."""
 
-    kind: Literal["key", "trusted"]
+    kind: Literal["key", "coder", "trusted"]
     value: str = ""
 
     @property
@@ -57,8 +60,8 @@ def _equal(given: str, expected: str) -> bool:
 
 def presented_token(request: web.Request) -> str | None:
     """The key a client presents: `Authorization: Bearer <key>` (OpenAI style), `x-api-key`
-    (Anthropic), `x-goog-api-key` or a `key` query parameter (Google), first found in that
-    order."""
+    (Anthropic), `x-goog-api-key` (Google), `Coder-Session-Token` (Coder) or a `key` query
+    parameter (Google), first found in that order."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -94,6 +97,8 @@ def credential_of(request: web.Request, settings: LimiterSettings) -> Credential
                            "`x-api-key: <key>`.", code="missing_api_key")
     if not token.isprintable():  # undecodable header bytes: no key we issued looks like that
         raise unknown_key()
+    if not token.startswith(KEY_PREFIX) and looks_like_coder_token(token):
+        return Credential("coder", token)
     return Credential("key", token)
 
 

@@ -1,5 +1,9 @@
 """The check before forwarding: who is calling, and may they spend more this period?
 
+A Coder token is first resolved to its user by `coder.tokens.TokenResolver` (which asks Coder,
+or remembers its answer); its refusal is answered at once, and the user's limit is then read
+from the ledger as for a trusted user.
+
 Identity and limit status come from one transaction (one ledger round trip), or on PostgreSQL
 from the check cache (`limiter.admission.check_cache`): a key's answer is kept at most
 `check_cache_seconds` and only while the ledger's change notifications are heard, which bring
@@ -25,13 +29,22 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from coder.tokens import TokenResolver
 from ledger.catalog import Model
 from ledger.pricing import cost_upper_bound
 from ledger.reservations import reserve
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key, limit_status
+from limiter.admission.coder_tokens import refusal
 from limiter.admission.credentials import Credential, unknown_key
-from limiter.admission.identity import FallbackIdentities, Identity, identify
+from limiter.admission.identity import (
+    FallbackIdentities,
+    Identity,
+    identify,
+    key_owner_identity,
+    not_admin,
+    refuse_non_admin,
+)
 from limiter.admission.key_check import CheckResult, KeyChecker
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
 from limiter.http.errors import LimitExceeded, ServiceUnavailable
@@ -91,7 +104,7 @@ def check_status(conn: Connection, credential: Credential, now: datetime
         if found is None:
             raise unknown_key()
         owner, status = found
-        return Identity(owner.user_id, owner.username), status
+        return key_owner_identity(owner), status
     identity = identify(conn, credential)
     return identity, limit_status(conn, identity.user_id, now)
 
@@ -103,8 +116,11 @@ def _reason(exc: BaseException) -> str:
 class Enforcer:
     def __init__(self, engine: AsyncEngine, settings: LimiterSettings,
                  database: DatabaseSettings, metrics: LimiterMetrics,
-                 key_checker: KeyChecker | None = None) -> None:
+                 key_checker: KeyChecker | None = None,
+                 coder: TokenResolver | None = None) -> None:
         self._engine = engine
+        # With `coder.url` set: who a Coder token belongs to.
+        self._coder = coder
         # PostgreSQL: keys are checked on the driver directly (see limiter.admission.key_check).
         self._key_checker = key_checker
         self._settings = settings
@@ -146,6 +162,10 @@ class Enforcer:
 
     async def _check(self, credential: Credential, now: datetime,
                      pending: Awaitable[CheckResult] | None) -> tuple[Identity, LimitStatus]:
+        if credential.kind == "coder":
+            identity = await self.coder_identity(credential)
+            return identity, await autocommitted(self._engine, self._timeout, limit_status,
+                                                 identity.user_id, now)
         if pending is None:
             return await autocommitted(self._engine, self._timeout, check_status, credential,
                                        now)
@@ -153,7 +173,35 @@ class Enforcer:
         if found is None:
             raise unknown_key()
         owner, status = found
-        return Identity(owner.user_id, owner.username), status
+        return key_owner_identity(owner), status
+
+    async def coder_identity(self, credential: Credential) -> Identity:
+        """The ledger's user behind a Coder token (created on first sight), or the refusal
+        (401, 403, 503). Raises what the ledger raises when a new user cannot be saved."""
+        if self._coder is None:  # no `coder.url`: nothing can vouch for it
+            raise unknown_key()
+        checked = await self._coder.check(credential.value)
+        if checked.identity is None:
+            raise refusal(checked)
+        return Identity(checked.identity.user_id, checked.identity.username)
+
+    async def refuse_non_admin(self, credential: Credential) -> None:
+        """Raise 403 for a known user's credential on an admin route; 401 (or Coder's
+        refusal) for anything else."""
+        if credential.kind == "coder":
+            await self.coder_identity(credential)
+            raise not_admin()
+        await in_transaction(self._engine, self._timeout, refuse_non_admin, credential)
+
+    async def status(self, credential: Credential, now: datetime) -> LimitStatus:
+        """Where the caller stands (the status page: no fail-open)."""
+        if credential.kind == "coder":
+            identity = await self.coder_identity(credential)
+            return await in_transaction(self._engine, self._timeout, limit_status,
+                                        identity.user_id, now)
+        _, status = await in_transaction(self._engine, self._timeout, check_status,
+                                         credential, now)
+        return status
 
     async def hold(self, admission: Admission, amount_micros: int, now: datetime) -> str | None:
         """Strict mode: reserve the request's upper bound, or refuse (409) if it does not fit.
@@ -174,7 +222,11 @@ class Enforcer:
     async def identify(self, credential: Credential) -> Identity:
         """Only who is calling (no limit check), with the same fail-open rules."""
         try:
-            identity = await in_transaction(self._engine, self._timeout, identify, credential)
+            if credential.kind == "coder":
+                identity = await self.coder_identity(credential)
+            else:
+                identity = await in_transaction(self._engine, self._timeout, identify,
+                                                credential)
         except DATABASE_ERRORS as exc:
             return self._fail_open(credential, exc)
         self.fallback.remember(credential, identity)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from ledger.keys import authenticate_key
+from ledger.keys import KeyOwner, authenticate_key
 from ledger.users import ensure_user
 from limiter.admission.credentials import Credential, unknown_key
 from limiter.http.errors import Forbidden
@@ -30,20 +30,35 @@ class Identity:
 
 
 def identify(conn: Connection, credential: Credential) -> Identity:
-    """Resolve inside the caller's transaction (one round trip with the limit check)."""
+    """Resolve inside the caller's transaction (one round trip with the limit check).
+
+    A Coder token is not resolved here (that asks Coder: `Enforcer`); here it is unknown.
+    """
     if credential.kind == "trusted":
         user = ensure_user(conn, credential.value)
         return Identity(user.id, user.username)
-    owner = authenticate_key(conn, credential.value)
+    owner = authenticate_key(conn, credential.value) if credential.kind == "key" else None
     if owner is None:
         raise unknown_key()
+    return key_owner_identity(owner)
+
+
+def key_owner_identity(owner: KeyOwner) -> Identity:
+    """The identity behind a valid key; 403 when `coder sync` marked its owner suspended."""
+    if owner.suspended:
+        raise Forbidden("This account is suspended; its keys cannot be used.",
+                        code="account_suspended")
     return Identity(owner.user_id, owner.username)
 
 
 def refuse_non_admin(conn: Connection, credential: Credential) -> None:
     """Raise 403 for a known user's credential on an admin route, 401 for anything else."""
     identify(conn, credential)
-    raise Forbidden("This route needs the admin token; a user key is not enough.")
+    raise not_admin()
+
+
+def not_admin() -> Forbidden:
+    return Forbidden("This route needs the admin token; a user key is not enough.")
 
 
 class FallbackIdentities:

@@ -37,10 +37,9 @@ from ledger.reports import (
     user_detail,
 )
 from limiter.admission.credentials import credential_of, is_admin
-from limiter.admission.identity import refuse_non_admin
 from limiter.api.status import status_view
 from limiter.database import in_transaction
-from limiter.http.app_keys import CHECK_CACHE, CLOCK, DATABASE, ENGINE, SETTINGS
+from limiter.http.app_keys import CHECK_CACHE, CLOCK, DATABASE, ENFORCER, ENGINE, SETTINGS
 from limiter.http.errors import BadRequest
 from limiter.relay.body import read_json_object
 from limiter.timefmt import parse_instant, rfc3339
@@ -71,7 +70,7 @@ def admin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         settings = request.app[SETTINGS]
         if not is_admin(request, settings):
-            await _db(request, refuse_non_admin, credential_of(request, settings))
+            await request.app[ENFORCER].refuse_non_admin(credential_of(request, settings))
         return await handler(request)
     return guarded
 

@@ -11,9 +11,7 @@ from aiohttp import web
 
 from ledger.spend import LimitStatus
 from limiter.admission.credentials import credential_of
-from limiter.admission.enforcement import check_status
-from limiter.database import in_transaction
-from limiter.http.app_keys import CLOCK, DATABASE, ENGINE, SETTINGS
+from limiter.http.app_keys import CLOCK, ENFORCER, SETTINGS
 from limiter.timefmt import rfc3339
 
 
@@ -34,6 +32,5 @@ def status_view(status: LimitStatus) -> dict[str, Any]:
 async def usage_status(request: web.Request) -> web.Response:
     app = request.app
     credential = credential_of(request, app[SETTINGS])
-    _, status = await in_transaction(app[ENGINE], app[DATABASE].connect_timeout_seconds,
-                                     check_status, credential, app[CLOCK]())
+    status = await app[ENFORCER].status(credential, app[CLOCK]())
     return web.json_response(status_view(status))

@@ -1,7 +1,8 @@
 """The limiter's application factory.
 
-`create_app` builds the app from settings; the database engine, the upstreams' HTTP sessions
-and the spool replayer are opened and closed in `cleanup_ctx`, so a test (or the CLI) gets a
+`create_app` builds the app from settings; the database engine, the upstreams' HTTP sessions,
+the Coder client (with `coder.url` set) and the spool replayer are opened and closed in
+`cleanup_ctx`, so a test (or the CLI) gets a
 fully wired gateway from one call and nothing lives in module globals.
 """
 
@@ -16,10 +17,14 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from coder.client import CoderClient
+from coder.settings import CoderSettings
+from coder.tokens import TokenResolver
 from ledger.engine import create_async_engine, create_sync_engine
 from ledger.settings import DatabaseSettings
 from limiter.admission.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
 from limiter.admission.check_cache import CheckCache
+from limiter.admission.coder_tokens import CoderTokenLookups
 from limiter.admission.enforcement import Enforcer
 from limiter.admission.key_check import KeyChecker
 from limiter.admission.ledger_listener import LedgerListener
@@ -68,7 +73,10 @@ def utc_now() -> datetime:
 def create_app(config: LimiterSettings, database: DatabaseSettings, *,
                registry: CollectorRegistry | None = None, clock: Clock | None = None,
                replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
-               catalog_ttl_s: float = DEFAULT_TTL_SECONDS) -> web.Application:
+               catalog_ttl_s: float = DEFAULT_TTL_SECONDS,
+               coder: CoderSettings | None = None) -> web.Application:
+    """The gateway; `coder` (its `url` set) makes it accept Coder tokens as keys."""
+    coder = coder if coder is not None else CoderSettings()
     app = web.Application(middlewares=[metrics_middleware, error_middleware])
     app[SETTINGS] = config
     app[DATABASE] = database
@@ -101,7 +109,13 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
                 listening = asyncio.create_task(listener.run(),
                                                 name="agentmeter-ledger-listener")
         app[LISTENER] = listener
-        app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker)
+        coder_client, resolver, lookups = None, None, None
+        if coder.enabled:
+            coder_client = CoderClient(coder)
+            resolver = TokenResolver(coder, coder_client, engine)
+            lookups = CoderTokenLookups(resolver)
+            app[REGISTRY].register(lookups)
+        app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker, resolver)
         writer_engine = create_sync_engine(
             database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR,
             application_name=WRITER_APPLICATION_NAME)
@@ -121,6 +135,10 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
             journal.close()
             if key_checker is not None:
                 await key_checker.close()
+            if coder_client is not None:
+                await coder_client.close()
+            if lookups is not None:
+                app[REGISTRY].unregister(lookups)
             await engine.dispose()
 
     async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from coder.settings import CoderSettings
 from ledger.settings import DatabaseSettings
 from limiter.http.app import create_app
 from limiter.http.app_keys import SETTINGS
@@ -57,9 +58,11 @@ def gateway_runner(app: web.Application, **overrides: Any) -> web.AppRunner:
 
 
 async def run_limiter(config: LimiterSettings, database: DatabaseSettings, host: str,
-                      port: int, registry: CollectorRegistry | None = None) -> None:
-    """Serve until cancelled, then finish in-flight requests and close cleanly."""
-    runner = gateway_runner(create_app(config, database, registry=registry))
+                      port: int, registry: CollectorRegistry | None = None,
+                      coder: CoderSettings | None = None) -> None:
+    """Serve until cancelled, then finish in-flight requests and close cleanly; with
+    `coder.url` set, Coder tokens are accepted as keys."""
+    runner = gateway_runner(create_app(config, database, registry=registry, coder=coder))
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
