@@ -18,12 +18,14 @@ from prometheus_client import CollectorRegistry
 
 from ledger.engine import create_async_engine, create_sync_engine
 from ledger.settings import DatabaseSettings
+from limiter.admission.answer_owners import AnswerOwners
 from limiter.admission.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
 from limiter.admission.check_cache import CheckCache
 from limiter.admission.enforcement import Enforcer
 from limiter.admission.key_check import KeyChecker
 from limiter.admission.ledger_listener import LedgerListener
 from limiter.http.app_keys import (
+    ANSWER_OWNERS,
     BODY_BUDGET,
     CATALOG,
     CHECK_CACHE,
@@ -102,6 +104,7 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
                                                 name="agentmeter-ledger-listener")
         app[LISTENER] = listener
         app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker)
+        app[ANSWER_OWNERS] = AnswerOwners(engine, database.connect_timeout_seconds)
         writer_engine = create_sync_engine(
             database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR,
             application_name=WRITER_APPLICATION_NAME)
