@@ -15,11 +15,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
+from limiter.http.app_keys import REGISTRY
 from tests.support.agent_replies import Reply
 from tests.support.fake_agents_provider import FakeAgentsProvider
 from tests.support.gateway import (
+    apply,
     gateway_app,
     limiter_settings,
+    metric,
+    policy,
     query,
     seed_ledger,
     settled,
@@ -248,3 +252,21 @@ async def test_a_client_that_aborts_a_stream_leaves_a_partial_record(
     finally:
         fake.resume.set()
         await fake.close()
+
+
+async def test_stored_responses_stay_open_over_the_limit_and_are_counted_by_route(
+        sdk: Callable[[str], Awaitable[openai.AsyncOpenAI]], server: Any,
+        ledger_url: str) -> None:
+    alice = await sdk("alice")
+    created = await alice.responses.create(model="gpt-test", input="spend it all")
+    apply(ledger_url, policy(limits={"default_limit_usd": 0.001}))  # 1000 micros < COST
+    await settled(server.app)
+    with pytest.raises(openai.ConflictError):
+        await alice.responses.create(model="gpt-test", input="more")
+    # Retrieving generates nothing: it stays open to a user over the limit.
+    assert (await alice.responses.retrieve(created.id)).id == created.id
+    registry = server.app[REGISTRY]
+    assert metric(registry, "agentmeter_limiter_requests_total", route="/v1/responses",
+                  code="409", provider="openai") == 1
+    assert metric(registry, "agentmeter_limiter_requests_total",
+                  route="/v1/responses/{response_id}", code="200", provider="openai") == 1
