@@ -270,3 +270,25 @@ async def test_stored_responses_stay_open_over_the_limit_and_are_counted_by_rout
                   code="409", provider="openai") == 1
     assert metric(registry, "agentmeter_limiter_requests_total",
                   route="/v1/responses/{response_id}", code="200", provider="openai") == 1
+
+
+async def test_strict_mode_bounds_a_response_by_its_max_output_tokens(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path,
+        fake: FakeAgentsProvider) -> None:
+    # 1,500 micros left: the model's own cap (1,000 output tokens at 2 micros) is too much to
+    # hold, `max_output_tokens: 100` is not.
+    keys = seed_ledger(sqlite_url, policy(users=[{"username": "alice", "limit_usd": "0.0015"}]),
+                       keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, fake.base_url,
+                                                   enforcement="strict"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    headers = {"Authorization": f"Bearer {keys['alice']}"}
+    body = {"model": "gpt-test", "input": "hi"}
+    assert (await client.post("/v1/responses", json=body, headers=headers)).status == 409
+    allowed = await client.post("/v1/responses", json={**body, "max_output_tokens": 100},
+                                headers=headers)
+    assert allowed.status == 200
+    await settled(app)
+    assert ledger_rows(sqlite_url) == [billed_row("alice")]
+    assert query(sqlite_url, "SELECT count(*) FROM reservations")[0][0] == 0
