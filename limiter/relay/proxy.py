@@ -317,7 +317,6 @@ def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
     if result.usage is None:
         return None
     return UsageRecord(
-        response_id=AnswerOwners.storable(result.answer_id),
         id=x.record_id,
         user_id=x.admission.identity.user_id,
         model=x.model.name if x.model is not None else x.model_name,
@@ -327,6 +326,7 @@ def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
         chat=x.chat,
         partial=result.partial,
         reservation_id=x.reservation_id,
+        response_id=AnswerOwners.storable(result.answer_id),
     )
 
 
