@@ -37,6 +37,7 @@ metadata = MetaData(
 USER_TEXT_LENGTH = 1024  # users.username, name, email
 NAME_LENGTH = 255  # groups.name, models.name, model_aliases.alias
 CODER_ID_LENGTH = 36  # a UUID as Coder writes it
+ANSWER_ID_LENGTH = 255  # response_owners.response_id (OpenAI's are about 50 characters)
 
 # Counted per message in the rollups: web searches, and messages priced with a gap
 # (ledger.pricing.Gap: a variant, tier or fee without a price).
@@ -303,4 +304,14 @@ reservations = Table(
     Column("amount_micros", BigInteger, nullable=False),
     _ts("created_at", nullable=False),
     _ts("expires_at", nullable=False),
+)
+
+# Whose each stored provider answer is (OpenAI Responses ids): all users share the gateway's
+# provider key, so the gateway lets only the owner retrieve, delete or continue one. Written
+# with the usage record of the answer that created it.
+response_owners = Table(
+    "response_owners", metadata,
+    Column("response_id", String(ANSWER_ID_LENGTH), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    _ts("created_at", nullable=False),
 )

@@ -21,6 +21,7 @@ from ledger.dialect import upsert_for
 from ledger.periods import Period, as_utc, period_bounds
 from ledger.price_versions import PriceVersion, version_at, version_from_row
 from ledger.pricing import GAPS, Billing, PricedUsage, price_message
+from ledger.response_owners import record_owners
 from ledger.retention import refused_records
 from ledger.schema import (
     FEE_COLUMNS,
@@ -62,6 +63,8 @@ class UsageRecord:
     # was billed at instead of being priced again, so the spend carried over is what the
     # user was charged.
     billed: BilledCost | None = None
+    # The id the provider gave the answer, recorded as this user's (ledger.response_owners).
+    response_id: str | None = None
 
     @property
     def billing(self) -> Billing:
@@ -344,6 +347,8 @@ def _record_admitted(conn: Connection, records: list[UsageRecord]) -> list[Recor
             conn.execute(stmt, next(iter(sums.values())))
         elif sums:
             conn.execute(stmt, [sums[key] for key in sorted(sums)])
+    record_owners(conn, ((r.response_id, r.user_id, as_utc(r.created_at))
+                         for r in records if r.response_id is not None))
     releases = [{"id": r.reservation_id} for r in records if r.reservation_id is not None]
     if releases:
         conn.execute(s.release, releases)

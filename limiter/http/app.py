@@ -22,6 +22,7 @@ from coder.settings import CoderSettings
 from coder.tokens import TokenResolver
 from ledger.engine import create_async_engine, create_sync_engine
 from ledger.settings import DatabaseSettings
+from limiter.admission.answer_owners import AnswerOwners
 from limiter.admission.catalog_cache import DEFAULT_TTL_SECONDS, CatalogCache
 from limiter.admission.check_cache import CheckCache
 from limiter.admission.coder_tokens import CoderTokenLookups
@@ -29,6 +30,7 @@ from limiter.admission.enforcement import Enforcer
 from limiter.admission.key_check import KeyChecker
 from limiter.admission.ledger_listener import LedgerListener
 from limiter.http.app_keys import (
+    ANSWER_OWNERS,
     BODY_BUDGET,
     CATALOG,
     CHECK_CACHE,
@@ -116,6 +118,7 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
             lookups = CoderTokenLookups(resolver)
             app[REGISTRY].register(lookups)
         app[ENFORCER] = Enforcer(engine, config, database, metrics, key_checker, resolver)
+        app[ANSWER_OWNERS] = AnswerOwners(engine, database.connect_timeout_seconds)
         writer_engine = create_sync_engine(
             database, statement_timeout_s=database.connect_timeout_seconds * WRITE_TIMEOUT_FACTOR,
             application_name=WRITER_APPLICATION_NAME)

@@ -15,6 +15,7 @@ from limiter.admission.check_cache import CheckCache
 from limiter.settings import LimiterSettings
 
 if TYPE_CHECKING:
+    from limiter.admission.answer_owners import AnswerOwners
     from limiter.admission.catalog_cache import CatalogCache
     from limiter.admission.enforcement import Enforcer
     from limiter.admission.ledger_listener import LedgerListener
@@ -39,6 +40,7 @@ CHECK_CACHE = web.AppKey("check_cache", CheckCache)
 LISTENER: web.AppKey[LedgerListener | None] = web.AppKey("listener")
 ENFORCER: web.AppKey[Enforcer] = web.AppKey("enforcer")
 RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
+ANSWER_OWNERS: web.AppKey[AnswerOwners] = web.AppKey("answer_owners")
 
 # Set by the proxy handler for the metrics middleware: which provider, how long upstream took.
 PROVIDER = web.RequestKey("provider", str)

@@ -59,6 +59,7 @@ def to_entry(record: UsageRecord) -> Entry:
         "batch": record.batch,
         "speed": record.speed,
         "web_searches": record.web_searches,
+        "response_id": record.response_id,
     }
 
 
@@ -79,6 +80,7 @@ def from_entry(entry: Entry) -> UsageRecord:
         batch=bool(entry.get("batch", False)),
         speed=entry.get("speed"),
         web_searches=int(entry.get("web_searches", 0)),
+        response_id=entry.get("response_id"),
     )
 
 

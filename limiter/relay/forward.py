@@ -61,6 +61,8 @@ class ForwardResult:
     client_gone: bool = False
     # The provider's error object when the answer reported one (an error body or stream event).
     error: dict[str, Any] | None = None
+    # The id the provider gave a successful answer (see `Dialect.answer_id`).
+    answer_id: str | None = None
 
 
 async def _pieces(payload: bytes) -> AsyncIterator[memoryview]:
@@ -141,7 +143,8 @@ class UpstreamCall:
         return ForwardResult(
             response=response, status=upstream.status, usage=usage, partial=False,
             estimated=estimated, upstream_seconds=elapsed, first_byte_seconds=first_byte,
-            error=error if isinstance(error, dict) else None)
+            error=error if isinstance(error, dict) else None,
+            answer_id=self.dialect.answer_id(parsed) if upstream.status < 400 else None)
 
 
 async def relay(call: UpstreamCall, request: web.Request,
@@ -305,7 +308,7 @@ class _StreamRelay:
             response=response, status=self.status, usage=usage, partial=not parser.complete,
             estimated=estimated, upstream_seconds=self.upstream_seconds,
             first_byte_seconds=self.first_byte, client_gone=self.client_gone,
-            error=parser.error)
+            error=parser.error, answer_id=parser.answer_id if self.status < 400 else None)
 
 
 class _ClientWatch:

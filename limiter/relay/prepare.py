@@ -40,7 +40,7 @@ def prepare_call(*, route: Route, upstream: Upstream, request: web.Request,
     The limiter builds it while its limit check is out, so that admission is followed by one
     write. `raw_body`, the bytes the client sent, is forwarded as is when the dialect needs no
     change to the body (saving a re-encode of large agent contexts) and sizes the input
-    estimate.
+    estimate; a GET or DELETE that came without a body goes upstream without one.
     """
     path, _, query = request.raw_path.partition("?")
     headers = forwardable_headers(request.headers)
@@ -48,13 +48,17 @@ def prepare_call(*, route: Route, upstream: Upstream, request: web.Request,
         if name not in headers:
             headers[name] = value
     headers.update(upstream.headers)
-    headers["Content-Type"] = "application/json"
+    payload: bytes | None = None
+    if raw_body or route.method == "POST":
+        headers["Content-Type"] = "application/json"
+        payload = route.dialect.upstream_payload(body, raw_body)
+    # else: a GET or DELETE without a body goes upstream without one
     return UpstreamCall(
         upstream=upstream,
         method=route.method,
         url=upstream.url(path, without_query_credentials(query)),
         headers=headers,
-        payload=route.dialect.upstream_payload(body, raw_body),
+        payload=payload,
         stream=route.is_stream(body),
         request_bytes=len(raw_body),
         dialect=route.dialect,

@@ -30,10 +30,12 @@ from aiohttp import web
 
 from ledger.catalog import Model
 from ledger.usage import UsageRecord
+from limiter.admission.answer_owners import AnswerOwners
 from limiter.admission.catalog_cache import CatalogUnavailable
 from limiter.admission.credentials import credential_of
 from limiter.admission.enforcement import Admission, strict_upper_bound
 from limiter.http.app_keys import (
+    ANSWER_OWNERS,
     BODY_BUDGET,
     CATALOG,
     CLOCK,
@@ -152,6 +154,10 @@ async def proxy(request: web.Request, route: Route) -> web.StreamResponse:
     try:
         if prepared.catalog_error is not None and not admission.failed_open:
             raise prepared.catalog_error
+        referenced = route.dialect.referenced_answer(prepared.body)
+        if referenced is not None:
+            await app[ANSWER_OWNERS].check(referenced, admission.identity.user_id,
+                                           route.dialect)
         reservation_id: str | None = None
         if enforcer.strict:
             bound = strict_upper_bound(prepared.model, len(prepared.raw),
@@ -177,15 +183,20 @@ async def proxy(request: web.Request, route: Route) -> web.StreamResponse:
 
 async def relay_unbilled(request: web.Request, route: Route) -> web.StreamResponse:
     """A route whose calls cost nothing (token counting, retrieving a stored answer): the
-    caller must be known, but no limit applies and nothing is recorded. The body, if any, is
+    caller must be known, but no limit applies and nothing is recorded. An answer the call
+    names (in its path, or as the one it builds on) must be the caller's. The body, if any, is
     read within the same bounds and forwarded as it came."""
     app = request.app
     settings = app[SETTINGS]
     request[PROVIDER] = app[UPSTREAMS].label_for(route)
-    await app[ENFORCER].identify(credential_of(request, settings))
+    identity = await app[ENFORCER].identify(credential_of(request, settings))
     raw, hold = await _read_body(request)
     try:
         body = parse_json_object(raw) if raw.strip() else {}
+        named = (request.match_info[route.answer_param] if route.answer_param is not None
+                 else route.dialect.referenced_answer(body))
+        if named is not None:
+            await app[ANSWER_OWNERS].check(named, identity.user_id, route.dialect)
         upstream = app[UPSTREAMS].for_call(route, await _named_model(request, route, body))
         request[PROVIDER] = upstream.name
         call = prepare_call(route=route, upstream=upstream, request=request, body=body,
@@ -235,6 +246,7 @@ async def _prepare(request: web.Request, route: Route) -> Prepared:
     raw, hold = await _read_body(request)
     try:
         body = parse_json_object(raw)
+        route.dialect.check_request(body)
         model_name = route.model_of(body, request.match_info)
         catalog_error: CatalogUnavailable | None = None
         try:
@@ -314,6 +326,7 @@ def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
         chat=x.chat,
         partial=result.partial,
         reservation_id=x.reservation_id,
+        response_id=AnswerOwners.storable(result.answer_id),
     )
 
 
@@ -328,6 +341,8 @@ async def _forward_and_record(x: Exchange) -> web.StreamResponse:
         nonlocal journaled
         if record is not None:
             journaled = recorder.journal_now(record)
+            if record.response_id is not None:
+                app[ANSWER_OWNERS].remember(record.response_id, record.user_id)
 
     call, x.call = x.call, None
     assert call is not None

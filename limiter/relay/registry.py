@@ -22,6 +22,7 @@ from limiter.http.errors import error_body
 from limiter.relay.dialects.anthropic import AnthropicMessages
 from limiter.relay.dialects.base import Dialect
 from limiter.relay.dialects.openai import ChatCompletions
+from limiter.relay.dialects.openai_responses import Responses
 from limiter.settings import KeyHeader
 
 # (status, code, message) -> the JSON body of an error answer on a route.
@@ -53,6 +54,8 @@ class Route:
     model_param: str | None = None
     # Fixed by the path (e.g. a streaming endpoint); None: the body's `stream` flag.
     stream: bool | None = None
+    # The path parameter naming an earlier answer, which must be the caller's (else 404).
+    answer_param: str | None = None
     error_shape: ErrorShape = field(default=error_body)
     summary: str = ""
 
@@ -74,6 +77,9 @@ KINDS: dict[str, UpstreamKind] = {kind.name: kind for kind in (
 
 _CHAT_COMPLETIONS = ChatCompletions()
 _ANTHROPIC_MESSAGES = AnthropicMessages()
+_RESPONSES = Responses()
+# A stored response: all users share the gateway's key, so only its owner reaches it.
+_STORED = "/v1/responses/{response_id}"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS,
@@ -82,6 +88,19 @@ ROUTES: tuple[Route, ...] = (
           summary="Anthropic Messages, forwarded to an Anthropic-kind upstream."),
     Route("POST", "/v1/messages/count_tokens", "anthropic", _ANTHROPIC_MESSAGES, billed=False,
           summary="Anthropic token counting (free: not checked against limits, not recorded)."),
+    Route("POST", "/v1/responses", "openai", _RESPONSES,
+          summary="OpenAI Responses, forwarded to an OpenAI-kind upstream (not background)."),
+    Route("POST", "/v1/responses/input_tokens", "openai", _RESPONSES, billed=False,
+          summary="OpenAI Responses input token counting (free: not checked, not recorded)."),
+    Route("GET", _STORED, "openai", _RESPONSES, billed=False, answer_param="response_id",
+          summary="Retrieve one of the caller's stored responses (not billed)."),
+    Route("DELETE", _STORED, "openai", _RESPONSES, billed=False, answer_param="response_id",
+          summary="Delete one of the caller's stored responses (not billed)."),
+    Route("POST", f"{_STORED}/cancel", "openai", _RESPONSES, billed=False,
+          answer_param="response_id", summary="Cancel one of the caller's responses (not billed)."),
+    Route("GET", f"{_STORED}/input_items", "openai", _RESPONSES, billed=False,
+          answer_param="response_id",
+          summary="List the input items of one of the caller's responses (not billed)."),
 )
 
 

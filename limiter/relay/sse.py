@@ -74,6 +74,11 @@ class StreamUsageParser:
     def output_final(self) -> bool:
         raise NotImplementedError
 
+    @property
+    def answer_id(self) -> str | None:
+        """The id the provider gave the answer, where the gateway keeps whose it is."""
+        return None
+
     def on_event(self, event: bytes, data: bytes) -> None:
         """One dispatched event (`event` is b"message" when the stream named none)."""
         raise NotImplementedError

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import agent_setups
+from tests.support.agent_gateway import expected_rows, gateway_in_front
 from tests.support.agent_replies import ANSWER_MARK, Reply, ToolCall
 from tests.support.agent_setups import Finished, run
 from tests.support.fake_agents_provider import Call, FakeAgentsProvider
@@ -199,3 +200,23 @@ async def test_agent_stops_on_the_limit_refusal_and_shows_it(
     assert finished.code not in (None, 0), finished
     # Claude Code shows the body's top-level `message`, the others the dialect's error message.
     assert "Chat usage limit exceeded" in finished.stdout + finished.stderr
+
+
+# Through the gateway: the same clients and fake, the gateway between them ---------------------
+
+
+@pytest.mark.parametrize("agent", [agent for agent in agent_setups.AGENTS
+                                   if agent.name in ("codex", "opencode-openai", "agents-sdk")],
+                         ids=lambda agent: agent.name)
+async def test_responses_agent_through_the_gateway_is_billed_to_the_micro(
+        fake: FakeAgentsProvider, home: Path, tmp_path: Path, sqlite_url: str,
+        agent: agent_setups.Agent) -> None:
+    fake.queue(Reply(tool_call=TOOL_CALLS.get(
+        agent.name, ToolCall("write_note", {"text": "written by the agent"}))))
+    async with gateway_in_front(fake, sqlite_url, tmp_path) as gateway:
+        finished = await run(agent.make(home, gateway.base_url, gateway.key, "Look around."),
+                             home.parent / "work")
+        assert_done(finished)
+        assert {call.path for call in billed(fake)} == {"/v1/responses"}
+        assert len(billed(fake)) >= 2  # the tool turn, then the answer
+        assert await gateway.rows() == expected_rows(fake)

@@ -38,8 +38,11 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 OPENAI_BODY: dict[str, Any] = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
 ANTHROPIC_BODY: dict[str, Any] = {"model": "claude-x", "max_tokens": 100,
                   "messages": [{"role": "user", "content": "hi"}]}
-# The billed routes of the registry, by the kind of upstream they call (one each today).
-PATHS = {route.kind: route.path for route in ROUTES if route.billed}
+# The first billed route of the registry for each kind of upstream (the one the fake serves).
+PATHS: dict[str, str] = {}
+for _route in ROUTES:
+    if _route.billed:
+        PATHS.setdefault(_route.kind, _route.path)
 BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
 USAGE = {"openai": TokenUsage(input=90, output=40, cache_read=300, cache_write=20),
          "anthropic": TokenUsage(input=90, output=40, cache_read=300, cache_write=20,

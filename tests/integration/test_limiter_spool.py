@@ -24,7 +24,8 @@ async def test_spool_left_by_a_previous_run_is_replayed_at_start_up(
     at = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
     records = [UsageRecord(id=str(uuid.uuid4()), user_id=alice_id, model="gpt-test",
                            provider="openai", usage=TokenUsage(input=10, output=n),
-                           created_at=at, chat="chat-s", partial=n == 2) for n in range(3)]
+                           created_at=at, chat="chat-s", partial=n == 2,
+                           response_id=f"resp_spooled{n}" if n else None) for n in range(3)]
     spool = Spool(tmp_path / "spool")
     spool.open()
     for record in records:
@@ -45,5 +46,9 @@ async def test_spool_left_by_a_previous_run_is_replayed_at_start_up(
     assert [(r.id, r.output_tokens, r.cost_micros, bool(r.partial)) for r in rows] == [
         (records[0].id, 0, 10, False), (records[1].id, 1, 12, False),
         (records[2].id, 2, 14, True)]
+    # Whose each response id is rides with its record.
+    owners = query(ledger_url, "SELECT response_id, user_id FROM response_owners "
+                               "ORDER BY response_id")
+    assert [tuple(r) for r in owners] == [("resp_spooled1", alice_id), ("resp_spooled2", alice_id)]
     assert metric(registry, "agentmeter_limiter_spool_pending") == 0
     await client.close()

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ledger.tokens import TokenUsage
-from limiter.http.errors import BadRequest
+from limiter.http.errors import BadRequest, NotFound
 from limiter.relay.sse import StreamUsageParser
 
 # Estimates: about 4 characters (or bytes of request JSON) per token. Used only when the provider
@@ -87,6 +87,18 @@ class Dialect(ABC):
     def is_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream") is True
 
+    def check_request(self, body: dict[str, Any]) -> None:
+        """Refuse (400) a request the gateway cannot meter; nothing to refuse by default."""
+        return None
+
+    def referenced_answer(self, body: dict[str, Any]) -> str | None:
+        """The id of an earlier answer the request builds on (which must be the caller's)."""
+        return None
+
+    def not_found(self, answer_id: str) -> NotFound:
+        """The 404 for an answer id the caller does not own, in the dialect's error shape."""
+        return NotFound(f"{answer_id!r} not found.")
+
     @abstractmethod
     def requested_max_tokens(self, body: dict[str, Any]) -> int | None: ...
 
@@ -108,6 +120,10 @@ class Dialect(ABC):
     @abstractmethod
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         """Usage of a complete (non-streamed) answer or error body; None when it reports none."""
+
+    def answer_id(self, body: Any) -> str | None:
+        """The id the provider gave a complete answer, where the gateway keeps whose it is."""
+        return None
 
     @abstractmethod
     def stream_parser(self) -> StreamUsageParser: ...

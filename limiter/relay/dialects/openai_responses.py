@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.tokens import TokenUsage
+from limiter.http.errors import BadRequest, NotFound
+from limiter.relay.dialects.base import Dialect, positive_int
 from limiter.relay.sse import StreamUsageParser, count, load_json, scan_text_chars, text_keys
 
 TERMINAL_EVENTS = (b"response.completed", b"response.incomplete", b"response.failed")
@@ -95,6 +97,10 @@ class ResponsesStreamParser(StreamUsageParser):
         return self._usage
 
     @property
+    def answer_id(self) -> str | None:
+        return self.facts.response_id
+
+    @property
     def output_final(self) -> bool:
         # Usage arrives only in the terminal event, with the final counts.
         return self._usage is not None
@@ -130,3 +136,48 @@ class ResponsesStreamParser(StreamUsageParser):
                 error = response.get("error") if isinstance(response, dict) else None
                 if name == b"response.failed" and isinstance(error, dict):
                     self.error = error
+
+
+class ResponseNotFound(NotFound):
+    """A response id the caller does not own (or nobody does): OpenAI's own 404, so a client
+    cannot tell another user's response from one that never existed."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id {response_id!r} not found.")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": "invalid_request_error",
+                          "param": None, "code": None}}
+
+
+class Responses(Dialect):
+    """OpenAI Responses API: `POST /v1/responses` and the routes on a stored response.
+
+    Streams need no option spliced in: their terminal event always carries the usage, so the
+    client's bytes go upstream untouched.
+    """
+
+    def check_request(self, body: dict[str, Any]) -> None:
+        if body.get("background") is True:
+            raise BadRequest("Background responses are not supported by this gateway: an "
+                             "answer that arrives later cannot be metered. Send the request "
+                             "without `background: true`.", code="background_not_supported")
+
+    def referenced_answer(self, body: dict[str, Any]) -> str | None:
+        previous = body.get("previous_response_id")
+        return previous if isinstance(previous, str) and previous else None
+
+    def not_found(self, answer_id: str) -> NotFound:
+        return ResponseNotFound(answer_id)
+
+    def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
+        return positive_int(body.get("max_output_tokens"))
+
+    def usage_from_body(self, body: Any) -> TokenUsage | None:
+        return response_facts(body)[1]
+
+    def answer_id(self, body: Any) -> str | None:
+        return response_facts(body)[0].response_id
+
+    def stream_parser(self) -> ResponsesStreamParser:
+        return ResponsesStreamParser()
