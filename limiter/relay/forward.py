@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from ledger.pricing import STANDARD, Billing
 from ledger.tokens import TokenUsage
 from limiter.http.errors import CLIENT_CLOSED_REQUEST, UpstreamError, UpstreamTimeout
 from limiter.relay.dialects.base import Dialect, settle_usage
@@ -61,6 +62,8 @@ class ForwardResult:
     client_gone: bool = False
     # The provider's error object when the answer reported one (an error body or stream event).
     error: dict[str, Any] | None = None
+    # What the answer reported beyond tokens: its service tier, speed and fees.
+    billing: Billing = STANDARD
 
 
 async def _pieces(payload: bytes) -> AsyncIterator[memoryview]:
@@ -141,7 +144,8 @@ class UpstreamCall:
         return ForwardResult(
             response=response, status=upstream.status, usage=usage, partial=False,
             estimated=estimated, upstream_seconds=elapsed, first_byte_seconds=first_byte,
-            error=error if isinstance(error, dict) else None)
+            error=error if isinstance(error, dict) else None,
+            billing=self.dialect.billing_from_body(parsed))
 
 
 async def relay(call: UpstreamCall, request: web.Request,
@@ -305,7 +309,7 @@ class _StreamRelay:
             response=response, status=self.status, usage=usage, partial=not parser.complete,
             estimated=estimated, upstream_seconds=self.upstream_seconds,
             first_byte_seconds=self.first_byte, client_gone=self.client_gone,
-            error=parser.error)
+            error=parser.error, billing=parser.billing)
 
 
 class _ClientWatch:

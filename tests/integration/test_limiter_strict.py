@@ -112,8 +112,6 @@ TIERED_MODEL = {"name": "gpt-tiered", "provider": "openai", "max_output_tokens":
                             "tiers": [{"above": 100, "input": 4, "output": 8}]}}
 
 
-@pytest.mark.xfail(strict=True, reason="limiter wiring pending: strict_upper_bound must bound "
-                   "with Model.prices (ledger.pricing.cost_upper_bound), not the flat base prices")
 async def test_fifty_concurrent_requests_reaching_a_tier_never_pass_the_limit(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path) -> None:
     # Each answer reports 150 input tokens, past the tier: 150 x 4 + 500 x 8 = 4,600 micros,
