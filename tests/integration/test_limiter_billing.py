@@ -16,18 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from ledger.pricing import Billing
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 from tests.support.catalog_prices import catalog_micros
+from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     MovableClock,
     bearer,
     gateway_app,
     limiter_settings,
+    openai_request,
     policy,
     query,
     seed_ledger,
@@ -110,3 +112,24 @@ async def test_an_answers_service_tier_and_fees_are_recorded_and_priced_as_the_c
                                        billing.web_searches)
     assert tier_start == TIER_START.get(name, 0)
     assert cost == catalog_micros(expected["provider"], model, usage, billing, clock.now)
+
+
+@pytest.mark.parametrize(("asked", "recorded"), [("flex", "flex"), ("auto", None)])
+async def test_a_cut_stream_is_recorded_at_the_service_tier_the_request_asked_for(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, asked: str,
+        recorded: str | None) -> None:
+    # The provider drops the stream before any chunk naming a tier or carrying usage.
+    fake = FakeUpstream(Answer(drop_after=2))
+    await fake.start()
+    keys = seed_ledger(sqlite_url, policy(), keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, fake.base_url),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    resp = await client.post("/v1/chat/completions",
+                             json=openai_request(stream=True, service_tier=asked),
+                             headers=bearer(keys["alice"]))
+    with contextlib.suppress(ClientPayloadError):
+        await resp.read()
+    await settled(app)
+    await fake.close()
+    assert query(sqlite_url, "SELECT partial, service_tier FROM messages") == [(1, recorded)]
