@@ -41,7 +41,8 @@ WEB_SEARCH_TOOL_PREFIX = "web_search_"
 
 
 class UsageCounters:
-    """Latest value of each Anthropic usage counter; a later report replaces, never adds."""
+    """Latest value of each Anthropic usage counter and billing fact; a later report replaces,
+    never adds."""
 
     __slots__ = ("has_split", "service_tier", "speed", "values", "web_searches")
 
