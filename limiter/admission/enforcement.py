@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coder.tokens import TokenResolver
 from ledger.catalog import Model
-from ledger.pricing import cost_upper_bound
+from ledger.pricing import UnboundedWebSearches, cost_upper_bound
 from ledger.reservations import reserve
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus, check_key, limit_status
@@ -47,7 +47,7 @@ from limiter.admission.identity import (
 )
 from limiter.admission.key_check import CheckResult, KeyChecker
 from limiter.database import DATABASE_ERRORS, autocommitted, in_transaction, is_timeout
-from limiter.http.errors import LimitExceeded, ServiceUnavailable
+from limiter.http.errors import BadRequest, LimitExceeded, ServiceUnavailable
 from limiter.metrics import LimiterMetrics
 from limiter.settings import LimiterSettings
 from limiter.timefmt import rfc3339
@@ -88,12 +88,23 @@ def retry_after_seconds(status: LimitStatus, now: datetime) -> int:
     return max(0, math.ceil((status.period_end - now).total_seconds()))
 
 
-def strict_upper_bound(model: Model | None, body_bytes: int, max_tokens: int | None) -> int:
-    """Most the request can cost: every body byte an input token at the dearest input price."""
+def strict_upper_bound(model: Model | None, body_bytes: int, max_tokens: int | None, *,
+                       service_tier: str | None = None, speed: str | None = None,
+                       web_searches: int | None = 0) -> int:
+    """Most the request can cost under the model's prices in effect: every body byte an input
+    token (so every tier its size can reach counts) at the dearest input price, at the service
+    tier and speed asked for (no tier asked: the dearest the model has), plus up to
+    `web_searches` searches (None: unbounded, refused with 400).
+    """
     if model is None or model.pricing is None:
         return 0  # unpriced traffic adds no spend
     output = max_tokens or model.max_output_tokens or FALLBACK_MAX_OUTPUT_TOKENS
-    return cost_upper_bound(model.pricing, body_bytes, output)
+    prices = model.prices if model.prices is not None else model.pricing
+    try:
+        return cost_upper_bound(prices, body_bytes, output, service_tier=service_tier,
+                                speed=speed, web_searches=web_searches)
+    except UnboundedWebSearches as exc:
+        raise BadRequest(str(exc), code="unbounded_web_searches") from exc
 
 
 def check_status(conn: Connection, credential: Credential, now: datetime

@@ -21,7 +21,6 @@ from limiter.http.app_keys import ERROR_SHAPE, METRICS, PROVIDER, RESPONDED_AT, 
 from limiter.http.errors import (
     CLIENT_CLOSED_REQUEST,
     LimiterError,
-    LimitExceeded,
     RequestTimeout,
     error_body,
 )
@@ -57,9 +56,11 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, RequestTimeout):
         request.app[METRICS].client_timeouts_by("body").inc()
     if isinstance(exc, LimiterError):
+        # An error that shapes its own body (the 409's documented one, a dialect's own 404)
+        # keeps it; any other takes the shape of the route it happened on.
         shape = request.get(ERROR_SHAPE)
-        body = (exc.body() if shape is None or isinstance(exc, LimitExceeded)
-                else shape(exc.status, exc.code, exc.message))
+        own = type(exc).body is not LimiterError.body
+        body = exc.body() if shape is None or own else shape(exc.status, exc.code, exc.message)
         return web.json_response(body, status=exc.status, headers=exc.headers)
     if isinstance(exc, NotFoundError):
         return error_response(404, "not_found", str(exc))

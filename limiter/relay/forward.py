@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from ledger.pricing import STANDARD, Billing
 from ledger.tokens import TokenUsage
 from limiter.http.errors import CLIENT_CLOSED_REQUEST, UpstreamError, UpstreamTimeout
 from limiter.relay.dialects.base import Dialect, settle_usage
@@ -63,6 +64,8 @@ class ForwardResult:
     error: dict[str, Any] | None = None
     # The id the provider gave a successful answer (see `Dialect.answer_id`).
     answer_id: str | None = None
+    # What the answer reported beyond tokens: its service tier, speed and fees.
+    billing: Billing = STANDARD
 
 
 async def _pieces(payload: bytes) -> AsyncIterator[memoryview]:
@@ -144,7 +147,8 @@ class UpstreamCall:
             response=response, status=upstream.status, usage=usage, partial=False,
             estimated=estimated, upstream_seconds=elapsed, first_byte_seconds=first_byte,
             error=error if isinstance(error, dict) else None,
-            answer_id=self.dialect.answer_id(parsed) if upstream.status < 400 else None)
+            answer_id=self.dialect.answer_id(parsed) if upstream.status < 400 else None,
+            billing=self.dialect.billing_from_body(parsed))
 
 
 async def relay(call: UpstreamCall, request: web.Request,
@@ -308,7 +312,8 @@ class _StreamRelay:
             response=response, status=self.status, usage=usage, partial=not parser.complete,
             estimated=estimated, upstream_seconds=self.upstream_seconds,
             first_byte_seconds=self.first_byte, client_gone=self.client_gone,
-            error=parser.error, answer_id=parser.answer_id if self.status < 400 else None)
+            error=parser.error, answer_id=parser.answer_id if self.status < 400 else None,
+            billing=parser.billing)
 
 
 class _ClientWatch:

@@ -8,7 +8,9 @@ its model and encoded for the provider while the ledger answers, so that admissi
 by one write upstream; a larger body is read only once the caller is admitted (an unknown key
 or a blocked user costs no upload: at most `OVERLAP_BODY_BYTES` of a body are read before the
 key is known valid). Bodies are read within the bounds of `limiter.relay.body`; the model must
-be declared (unless `unknown_models: allow`); strict mode holds an upper bound; the usage is
+be declared (unless `unknown_models: allow`); strict mode holds an upper bound (with the
+service tier, speed and web searches the request asks for); the usage, with the service tier
+and fees the answer reports (an estimated record: those the request asked for), is
 appended to the journal just before the answer's last byte goes out (one page-cache write) and
 committed to the ledger after it, so recording adds next to nothing to the latency the client
 sees.
@@ -51,6 +53,7 @@ from limiter.http.app_keys import (
 from limiter.http.errors import BadRequest, LimiterError
 from limiter.recording.record_files import Entry
 from limiter.relay.body import BodyHold, parse_json_object, read_capped
+from limiter.relay.dialects.base import Asked, estimated_billing
 from limiter.relay.forward import ForwardResult, UpstreamCall, relay
 from limiter.relay.prepare import prepare_call
 from limiter.relay.registry import Route
@@ -107,6 +110,7 @@ class Prepared:
     model: Model | None
     chat: str | None
     call: UpstreamCall
+    asked: Asked
     # The catalog could not be read: only a failed-open admission lets the request pass.
     catalog_error: CatalogUnavailable | None
 
@@ -124,6 +128,7 @@ class Exchange:
     model: Model | None
     model_name: str
     chat: str | None
+    asked: Asked
     reservation_id: str | None
     # The idempotency key of the usage record, fixed when the request arrived.
     record_id: str
@@ -160,8 +165,11 @@ async def proxy(request: web.Request, route: Route) -> web.StreamResponse:
                                            route.dialect)
         reservation_id: str | None = None
         if enforcer.strict:
+            asked = prepared.asked
             bound = strict_upper_bound(prepared.model, len(prepared.raw),
-                                       route.dialect.requested_max_tokens(prepared.body))
+                                       route.dialect.requested_max_tokens(prepared.body),
+                                       service_tier=asked.service_tier, speed=asked.speed,
+                                       web_searches=asked.web_searches)
             reservation_id = await enforcer.hold(admission, bound, now)
     except BaseException:
         prepared.hold.release()
@@ -169,7 +177,8 @@ async def proxy(request: web.Request, route: Route) -> web.StreamResponse:
 
     answered: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
     exchange = Exchange(request, route, prepared.call.upstream, prepared.call, admission,
-                        prepared.model, prepared.model_name, prepared.chat, reservation_id,
+                        prepared.model, prepared.model_name, prepared.chat, prepared.asked,
+                        reservation_id,
                         record_id, now, answered)
     del prepared, early
     # The exchange runs as its own task: the handler returns (freeing the keep-alive
@@ -262,7 +271,8 @@ async def _prepare(request: web.Request, route: Route) -> Prepared:
     except BaseException:
         hold.release()
         raise
-    return Prepared(raw, hold, body, model_name, model, chat, call, catalog_error)
+    return Prepared(raw, hold, body, model_name, model, chat, call, route.dialect.asked(body),
+                    catalog_error)
 
 
 async def _prepare_while_checking(request: web.Request, route: Route,
@@ -316,6 +326,8 @@ async def _send_whole(request: web.Request, response: web.Response) -> None:
 def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
     if result.usage is None:
         return None
+    billing = (estimated_billing(result.billing, x.asked) if result.estimated or result.partial
+               else result.billing)
     return UsageRecord(
         id=x.record_id,
         user_id=x.admission.identity.user_id,
@@ -327,6 +339,10 @@ def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
         partial=result.partial,
         reservation_id=x.reservation_id,
         response_id=AnswerOwners.storable(result.answer_id),
+        service_tier=billing.service_tier,
+        batch=billing.batch,
+        speed=billing.speed,
+        web_searches=billing.web_searches,
     )
 
 

@@ -14,6 +14,7 @@ import re
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
+from ledger.pricing import STANDARD, Billing
 from ledger.tokens import TokenUsage
 from limiter import json_codec
 
@@ -42,7 +43,9 @@ class StreamUsageParser:
     `usage` is the best known usage (latest value of each counter, never a sum) or None,
     `complete` says the provider's terminal event was seen, `output_final` that the output count
     is the provider's final one, `output_text_chars` how much generated text was relayed (the basis
-    of the estimate when counts are missing) and `error` the provider's error object, if any.
+    of the estimate when counts are missing), `error` the provider's error object, if any, and
+    `billing` what the answer reported beyond tokens (service tier, speed, web searches; the
+    standard tier until the stream says otherwise).
     """
 
     __slots__ = ("_cr", "_data", "_ending", "_event", "_seen", "_tail", "complete", "error",
@@ -78,6 +81,10 @@ class StreamUsageParser:
     def answer_id(self) -> str | None:
         """The id the provider gave the answer, where the gateway keeps whose it is."""
         return None
+
+    @property
+    def billing(self) -> Billing:
+        return STANDARD
 
     def on_event(self, event: bytes, data: bytes) -> None:
         """One dispatched event (`event` is b"message" when the stream named none)."""

@@ -19,6 +19,7 @@ from ledger.usage import UsageRecord, record_usage
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
     MovableClock,
+    anthropic_request,
     bearer,
     gateway_app,
     limiter_settings,
@@ -112,8 +113,6 @@ TIERED_MODEL = {"name": "gpt-tiered", "provider": "openai", "max_output_tokens":
                             "tiers": [{"above": 100, "input": 4, "output": 8}]}}
 
 
-@pytest.mark.xfail(strict=True, reason="limiter wiring pending: strict_upper_bound must bound "
-                   "with Model.prices (ledger.pricing.cost_upper_bound), not the flat base prices")
 async def test_fifty_concurrent_requests_reaching_a_tier_never_pass_the_limit(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path) -> None:
     # Each answer reports 150 input tokens, past the tier: 150 x 4 + 500 x 8 = 4,600 micros,
@@ -146,3 +145,49 @@ async def test_fifty_concurrent_requests_reaching_a_tier_never_pass_the_limit(
     answered = statuses.count(200)
     assert set(statuses) == {200, 409} and answered >= 1
     assert spend(ledger_url) == answered * 4_600 <= limit
+
+
+# A model whose web searches cost 10 USD per 1,000: 10,000 micros each.
+SEARCHING_MODEL = {"name": "claude-searching", "provider": "anthropic", "max_output_tokens": 100,
+                   "pricing": {"input": 1, "output": 2, "fees": {"web_search": 10}}}
+
+
+def searching(max_uses: int | None) -> dict[str, Any]:
+    tool: dict[str, Any] = {"type": "web_search_20250305", "name": "web_search"}
+    if max_uses is not None:
+        tool["max_uses"] = max_uses
+    return anthropic_request(model="claude-searching", tools=[tool])
+
+
+async def test_a_request_allowing_unbounded_web_searches_is_refused(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url, policy(models=[SEARCHING_MODEL]), keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url,
+                                                   enforcement="strict"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    refused = await client.post("/v1/messages", json=searching(None),
+                                headers=bearer(keys["alice"]))
+    assert refused.status == 400
+    error = (await refused.json())["error"]
+    assert "unbounded web searches" in error["message"] and "max_uses" in error["message"]
+    assert upstream.received == []
+    assert query(sqlite_url, "SELECT count(*) FROM reservations")[0][0] == 0
+
+
+async def test_the_bound_counts_the_search_tools_max_uses(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    # 30,000 micros left: one search (10,000) fits beside the tokens, five (50,000) do not.
+    users = [{"username": "alice", "limit_usd": "0.03"}]
+    keys = seed_ledger(sqlite_url, policy(users=users, models=[SEARCHING_MODEL]),
+                       keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url,
+                                                   enforcement="strict"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    five = await client.post("/v1/messages", json=searching(5), headers=bearer(keys["alice"]))
+    assert five.status == 409
+    one = await client.post("/v1/messages", json=searching(1), headers=bearer(keys["alice"]))
+    assert one.status == 200
+    await settled(app)
+    assert len(upstream.received) == 1

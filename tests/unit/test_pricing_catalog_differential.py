@@ -18,11 +18,9 @@ Disagreements on purpose, each tested by name below:
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from genai_prices import Usage, calc_price
 from genai_prices.data import providers
 from genai_prices.types import ClauseStartsWith, ModelInfo
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +29,7 @@ from hypothesis import strategies as st
 from ledger.price_catalog import CatalogModel, find_catalog_model
 from ledger.pricing import Billing, Gap, PriceSheet, price_message
 from ledger.tokens import TokenUsage
+from tests.support.catalog_prices import catalog_micros
 
 PROVIDERS = ("anthropic", "openai", "google")
 
@@ -50,19 +49,6 @@ SERVICE_TIERS = (None, "default", "standard", "flex", "priority", "fast", "ultra
 
 def sheet_at(model: CatalogModel, at: datetime) -> PriceSheet:
     return [sheet for start, sheet in model.schedule if start <= at][-1]
-
-
-def catalog_micros(provider: str, name: str, usage: TokenUsage, billing: Billing,
-                   at: datetime) -> int:
-    writes = usage.cache_write + usage.cache_write_1h
-    context = dict(billing.context())
-    price = calc_price(
-        Usage(input_tokens=usage.input + usage.cache_read + writes,
-              output_tokens=usage.output, cache_read_tokens=usage.cache_read,
-              cache_write_tokens=writes, cache_write_1h_tokens=usage.cache_write_1h,
-              web_searches=billing.web_searches),
-        name, provider_id=provider, genai_request_timestamp=at, price_context=context or None)
-    return math.ceil(price.total_price * 1_000_000)
 
 
 def counts(thresholds: tuple[int, ...]) -> st.SearchStrategy[int]:

@@ -11,6 +11,12 @@ dropped. `output_tokens` includes thinking.
 In a stream `message_start` carries the input side (`message.usage`) and `message_delta` the
 cumulative output (and may repeat the input side): every counter is taken at its latest value,
 never summed. `message_stop` ends the stream; `ping` is a keep-alive; `error` reports a failure.
+
+Billing facts sit in the same `usage` object, also taken at their latest value: `service_tier`
+(`standard`, `priority`, `batch`), `speed` (`standard` or `fast`) and the web searches the
+server ran (`server_tool_use.web_search_requests`). A request asks for a tier with
+`service_tier` (`auto` or `standard_only`), for fast mode with `speed`, and bounds its searches
+with the web search tool's `max_uses` (`{"type": "web_search_20250305", "max_uses": 5}`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ledger.pricing import Billing
 from ledger.tokens import TokenUsage
-from limiter.relay.dialects.base import Dialect, positive_int
+from limiter.relay.dialects.base import Asked, Dialect, asked_service_tier, positive_int, tools_of
 from limiter.relay.sse import StreamUsageParser, count, load_json, scan_text_chars, text_keys
 
 # Sent when the client names no API version (the SDKs always do).
@@ -28,20 +35,37 @@ DEFAULT_VERSION = "2023-06-01"
 _COUNTERS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
              "cache_read_input_tokens")
 _SPLIT = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+# What a request's `service_tier` asks for, in the tier names answers report.
+_ASKED_TIERS = {"standard_only": "standard"}
+WEB_SEARCH_TOOL_PREFIX = "web_search_"
 
 
 class UsageCounters:
-    """Latest value of each Anthropic usage counter; a later report replaces, never adds."""
+    """Latest value of each Anthropic usage counter and billing fact; a later report replaces,
+    never adds."""
 
-    __slots__ = ("has_split", "values")
+    __slots__ = ("has_split", "service_tier", "speed", "values", "web_searches")
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
         self.has_split = False
+        self.service_tier: str | None = None
+        self.speed: str | None = None
+        self.web_searches = 0
 
     def update(self, usage: object) -> None:
         if not isinstance(usage, dict):
             return
+        tier, speed = usage.get("service_tier"), usage.get("speed")
+        if isinstance(tier, str) and tier:
+            self.service_tier = tier
+        if isinstance(speed, str) and speed:
+            self.speed = speed
+        server_tools = usage.get("server_tool_use")
+        if isinstance(server_tools, dict):
+            searches = count(server_tools.get("web_search_requests"))
+            if searches is not None:
+                self.web_searches = searches
         for name in _COUNTERS:
             value = count(usage.get(name))
             if value is not None:
@@ -53,6 +77,10 @@ class UsageCounters:
                 if value is not None:
                     self.values[name] = value
                     self.has_split = True
+
+    def billing(self) -> Billing:
+        return Billing(service_tier=self.service_tier, speed=self.speed,
+                       web_searches=self.web_searches)
 
     def token_usage(self) -> TokenUsage | None:
         values = self.values
@@ -74,10 +102,25 @@ class UsageCounters:
         )
 
 
-def anthropic_usage(usage: object) -> TokenUsage | None:
+def _counters(body: Any) -> UsageCounters:
     counters = UsageCounters()
-    counters.update(usage)
-    return counters.token_usage()
+    if isinstance(body, dict):
+        counters.update(body.get("usage"))
+    return counters
+
+
+def web_search_bound(body: dict[str, Any]) -> int | None:
+    """The most web searches the request allows: the sum of its search tools' `max_uses`
+    (0 without one), None when a search tool sets no bound."""
+    bound = 0
+    for tool in tools_of(body):
+        kind = tool.get("type")
+        if isinstance(kind, str) and kind.startswith(WEB_SEARCH_TOOL_PREFIX):
+            uses = count(tool.get("max_uses"))
+            if uses is None:
+                return None
+            bound += uses
+    return bound
 
 
 # Delta fields that carry generated text: answer, thinking, tool-call JSON.
@@ -100,6 +143,10 @@ class AnthropicStreamParser(StreamUsageParser):
     @property
     def output_final(self) -> bool:
         return self._output_final
+
+    @property
+    def billing(self) -> Billing:
+        return self._counters.billing()
 
     def on_event(self, event: bytes, data: bytes) -> None:
         if event == b"ping":
@@ -133,8 +180,18 @@ class AnthropicMessages(Dialect):
     def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
         return positive_int(body.get("max_tokens"))
 
+    def asked(self, body: dict[str, Any]) -> Asked:
+        tier = asked_service_tier(body)
+        speed = body.get("speed")
+        return Asked(service_tier=_ASKED_TIERS.get(tier, tier) if tier else None,
+                     speed=speed if isinstance(speed, str) and speed else None,
+                     web_searches=web_search_bound(body))
+
     def usage_from_body(self, body: Any) -> TokenUsage | None:
-        return anthropic_usage(body.get("usage")) if isinstance(body, dict) else None
+        return _counters(body).token_usage()
+
+    def billing_from_body(self, body: Any) -> Billing:
+        return _counters(body).billing()
 
     def stream_parser(self) -> AnthropicStreamParser:
         return AnthropicStreamParser()

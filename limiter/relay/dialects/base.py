@@ -1,8 +1,9 @@
 """What the limiter needs to know about an API dialect, and the one rule for estimating usage.
 
 A `Dialect` answers the protocol questions the gateway asks of a request body (which model,
-streaming or not, how many output tokens at most), prepares the body for the upstream (the
-client's own bytes whenever nothing needs to change) and reads token usage from answers. The
+streaming or not, how many output tokens at most, what it asks for that changes its price),
+prepares the body for the upstream (the client's own bytes whenever nothing needs to change) and
+reads from answers their token usage and their billing facts (`ledger.pricing.Billing`). The
 per-dialect accounting rules live in the subclasses; the estimate below is used only when an
 answer's counts are missing (a stream cut short, an answer without usage). Which routes speak a
 dialect and where their calls go is the registry's business (`limiter.relay.registry`).
@@ -14,8 +15,10 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ledger.pricing import AUTO_SERVICE_TIER, STANDARD, Billing
 from ledger.tokens import TokenUsage
 from limiter.http.errors import BadRequest, NotFound
 from limiter.relay.sse import StreamUsageParser
@@ -43,6 +46,40 @@ def settle_usage(known: TokenUsage | None, *, output_final: bool, request_bytes:
     if known is None:
         return TokenUsage(input=estimate_tokens(request_bytes), output=output), True
     return known._replace(output=max(known.output, output)), True
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a request asks of the provider that changes its price (read before it is sent)."""
+
+    # The service tier asked for; None when the request leaves it to the provider (`auto`).
+    service_tier: str | None = None
+    speed: str | None = None
+    # The most web searches the request allows: 0 without a search tool, None for no bound.
+    web_searches: int | None = 0
+
+    def billing(self) -> Billing:
+        """The billing of an answer that reported none (an estimated record): what was asked."""
+        return Billing(service_tier=self.service_tier, speed=self.speed)
+
+
+def asked_service_tier(body: dict[str, Any]) -> str | None:
+    """The request's `service_tier`, None when absent or `auto` (the provider chooses)."""
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and tier and tier != AUTO_SERVICE_TIER else None
+
+
+def tools_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = body.get("tools")
+    return [tool for tool in tools if isinstance(tool, dict)] if isinstance(tools, list) else []
+
+
+def estimated_billing(reported: Billing, asked: Asked) -> Billing:
+    """An estimated record's billing: what the answer reported, completed by what the request
+    asked for where the answer said nothing (a stream cut before the provider named its tier)."""
+    return Billing(service_tier=reported.service_tier or asked.service_tier,
+                   batch=reported.batch, speed=reported.speed or asked.speed,
+                   web_searches=reported.web_searches)
 
 
 def encode_json(value: Any) -> bytes:
@@ -117,6 +154,10 @@ class Dialect(ABC):
             prepared = self.prepare_body(exact)
         return encode_json(prepared)
 
+    def asked(self, body: dict[str, Any]) -> Asked:
+        """What the request asks for that changes its price (strict mode bounds it)."""
+        return Asked(service_tier=asked_service_tier(body))
+
     @abstractmethod
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         """Usage of a complete (non-streamed) answer or error body; None when it reports none."""
@@ -124,6 +165,10 @@ class Dialect(ABC):
     def answer_id(self, body: Any) -> str | None:
         """The id the provider gave a complete answer, where the gateway keeps whose it is."""
         return None
+
+    def billing_from_body(self, body: Any) -> Billing:
+        """What a complete answer reports beyond tokens (the standard tier when nothing)."""
+        return STANDARD
 
     @abstractmethod
     def stream_parser(self) -> StreamUsageParser: ...

@@ -6,12 +6,15 @@ Accounting (facts of the API): `usage.prompt_tokens` already includes the cached
 `completion_tokens` already includes `completion_tokens_details.reasoning_tokens`, which is
 therefore never added again. A stream reports usage only in its last chunk (empty `choices`) and
 only when the request asks for it with `stream_options.include_usage`, which the limiter adds.
+The service tier that served the answer is its top-level `service_tier` (in every chunk of a
+stream; a pricing variant).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ledger.pricing import Billing
 from ledger.tokens import TokenUsage
 from limiter.relay.dialects.base import Dialect, add_top_level_member, positive_int
 from limiter.relay.sse import (
@@ -44,6 +47,12 @@ def openai_usage(usage: object) -> TokenUsage | None:
         cache_read=cached,
         cache_write=cache_write,
     )
+
+
+def served_tier(answer: object) -> str | None:
+    """The `service_tier` an OpenAI answer (or stream chunk) reports, if any."""
+    tier = answer.get("service_tier") if isinstance(answer, dict) else None
+    return tier if isinstance(tier, str) and tier else None
 
 
 # Delta fields that carry generated text (reasoning and tool arguments are billed output too).
@@ -83,16 +92,24 @@ def _delta_chars(choices: list[Any]) -> int:
 class OpenAIStreamParser(StreamUsageParser):
     """Chunks are `data: {json}` events; `data: [DONE]` ends the stream."""
 
-    __slots__ = ("_usage",)
+    __slots__ = ("_service_tier", "_tier_read", "_usage")
     TERMINAL = frozenset({b"[DONE]"})
 
     def __init__(self) -> None:
         super().__init__()
         self._usage: TokenUsage | None = None
+        self._service_tier: str | None = None
+        # The first chunk naming a tier is parsed whole (the tier is then known even if the
+        # stream is cut before its usage); later ones only when they may carry usage.
+        self._tier_read = False
 
     @property
     def usage(self) -> TokenUsage | None:
         return self._usage
+
+    @property
+    def billing(self) -> Billing:
+        return Billing(service_tier=self._service_tier)
 
     @property
     def output_final(self) -> bool:
@@ -102,13 +119,15 @@ class OpenAIStreamParser(StreamUsageParser):
         if data == b"[DONE]":
             self.complete = True
             return
-        if not _may_report(data):
+        if not _may_report(data) and (self._tier_read or b'"service_tier"' not in data):
             # An ordinary delta (the bulk of a stream): only its text size matters.
             self.output_text_chars += scan_text_chars(data, _TEXT_KEYS)
             return
         chunk = load_json(data)
         if not isinstance(chunk, dict):
             return
+        self._tier_read = True
+        self._service_tier = served_tier(chunk) or self._service_tier
         choices = chunk.get("choices")
         if isinstance(choices, list) and choices:
             self.output_text_chars += _delta_chars(choices)
@@ -151,6 +170,9 @@ class ChatCompletions(Dialect):
 
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         return openai_usage(body.get("usage")) if isinstance(body, dict) else None
+
+    def billing_from_body(self, body: Any) -> Billing:
+        return Billing(service_tier=served_tier(body))
 
     def stream_parser(self) -> OpenAIStreamParser:
         return OpenAIStreamParser()

@@ -13,6 +13,9 @@ A stream (`stream: true`) is SSE whose events name their type both in `event:` a
 `type`. `response.created` carries the response (id, no usage yet); text arrives in `*.delta`
 events; the terminal event — `response.completed`, `response.incomplete` or `response.failed` —
 carries the whole response with its usage. A stream-level failure is an `error` event.
+
+A request asks for a tier with `service_tier`; a web search tool (`{"type": "web_search"}` and
+its dated or preview types) has no bound on its searches.
 """
 
 from __future__ import annotations
@@ -20,9 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.pricing import Billing
 from ledger.tokens import TokenUsage
 from limiter.http.errors import BadRequest, NotFound
-from limiter.relay.dialects.base import Dialect, positive_int
+from limiter.relay.dialects.base import (
+    Asked,
+    Dialect,
+    asked_service_tier,
+    positive_int,
+    tools_of,
+)
 from limiter.relay.sse import StreamUsageParser, count, load_json, scan_text_chars, text_keys
 
 TERMINAL_EVENTS = (b"response.completed", b"response.incomplete", b"response.failed")
@@ -30,6 +40,7 @@ TERMINAL_EVENTS = (b"response.completed", b"response.incomplete", b"response.fai
 _NOT_TEXT = frozenset({b"response.audio.delta"})
 _DELTA = text_keys("delta")
 WEB_SEARCH_CALL = "web_search_call"
+WEB_SEARCH_TOOL = "web_search"
 
 
 def responses_usage(usage: object) -> TokenUsage | None:
@@ -73,11 +84,26 @@ class ResponseFacts:
             self.web_search_calls = max(self.web_search_calls, calls)
         return responses_usage(response.get("usage"))
 
+    def billing(self) -> Billing:
+        return Billing(service_tier=self.service_tier, web_searches=self.web_search_calls)
+
+
+def responses_asked(body: dict[str, Any]) -> Asked:
+    """What a Responses request asks for that changes its price (`Dialect.asked`)."""
+    searches = any(isinstance(kind := tool.get("type"), str) and kind.startswith(WEB_SEARCH_TOOL)
+                   for tool in tools_of(body))
+    return Asked(service_tier=asked_service_tier(body), web_searches=None if searches else 0)
+
 
 def response_facts(body: Any) -> tuple[ResponseFacts, TokenUsage | None]:
     """The facts and usage of a complete (non-streamed) answer."""
     facts = ResponseFacts()
     return facts, facts.update(body)
+
+
+def responses_billing(body: Any) -> Billing:
+    """What a complete answer reports beyond tokens (`Dialect.billing_from_body`)."""
+    return response_facts(body)[0].billing()
 
 
 class ResponsesStreamParser(StreamUsageParser):
@@ -104,6 +130,10 @@ class ResponsesStreamParser(StreamUsageParser):
     def output_final(self) -> bool:
         # Usage arrives only in the terminal event, with the final counts.
         return self._usage is not None
+
+    @property
+    def billing(self) -> Billing:
+        return self.facts.billing()
 
     def on_event(self, event: bytes, data: bytes) -> None:
         if event.endswith(b".delta") and event not in _NOT_TEXT:
@@ -178,6 +208,12 @@ class Responses(Dialect):
 
     def answer_id(self, body: Any) -> str | None:
         return response_facts(body)[0].response_id
+
+    def asked(self, body: dict[str, Any]) -> Asked:
+        return responses_asked(body)
+
+    def billing_from_body(self, body: Any) -> Billing:
+        return responses_billing(body)
 
     def stream_parser(self) -> ResponsesStreamParser:
         return ResponsesStreamParser()

@@ -1,0 +1,132 @@
+"""What an answer reports beyond tokens reaches the ledger through the real gateway: the
+service tier it was served at, its speed and its web searches, priced as genai-prices' own
+calculator prices the same answer.
+
+The provider is a real HTTP server on a real port answering with the recorded answers of
+`tests/fixtures/answers` byte for byte; the models are declared by name with catalog prices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientPayloadError, web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from ledger.pricing import Billing
+from ledger.tokens import TOKEN_KINDS, TokenUsage
+from tests.support.catalog_prices import catalog_micros
+from tests.support.fake_upstream import Answer, FakeUpstream
+from tests.support.gateway import (
+    MovableClock,
+    bearer,
+    gateway_app,
+    limiter_settings,
+    openai_request,
+    policy,
+    query,
+    seed_ledger,
+    settled,
+)
+
+ANSWERS = Path(__file__).parents[1] / "fixtures" / "answers"
+EXPECTED: dict[str, Any] = json.loads((ANSWERS / "expected.json").read_text())
+# The threshold each answer's total input passes (README of the fixtures).
+TIER_START = {"anthropic_web_search_above_200k.json": 200_000,
+              "openai_chat_flex_above_272k.json": 272_000}
+THROUGH_GATEWAY = sorted(EXPECTED)
+
+
+def answered_model(name: str) -> str:
+    """The model the recorded answer names (each SSE event of a stream names the same)."""
+    text = (ANSWERS / name).read_text()
+    if name.endswith(".json"):
+        return str(json.loads(text)["model"])
+    for line in text.splitlines():
+        if line.startswith("data: {"):
+            event = json.loads(line[6:])
+            found = event.get("model") or event.get("message", {}).get("model")
+            if found:
+                return str(found)
+    raise AssertionError(f"{name} names no model")
+
+
+@contextlib.asynccontextmanager
+async def recorded_provider(name: str) -> AsyncIterator[TestServer]:
+    """A provider on a real port answering every call with the recorded answer `name`."""
+    body = (ANSWERS / name).read_bytes()
+    kind = "text/event-stream" if name.endswith(".sse") else "application/json"
+
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=kind)
+
+    app = web.Application()
+    app.router.add_post("/v1/{tail:.*}", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("name", THROUGH_GATEWAY)
+async def test_an_answers_service_tier_and_fees_are_recorded_and_priced_as_the_catalog_does(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path, name: str) -> None:
+    expected = EXPECTED[name]
+    model = answered_model(name)
+    declared = {"name": model, "provider": expected["provider"]}  # catalog prices
+    keys = seed_ledger(ledger_url, policy(models=[declared]), keys_for=("alice",))
+    clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
+    path = expected["route"].split(" ", 1)[1]
+    body: dict[str, Any] = {"model": model, "max_tokens": 4096, "stream": expected["stream"],
+                            "messages": [{"role": "user", "content": "go on"}]}
+    async with recorded_provider(name) as provider:
+        app = gateway_app(ledger_url, limiter_settings(tmp_path, str(provider.make_url(""))),
+                          clock=clock, registry=CollectorRegistry())
+        client = await aiohttp_client(app)
+        resp = await client.post(path, json=body, headers=bearer(keys["alice"]))
+        assert resp.status == 200
+        assert await resp.read() == (ANSWERS / name).read_bytes()
+        await settled(app)
+
+    kinds = ", ".join(f"{kind.value}_tokens" for kind in TOKEN_KINDS)
+    rows = query(ledger_url, f"SELECT service_tier, speed, web_searches, tier_start, cost_micros, "
+                             f"{kinds} FROM messages")
+    assert len(rows) == 1
+    tier, speed, searches, tier_start, cost, *tokens = rows[0]
+    usage = TokenUsage(**expected["usage"])
+    billing = Billing(**expected["billing"])
+    assert tokens == [usage.get(kind) for kind in TOKEN_KINDS]
+    assert (tier, speed, searches) == (billing.service_tier, billing.speed,
+                                       billing.web_searches)
+    assert tier_start == TIER_START.get(name, 0)
+    assert cost == catalog_micros(expected["provider"], model, usage, billing, clock.now)
+
+
+@pytest.mark.parametrize(("asked", "recorded"), [("flex", "flex"), ("auto", None)])
+async def test_a_cut_stream_is_recorded_at_the_service_tier_the_request_asked_for(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, asked: str,
+        recorded: str | None) -> None:
+    # The provider drops the stream before any chunk naming a tier or carrying usage.
+    fake = FakeUpstream(Answer(drop_after=2))
+    await fake.start()
+    keys = seed_ledger(sqlite_url, policy(), keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, fake.base_url),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    resp = await client.post("/v1/chat/completions",
+                             json=openai_request(stream=True, service_tier=asked),
+                             headers=bearer(keys["alice"]))
+    with contextlib.suppress(ClientPayloadError):
+        await resp.read()
+    await settled(app)
+    await fake.close()
+    assert query(sqlite_url, "SELECT partial, service_tier FROM messages") == [(1, recorded)]
