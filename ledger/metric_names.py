@@ -71,6 +71,8 @@ LIMITER_KEY_CHECKS = "agentmeter_limiter_key_checks"
 LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS = "agentmeter_limiter_upstream_connection_wait_seconds"
 LIMITER_CLIENT_TIMEOUTS = "agentmeter_limiter_client_timeouts"
 LIMITER_BUFFERED_BODY_BYTES = "agentmeter_limiter_buffered_body_bytes"
+# Usage records older than the oldest message kept (ledger.retention): refused, never counted.
+LIMITER_RECORDS_REFUSED = "agentmeter_limiter_records_refused"
 
 # Coder: the sync the exporter runs on a timer, and the limiter's token lookups
 CODER_SYNC_SUCCESS = "agentmeter_coder_sync_success"
@@ -98,6 +100,7 @@ COUNTERS = frozenset(
         CODER_SYNC_CHANGES,
         CODER_TOKEN_LOOKUPS,
         LIMITER_CLIENT_TIMEOUTS,
+        LIMITER_RECORDS_REFUSED,
         LOG_EVENTS,
     }
 )

@@ -356,6 +356,11 @@ def _record_admitted(conn: Connection, records: list[UsageRecord]) -> list[Recor
             for index, (_, _, _, _, _, priced) in enumerate(prepared)]
 
 
+def refused_count(results: list[RecordResult]) -> int:
+    """How many records of a batch were refused (older than the oldest message kept)."""
+    return sum(1 for result in results if result.refused)
+
+
 def record_usage(conn: Connection, record: UsageRecord) -> RecordResult:
     """Insert the message and update the daily, lifetime, period and per-chat rollups.
 

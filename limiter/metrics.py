@@ -82,6 +82,11 @@ class LimiterMetrics:
             names.LIMITER_FAIL_OPEN,
             "Requests let through although the limit check failed (fail_mode: open).",
             ["reason"], registry=registry)
+        self.records_refused = Counter(
+            names.LIMITER_RECORDS_REFUSED,
+            "Usage records the ledger refused because they are older than the oldest message "
+            "it keeps (message retention): a late replay or re-import, counted nowhere else.",
+            registry=registry)
         self.spool_pending = Gauge(
             names.LIMITER_SPOOL_PENDING,
             "Usage records waiting in the local spool for the ledger to come back.",

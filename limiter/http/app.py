@@ -124,7 +124,8 @@ def create_app(config: LimiterSettings, database: DatabaseSettings, *,
             application_name=WRITER_APPLICATION_NAME)
         app[RECORDER] = Recorder(engine, spool, database, replay_interval_s,
                                  writer_engine=writer_engine, journal=journal,
-                                 linger_s=config.record_linger_seconds)
+                                 linger_s=config.record_linger_seconds,
+                                 on_refused=metrics.records_refused.inc)
         try:
             yield
         finally:

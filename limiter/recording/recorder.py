@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.reservations import release
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
-from ledger.usage import UsageRecord, record_usage_batch
+from ledger.usage import UsageRecord, record_usage_batch, refused_count
 from limiter.database import DATABASE_ERRORS, in_transaction
 from limiter.recording.journal import Journal
 from limiter.recording.record_files import Entry
@@ -84,15 +84,17 @@ def from_entry(entry: Entry) -> UsageRecord:
     )
 
 
-def _record_all(conn: Connection, records: list[UsageRecord]) -> None:
-    record_usage_batch(conn, records)
+def _record_all(conn: Connection, records: list[UsageRecord]) -> int:
+    """Record a replayed batch; how many of it the ledger refused (older than it keeps)."""
+    return refused_count(record_usage_batch(conn, records))
 
 
 class Recorder:
     def __init__(self, engine: AsyncEngine, spool: Spool, database: DatabaseSettings,
                  replay_interval_s: float = DEFAULT_REPLAY_INTERVAL_SECONDS,
                  *, writer_engine: Engine, linger_s: float,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None,
+                 on_refused: Callable[[int], None] = lambda _n: None) -> None:
         self._engine = engine
         self.spool = spool
         self.journal = journal
@@ -104,8 +106,9 @@ class Recorder:
         self._unwritten = 0
         self._drained: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
+        self._on_refused = on_refused
         self._writer = LedgerWriter(writer_engine, spool, journal, self._written,
-                                    linger_s=linger_s)
+                                    linger_s=linger_s, on_refused=on_refused)
         self._writer.start()
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -193,7 +196,9 @@ class Recorder:
                 records.append(from_entry(entry))
             except (KeyError, TypeError, ValueError):
                 log.error("dropping a malformed spool entry", extra={"entry_id": entry.get("id")})
-        await in_transaction(self._engine, self._timeout, _record_all, records)
+        refused = await in_transaction(self._engine, self._timeout, _record_all, records)
+        if refused:
+            self._on_refused(refused)
 
     async def replay(self) -> int:
         """Replay the spool now; raises a database error if the ledger is still away."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from ledger.usage import UsageRecord, record_usage_batch
+from ledger.usage import UsageRecord, record_usage_batch, refused_count
 from limiter.database import DATABASE_ERRORS
 from limiter.recording.journal import Journal
 from limiter.recording.record_files import Entry
@@ -47,9 +47,12 @@ class LedgerWriter:
 
     def __init__(self, engine: Engine, spool: Spool, journal: Journal | None,
                  on_written: Callable[[list[Pending]], None], linger_s: float = 0.0,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH,
+                 on_refused: Callable[[int], None] = lambda _n: None) -> None:
         self._engine = engine
         self._on_written = on_written
+        # Called from the writer thread with how many of a committed batch the ledger refused.
+        self._on_refused = on_refused
         self._spool = spool
         self._journal = journal
         self._linger = linger_s
@@ -108,7 +111,9 @@ class LedgerWriter:
         records = [pending.record for pending in batch]
         try:
             with self._engine.begin() as conn:
-                record_usage_batch(conn, records)
+                refused = refused_count(record_usage_batch(conn, records))
+            if refused:
+                self._on_refused(refused)
         except DATABASE_ERRORS as exc:
             log.warning("ledger unreachable, spooling %d usage records: %s", len(records),
                         type(exc).__name__, extra={"record_id": records[0].id})

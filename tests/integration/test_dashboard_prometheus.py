@@ -203,6 +203,7 @@ def _limiter(t: float) -> Iterator[Metric]:
     yield _histogram(m.LIMITER_UPSTREAM_CONNECTION_WAIT_SECONDS, "provider", ("anthropic",), t)
     yield _counter(m.LIMITER_CLIENT_TIMEOUTS, [({"phase": "body"}, 0.01 * t)])
     yield _gauge(m.LIMITER_BUFFERED_BODY_BYTES, value=65536)
+    yield _counter(m.LIMITER_RECORDS_REFUSED, [({}, 0)])
     yield from _self_health("limiter", t)
 
 
