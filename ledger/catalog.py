@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
@@ -78,15 +79,38 @@ def _models(conn: Connection, rows: list[Any]) -> list[Model]:
             for row in rows]
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Named)
+
+
+# When a string is one model's name and another's alias, the name wins: the one rule for every
+# lookup of a requested model (`prefer_name` for rows found by either, `name_and_alias_index`
+# for a catalog kept in memory).
+
+
+def prefer_name(rows: Iterable[R], name_or_alias: str) -> R | None:
+    """Of the rows found by name or alias (each with a `name`), the one named so, else any."""
+    return min(rows, key=lambda row: row.name != name_or_alias, default=None)
+
+
+def name_and_alias_index(found: Iterable[Model]) -> dict[str, Model]:
+    """Every model under its name and each of its aliases, a name winning over an alias."""
+    found = list(found)
+    index = {alias: model for model in reversed(found) for alias in model.aliases}
+    index.update((model.name, model) for model in found)
+    return index
+
+
 def find_model(conn: Connection, name_or_alias: str) -> Model | None:
     """The model named so or aliased so, enabled or not."""
     alias_of = select(model_aliases.c.model_id).where(model_aliases.c.alias == name_or_alias)
     stmt = select(models).where(or_(models.c.name == name_or_alias, models.c.id.in_(alias_of)))
-    rows = list(conn.execute(stmt))
-    # A name beats an alias if both exist.
-    rows.sort(key=lambda row: row.name != name_or_alias)
-    found = _models(conn, rows[:1])
-    return found[0] if found else None
+    row = prefer_name(conn.execute(stmt), name_or_alias)
+    return None if row is None else _models(conn, [row])[0]
 
 
 def all_models(conn: Connection) -> list[Model]:

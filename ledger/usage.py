@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Executable, bindparam, case, func, or_, selec
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from ledger.catalog import ensure_traffic_model
+from ledger.catalog import ensure_traffic_model, prefer_name
 from ledger.dialect import upsert_for
 from ledger.periods import Period, as_utc, period_bounds
 from ledger.price_versions import PriceVersion, version_at, version_from_row
@@ -184,10 +184,9 @@ def _statements(dialect: str) -> _Statements:
 
 
 def _model_id(conn: Connection, s: _Statements, record: UsageRecord) -> int:
-    rows = conn.execute(s.model, {"name": record.model}).all()
-    if not rows:
+    row = prefer_name(conn.execute(s.model, {"name": record.model}), record.model)
+    if row is None:
         return ensure_traffic_model(conn, record.model, record.provider)
-    row = min(rows, key=lambda r: r.name != record.model)  # a name beats an alias
     return int(row.id)
 
 

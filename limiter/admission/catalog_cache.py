@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.catalog import Model, all_models
+from ledger.catalog import Model, all_models, name_and_alias_index
 from limiter.database import DATABASE_ERRORS, in_transaction
 from limiter.http.errors import ServiceUnavailable
 
@@ -31,12 +31,7 @@ class CatalogUnavailable(ServiceUnavailable):
 class Catalog:
     def __init__(self, models: list[Model]) -> None:
         self.models = models
-        self._by_name: dict[str, Model] = {}
-        for model in models:
-            for alias in model.aliases:
-                self._by_name.setdefault(alias, model)
-        for model in models:  # a name beats an alias
-            self._by_name[model.name] = model
+        self._by_name = name_and_alias_index(models)
 
     def find(self, name_or_alias: str) -> Model | None:
         return self._by_name.get(name_or_alias)

@@ -168,3 +168,27 @@ def test_check_key_is_owner_and_status_in_one_answer(engine: Engine) -> None:
             20_000_000, LimitSource.GROUP, 1_000_000)
         assert check_key(conn, other.secret, NOW) is None
         assert check_key(conn, "am-unknown", NOW) is None
+
+
+def test_a_name_beats_another_models_alias(engine: Engine) -> None:
+    """`gpt-5-mini` was first seen in traffic (a model row of that name), then the policy made
+    it an alias of `gpt-5`: every lookup of a requested model, in the ledger and in the
+    limiter's catalog, takes the name."""
+    from ledger.catalog import all_models
+    from limiter.admission.catalog_cache import Catalog
+    from tests.support.ledger_seed import POLICY
+
+    record(engine, "alice", "gpt-5-mini", TokenUsage(output=1000), NOW, provider="openai")
+    seed_policy(engine, POLICY.replace("  - name: gpt-5\n",
+                                       "  - name: gpt-5\n    aliases: [gpt-5-mini]\n"))
+    record(engine, "alice", "gpt-5-mini", TokenUsage(output=1000), NOW, provider="openai")
+    with engine.connect() as conn:
+        model = find_model(conn, "gpt-5-mini")
+        assert model is not None and model.name == "gpt-5-mini"
+        days = conn.execute(select(daily_usage.c.model_id, daily_usage.c.messages)).all()
+        assert [(row.model_id, row.messages) for row in days] == [(model.id, 2)]
+        catalog = Catalog(all_models(conn))
+    found = catalog.find("gpt-5-mini")
+    assert found is not None and found.name == "gpt-5-mini"
+    aliased = catalog.find("claude-sonnet-4-5-20250929")
+    assert aliased is not None and aliased.name == "claude-sonnet-4-5"
