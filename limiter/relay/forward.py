@@ -169,10 +169,6 @@ async def _exchange(call: UpstreamCall) -> ForwardResult:
     return await call.read_whole(upstream, started, first_byte)
 
 
-def _is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.content_type == "text/event-stream"
-
-
 class _RelayedStream(web.StreamResponse):
     """A relayed stream's head goes out with its first events, in one write: `prepare` is
     only ever followed at once by the first `write`, and a second send would add to the time
@@ -208,12 +204,14 @@ class _StreamRelay:
         loop = asyncio.get_running_loop()
         upstream = await self.call.send()
         self.status = upstream.status
-        if not _is_event_stream(upstream):
+        parser = self.call.dialect.answer_parser(upstream.content_type, upstream.status)
+        if parser is None:
             self.first_byte = loop.time() - self.started
             if self.call.on_first_byte is not None:
                 self.call.on_first_byte()
             self.whole = await self.call.read_whole(upstream, self.started, self.first_byte)
             return
+        self.parser = parser
         finished = False
         try:
             await self._relay(upstream)

@@ -21,6 +21,7 @@ from typing import Any
 from limiter.http.errors import error_body
 from limiter.relay.dialects.anthropic import AnthropicMessages
 from limiter.relay.dialects.base import Dialect
+from limiter.relay.dialects.gemini import GeminiGenerate, gemini_error
 from limiter.relay.dialects.openai import ChatCompletions
 from limiter.settings import KeyHeader
 
@@ -74,6 +75,26 @@ KINDS: dict[str, UpstreamKind] = {kind.name: kind for kind in (
 
 _CHAT_COMPLETIONS = ChatCompletions()
 _ANTHROPIC_MESSAGES = AnthropicMessages()
+_GEMINI = GeminiGenerate()
+
+
+def _gemini_routes(version: str) -> tuple[Route, ...]:
+    """The Gemini API's model calls under one API version (the model is in the path)."""
+    prefix = f"/{version}/models/{{model}}"
+    return (
+        Route("POST", f"{prefix}:generateContent", "google", _GEMINI, model_param="model",
+              stream=False, error_shape=gemini_error,
+              summary=f"Gemini generateContent ({version}), forwarded to a Google-kind upstream."),
+        Route("POST", f"{prefix}:streamGenerateContent", "google", _GEMINI, model_param="model",
+              stream=True, error_shape=gemini_error,
+              summary=f"Gemini streamGenerateContent ({version}): SSE with `?alt=sse`, else "
+                      "a JSON array relayed as it arrives."),
+        Route("POST", f"{prefix}:countTokens", "google", _GEMINI, billed=False,
+              model_param="model", stream=False, error_shape=gemini_error,
+              summary=f"Gemini token counting ({version}; free: not checked against limits, "
+                      "not recorded)."),
+    )
+
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS,
@@ -82,6 +103,8 @@ ROUTES: tuple[Route, ...] = (
           summary="Anthropic Messages, forwarded to an Anthropic-kind upstream."),
     Route("POST", "/v1/messages/count_tokens", "anthropic", _ANTHROPIC_MESSAGES, billed=False,
           summary="Anthropic token counting (free: not checked against limits, not recorded)."),
+    *_gemini_routes("v1beta"),
+    *_gemini_routes("v1"),
 )
 
 
