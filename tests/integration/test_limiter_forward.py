@@ -38,9 +38,12 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 OPENAI_BODY: dict[str, Any] = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
 ANTHROPIC_BODY: dict[str, Any] = {"model": "claude-x", "max_tokens": 100,
                   "messages": [{"role": "user", "content": "hi"}]}
-# The billed routes of the registry, by the kind of upstream they call (one each today).
-PATHS = {route.kind: route.path for route in ROUTES if route.billed}
 BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
+# The billed routes of the registry with a fixed path, by the kind of upstream they call, for
+# the kinds this fake speaks (Gemini's, with the model in the path, are
+# tests/integration/test_limiter_gemini.py's).
+PATHS = {route.kind: route.path for route in ROUTES
+         if route.billed and route.kind in BODIES and route.model_param is None}
 USAGE = {"openai": TokenUsage(input=90, output=40, cache_read=300, cache_write=20),
          "anthropic": TokenUsage(input=90, output=40, cache_read=300, cache_write=20,
                                  cache_write_1h=10)}
