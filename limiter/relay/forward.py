@@ -13,6 +13,10 @@ takes that cancellation back; a failed write to the client is noticed immediatel
 (Non-streamed calls are not watched: their answer comes whole, and the provider has usually done
 the work by the time a client could notice.)
 
+Which answers to a streamed call are relayed as streams, and with which parser, is the
+dialect's `answer_parser`: SSE everywhere, and for Gemini also the JSON array it streams without
+`?alt=sse`; anything else (an error body) is read whole.
+
 What is known is always returned: a stream cut by either side is flagged `partial`, with the
 provider's exact counts where it already sent them and the estimate of
 `limiter.relay.dialects.base.settle_usage` for the rest (`estimated`). An upstream that drops a

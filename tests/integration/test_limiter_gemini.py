@@ -262,3 +262,28 @@ async def test_client_aborting_a_json_array_stream_leaves_a_partial_record(
     # The first element's running total already carried the input side exactly.
     assert (row.input_tokens, row.cache_read_tokens) == (USAGE.input, USAGE.cache_read)
     assert row.output_tokens > 0
+
+
+async def test_strict_mode_holds_what_max_output_tokens_allows(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, fake: FakeAgentsProvider) -> None:
+    # 5,000 micros of room: 1,000 output tokens at 10 micros cannot fit, 100 can.
+    users = [{"username": "alice", "limit_usd": "0.005"}]
+    keys = seed_ledger(sqlite_url, policy(users=users, models=GEMINI_POLICY["models"]),
+                       keys_for=("alice",))
+    settings = limiter_settings(tmp_path, fake.base_url, enforcement="strict")
+    settings.providers["google"] = UpstreamSettings(base_url=fake.base_url, api_key=GOOGLE_KEY)
+    gateway = await aiohttp_client(gateway_app(sqlite_url, settings,
+                                               registry=CollectorRegistry()))
+    headers = {"x-goog-api-key": keys["alice"]}
+
+    def ask(cap: int) -> dict[str, Any]:
+        return {"contents": [{"parts": [{"text": "hi"}]}],
+                "generationConfig": {"maxOutputTokens": cap}}
+
+    path = "/v1beta/models/gemini-test:generateContent"
+    refused = await gateway.post(path, json=ask(1000), headers=headers)
+    assert refused.status == 409
+    assert fake.calls == []
+    answered = await gateway.post(path, json=ask(100), headers=headers)
+    assert answered.status == 200
+    assert len(fake.calls) == 1
