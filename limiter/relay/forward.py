@@ -13,6 +13,10 @@ takes that cancellation back; a failed write to the client is noticed immediatel
 (Non-streamed calls are not watched: their answer comes whole, and the provider has usually done
 the work by the time a client could notice.)
 
+Which answers to a streamed call are relayed as streams, and with which parser, is the
+dialect's `answer_parser`: SSE everywhere, and for Gemini also the JSON array it streams without
+`?alt=sse`; anything else (an error body) is read whole.
+
 What is known is always returned: a stream cut by either side is flagged `partial`, with the
 provider's exact counts where it already sent them and the estimate of
 `limiter.relay.dialects.base.settle_usage` for the rest (`estimated`). An upstream that drops a
@@ -176,10 +180,6 @@ async def _exchange(call: UpstreamCall) -> ForwardResult:
     return await call.read_whole(upstream, started, first_byte)
 
 
-def _is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.content_type == "text/event-stream"
-
-
 class _RelayedStream(web.StreamResponse):
     """A relayed stream's head goes out with its first events, in one write: `prepare` is
     only ever followed at once by the first `write`, and a second send would add to the time
@@ -215,12 +215,14 @@ class _StreamRelay:
         loop = asyncio.get_running_loop()
         upstream = await self.call.send()
         self.status = upstream.status
-        if not _is_event_stream(upstream):
+        parser = self.call.dialect.answer_parser(upstream.content_type, upstream.status)
+        if parser is None:
             self.first_byte = loop.time() - self.started
             if self.call.on_first_byte is not None:
                 self.call.on_first_byte()
             self.whole = await self.call.read_whole(upstream, self.started, self.first_byte)
             return
+        self.parser = parser
         finished = False
         try:
             await self._relay(upstream)

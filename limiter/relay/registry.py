@@ -21,6 +21,7 @@ from typing import Any
 from limiter.http.errors import error_body
 from limiter.relay.dialects.anthropic import AnthropicMessages
 from limiter.relay.dialects.base import Dialect
+from limiter.relay.dialects.gemini import GeminiGenerate, gemini_error
 from limiter.relay.dialects.openai import ChatCompletions
 from limiter.relay.dialects.openai_responses import Responses
 from limiter.settings import KeyHeader
@@ -80,6 +81,26 @@ _ANTHROPIC_MESSAGES = AnthropicMessages()
 _RESPONSES = Responses()
 # A stored response: all users share the gateway's key, so only its owner reaches it.
 _STORED = "/v1/responses/{response_id}"
+_GEMINI = GeminiGenerate()
+
+
+def _gemini_routes(version: str) -> tuple[Route, ...]:
+    """The Gemini API's model calls under one API version (the model is in the path)."""
+    prefix = f"/{version}/models/{{model}}"
+    return (
+        Route("POST", f"{prefix}:generateContent", "google", _GEMINI, model_param="model",
+              stream=False, error_shape=gemini_error,
+              summary=f"Gemini generateContent ({version}), forwarded to a Google-kind upstream."),
+        Route("POST", f"{prefix}:streamGenerateContent", "google", _GEMINI, model_param="model",
+              stream=True, error_shape=gemini_error,
+              summary=f"Gemini streamGenerateContent ({version}): SSE with `?alt=sse`, else "
+                      "a JSON array relayed as it arrives."),
+        Route("POST", f"{prefix}:countTokens", "google", _GEMINI, billed=False,
+              model_param="model", stream=False, error_shape=gemini_error,
+              summary=f"Gemini token counting ({version}; free: not checked against limits, "
+                      "not recorded)."),
+    )
+
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS,
@@ -101,6 +122,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{_STORED}/input_items", "openai", _RESPONSES, billed=False,
           answer_param="response_id",
           summary="List the input items of one of the caller's responses (not billed)."),
+    *_gemini_routes("v1beta"),
+    *_gemini_routes("v1"),
 )
 
 

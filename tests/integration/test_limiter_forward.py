@@ -38,12 +38,13 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 OPENAI_BODY: dict[str, Any] = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
 ANTHROPIC_BODY: dict[str, Any] = {"model": "claude-x", "max_tokens": 100,
                   "messages": [{"role": "user", "content": "hi"}]}
-# The first billed route of the registry for each kind of upstream (the one the fake serves).
+BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
+# The first billed route of the registry with a fixed path for each kind of upstream this fake
+# speaks (Gemini's, with the model in the path, are tests/integration/test_limiter_gemini.py's).
 PATHS: dict[str, str] = {}
 for _route in ROUTES:
-    if _route.billed:
+    if _route.billed and _route.kind in BODIES and _route.model_param is None:
         PATHS.setdefault(_route.kind, _route.path)
-BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
 USAGE = {"openai": TokenUsage(input=90, output=40, cache_read=300, cache_write=20),
          "anthropic": TokenUsage(input=90, output=40, cache_read=300, cache_write=20,
                                  cache_write_1h=10)}

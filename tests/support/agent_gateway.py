@@ -1,25 +1,30 @@
-"""The gateway in front of the fake agents provider, for running the real clients through it.
+"""The limiter in front of the fake agents provider, for running a real client through it.
 
-A ledger declares every model the fake serves at easy prices (1 micro per input token, 2 per
-output token, 0.5 per cached token), one user has a key, and the gateway is served on a real
-port (the clients are other processes): a client's set-up takes `base_url` and `key` in place of
-the fake's. `rows()` reads back what the ledger recorded, in the fake's units, to compare with
-`FakeAgentsProvider.reported()` to the micro.
+`gateway_before(fake, ledger_url, tmp_path)` seeds the ledger with every model the fake serves
+(priced so a cost is easy to check), makes a key for one user and serves the gateway on a real
+port (the clients are other processes) with each upstream kind pointing at the fake under the
+gateway's own provider key; a client is then pointed at `base_url` with `key` exactly as it
+would be at the fake (`tests.support.agent_setups` takes either base URL). `recorded()` and
+`rows()` read back what the ledger holds, to compare with `FakeAgentsProvider.reported()` to the
+micro (`expected_rows`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
-from tests.support.fake_agents_provider import DEFAULT_MODELS, FakeAgentsProvider
+from limiter.settings import UpstreamSettings
+from tests.support.fake_agents_provider import FakeAgentsProvider
 from tests.support.gateway import (
     GatewayTestServer,
     gateway_app,
@@ -31,54 +36,59 @@ from tests.support.gateway import (
 )
 
 USER = "alice"
-PRICES = {"input": 1, "output": 2, "cache_read": 0.5}
+# Micros per token of every model the fake serves.
+PRICES = {"input": 2, "output": 10, "cache_read": 0.5}
+# The gateway's own provider keys, one per upstream kind (what the fake must receive).
+PROVIDER_KEYS = {"openai": "sk-gateway-openai", "anthropic": "sk-gateway-anthropic",
+                 "google": "gateway-google-key"}
 
 
 def cost_micros(usage: TokenUsage) -> int:
-    """What the gateway's prices make `usage` cost (whole micros: the fake's counts are even
-    where they are cached)."""
-    return usage.input * 1 + usage.output * 2 + usage.cache_read // 2
+    """What one answer of `usage` costs at PRICES (the ceiling taken once, as the ledger does)."""
+    return math.ceil(usage.input * PRICES["input"] + usage.output * PRICES["output"]
+                     + usage.cache_read * PRICES["cache_read"])
+
+
+def expected_rows(fake: FakeAgentsProvider) -> Counter[tuple[TokenUsage, int]]:
+    """The rows the ledger must hold for what the fake reported: usage and cost."""
+    return Counter((usage, cost_micros(usage)) for usage in fake.reported())
 
 
 @dataclass
 class AgentGateway:
-    server: GatewayTestServer
-    ledger_url: str
+    # Without a version suffix, as the clients' set-ups take a provider's.
+    base_url: str
     key: str
+    app: web.Application
+    ledger_url: str
 
-    @property
-    def base_url(self) -> str:
-        """Without a version suffix, as the clients' set-ups take a provider's."""
-        return str(self.server.make_url("")).rstrip("/")
+    async def recorded(self) -> list[tuple[TokenUsage, int]]:
+        """Every recorded message's usage and cost, once all answers are in the ledger."""
+        await settled(self.app)
+        rows = query(self.ledger_url,
+                     "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+                     "cache_write_1h_tokens, cost_micros FROM messages ORDER BY created_at")
+        return [(TokenUsage(*row[:5]), row[5]) for row in rows]
 
     async def rows(self) -> Counter[tuple[TokenUsage, int]]:
-        """Every recorded message once the writer is done: its usage and its cost."""
-        await settled(self.server.app)
-        return Counter(
-            (TokenUsage(input=row.input_tokens, output=row.output_tokens,
-                        cache_read=row.cache_read_tokens, cache_write=row.cache_write_tokens,
-                        cache_write_1h=row.cache_write_1h_tokens), row.cost_micros)
-            for row in query(self.ledger_url, "SELECT * FROM messages"))
+        """`recorded()` as a multiset, to compare with `expected_rows`."""
+        return Counter(await self.recorded())
 
 
-def expected_rows(fake: FakeAgentsProvider) -> Counter[tuple[TokenUsage, int]]:
-    """The rows the ledger must hold for what the fake reported."""
-    return Counter((usage, cost_micros(usage)) for usage in fake.reported())
-
-
-@asynccontextmanager
-async def gateway_in_front(fake: FakeAgentsProvider, ledger_url: str,
-                           tmp_path: Path) -> AsyncIterator[AgentGateway]:
-    models: list[dict[str, Any]] = [
-        {"name": name, "provider": kind, "pricing": PRICES}
-        for kind, names in DEFAULT_MODELS.items() if kind in ("openai", "anthropic")
-        for name in names]
-    keys = seed_ledger(ledger_url, policy(models=models), keys_for=(USER,))
-    app = gateway_app(ledger_url, limiter_settings(tmp_path, fake.base_url),
-                      registry=CollectorRegistry())
-    server = GatewayTestServer(app)
+@contextlib.asynccontextmanager
+async def gateway_before(fake: FakeAgentsProvider, ledger_url: str,
+                         tmp_path: Path) -> AsyncIterator[AgentGateway]:
+    models = [{"name": name, "provider": provider, "pricing": PRICES}
+              for provider, names in fake.models.items() for name in names]
+    key = seed_ledger(ledger_url, policy(models=models), keys_for=(USER,))[USER]
+    settings = limiter_settings(tmp_path, fake.base_url)
+    settings = dataclasses.replace(settings, providers={
+        kind: UpstreamSettings(base_url=fake.base_url, api_key=secret)
+        for kind, secret in PROVIDER_KEYS.items()})
+    server = GatewayTestServer(gateway_app(ledger_url, settings, registry=CollectorRegistry()),
+                               host="127.0.0.1")
     await server.start_server()
     try:
-        yield AgentGateway(server, ledger_url, keys[USER])
+        yield AgentGateway(str(server.make_url("")).rstrip("/"), key, server.app, ledger_url)
     finally:
         await server.close()

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from ledger.tokens import TokenUsage
 from limiter.relay.dialects.gemini import (
     GeminiArrayStreamParser,
+    GeminiGenerate,
     GeminiStreamParser,
+    gemini_error,
     gemini_usage,
     usage_from_answer,
 )
@@ -121,3 +123,34 @@ def test_array_junk_never_raises_and_an_overlong_element_is_dropped() -> None:
     parser.feed(b'"},')
     parser.feed(json.dumps(CHUNKS[-1]).encode() + b"]")
     assert parser.usage == USAGE
+
+
+@pytest.mark.parametrize(("body", "cap"), [
+    ({"generationConfig": {"maxOutputTokens": 512}}, 512),
+    ({"generation_config": {"max_output_tokens": 64}}, 64),
+    ({"generationConfig": {"maxOutputTokens": 0}}, None),
+    ({"generationConfig": "junk"}, None),
+    ({}, None),
+])
+def test_output_cap_from_the_generation_config(body: dict[str, object], cap: int | None) -> None:
+    assert GeminiGenerate().requested_max_tokens(body) == cap
+
+
+@pytest.mark.parametrize(("content_type", "status", "parser"), [
+    ("text/event-stream", 200, GeminiStreamParser),
+    ("application/json", 200, GeminiArrayStreamParser),
+    ("application/json", 400, None),
+    ("text/html", 200, None),
+])
+def test_a_stream_is_read_by_its_answers_content_type(content_type: str, status: int,
+                                                      parser: type | None) -> None:
+    chosen = GeminiGenerate().answer_parser(content_type, status)
+    assert (type(chosen) if chosen is not None else None) is parser
+
+
+def test_error_shape_is_the_gemini_apis() -> None:
+    assert gemini_error(429, "rate_limited", "Slow down.") == {"error": {
+        "code": 429, "message": "Slow down.", "status": "RESOURCE_EXHAUSTED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                     "reason": "rate_limited", "domain": "agentmeter"}]}}
+    assert gemini_error(418, "teapot", "No.")["error"]["status"] == "UNKNOWN"

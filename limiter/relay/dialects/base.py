@@ -173,6 +173,11 @@ class Dialect(ABC):
     @abstractmethod
     def stream_parser(self) -> StreamUsageParser: ...
 
+    def answer_parser(self, content_type: str, status: int) -> StreamUsageParser | None:
+        """How a streamed call's answer is relayed: the parser of a stream passed on as it
+        arrives, or None for one complete body (an error answer) read whole."""
+        return self.stream_parser() if content_type == "text/event-stream" else None
+
 
 def positive_int(value: object) -> int | None:
     return value if type(value) is int and value > 0 else None

@@ -1,4 +1,5 @@
-"""Google Gemini API: usage of `:generateContent` and `:streamGenerateContent` answers.
+"""Google Gemini API (`:generateContent`, `:streamGenerateContent`, `:countTokens`): the dialect,
+its usage parsers and its error shape.
 
 Accounting (facts of the API): `usageMetadata.promptTokenCount` already includes the tokens read
 from a context cache (`cachedContentTokenCount`) but not the prompt of tool results
@@ -19,6 +20,7 @@ import re
 from typing import Any
 
 from ledger.tokens import TokenUsage
+from limiter.relay.dialects.base import Dialect, positive_int
 from limiter.relay.sse import MAX_LINE_BYTES, StreamUsageParser, count, load_json, text_chars
 
 
@@ -170,3 +172,53 @@ class GeminiArrayStreamParser(GeminiStreamParser):
         self._element.clear()
         self.events += 1
         self.on_chunk(load_json(data))
+
+
+# The gRPC status name Google's APIs put beside each HTTP status in an error body.
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
+    403: "PERMISSION_DENIED", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 409: "ABORTED",
+    413: "INVALID_ARGUMENT", 415: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
+    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+
+
+def gemini_error(status: int, code: str, message: str) -> dict[str, Any]:
+    """An error body in the Gemini API's shape, `{"error": {"code", "message", "status"}}`:
+    `code` is the HTTP status there, and the limiter's own code goes in an `ErrorInfo`
+    detail's `reason`, where Google's APIs put theirs."""
+    return {"error": {"code": status, "message": message,
+                      "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                   "reason": code, "domain": "agentmeter"}]}}
+
+
+def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
+    # The API's JSON accepts the proto's field names as well as their lowerCamelCase form.
+    config = body.get("generationConfig", body.get("generation_config"))
+    return config if isinstance(config, dict) else {}
+
+
+class GeminiGenerate(Dialect):
+    """`:generateContent`, `:streamGenerateContent` and `:countTokens` (the model is in the
+    path and the stream flag fixed by it: see the registry's rows)."""
+
+    def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
+        config = _generation_config(body)
+        return positive_int(config.get("maxOutputTokens", config.get("max_output_tokens")))
+
+    def usage_from_body(self, body: Any) -> TokenUsage | None:
+        return usage_from_answer(body)
+
+    def stream_parser(self) -> GeminiStreamParser:
+        return GeminiStreamParser()
+
+    def answer_parser(self, content_type: str, status: int) -> StreamUsageParser | None:
+        """SSE with `?alt=sse`; without it a successful stream is a JSON array, relayed as it
+        arrives and read element by element."""
+        if content_type == "text/event-stream":
+            return GeminiStreamParser()
+        if content_type == "application/json" and 200 <= status < 300:
+            return GeminiArrayStreamParser()
+        return None
