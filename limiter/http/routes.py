@@ -13,10 +13,12 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from limiter.api import admin as api_admin
+from limiter.api.models import list_gemini_models, list_models, root
 from limiter.api.status import usage_status
 from limiter.database import reachable
 from limiter.http.app_keys import DATABASE, ENGINE, REGISTRY
-from limiter.relay.proxy import list_models, proxy, relay_unbilled
+from limiter.http.errors import LimitExceeded
+from limiter.relay.proxy import proxy, relay_unbilled
 from limiter.relay.registry import ROUTES, Route
 
 
@@ -50,12 +52,16 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def proxy_handler(route: Route) -> Handler:
-    """The aiohttp handler of one registry row."""
+    """The aiohttp handler of one registry row; its limit refusal speaks the row's dialect."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        if route.billed:
+        if not route.billed:
+            return await relay_unbilled(request, route)
+        try:
             return await proxy(request, route)
-        return await relay_unbilled(request, route)
+        except LimitExceeded as refusal:
+            refusal.error_shape = route.error_shape
+            raise
 
     return handle
 
@@ -63,7 +69,9 @@ def proxy_handler(route: Route) -> Handler:
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes([
         *(web.route(route.method, route.path, proxy_handler(route)) for route in ROUTES),
+        web.get("/", root),  # HEAD / too
         web.get("/v1/models", list_models, allow_head=False),
+        web.get("/v1beta/models", list_gemini_models, allow_head=False),
         web.get("/api/v1/usage/status", usage_status, allow_head=False),
         web.get("/api/v1/limits", api_admin.get_limits, allow_head=False),
         web.put("/api/v1/limits", api_admin.put_limits),

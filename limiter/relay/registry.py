@@ -14,18 +14,16 @@ are all read from `ROUTES` and `KINDS`: adding an endpoint is adding a row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from limiter.http.errors import error_body
+from limiter.http.error_shapes import anthropic_error, openai_error
+from limiter.http.errors import ErrorShape, error_body
 from limiter.relay.dialects.anthropic import AnthropicMessages
 from limiter.relay.dialects.base import Dialect
 from limiter.relay.dialects.openai import ChatCompletions
 from limiter.settings import KeyHeader
-
-# (status, code, message) -> the JSON body of an error answer on a route.
-ErrorShape = Callable[[int, str, str], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +51,7 @@ class Route:
     model_param: str | None = None
     # Fixed by the path (e.g. a streaming endpoint); None: the body's `stream` flag.
     stream: bool | None = None
+    # The dialect's error object: the limit refusal carries it (limiter.http.error_shapes).
     error_shape: ErrorShape = field(default=error_body)
     summary: str = ""
 
@@ -76,11 +75,12 @@ _CHAT_COMPLETIONS = ChatCompletions()
 _ANTHROPIC_MESSAGES = AnthropicMessages()
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS,
+    Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS, error_shape=openai_error,
           summary="OpenAI Chat Completions, forwarded to an OpenAI-kind upstream."),
-    Route("POST", "/v1/messages", "anthropic", _ANTHROPIC_MESSAGES,
+    Route("POST", "/v1/messages", "anthropic", _ANTHROPIC_MESSAGES, error_shape=anthropic_error,
           summary="Anthropic Messages, forwarded to an Anthropic-kind upstream."),
     Route("POST", "/v1/messages/count_tokens", "anthropic", _ANTHROPIC_MESSAGES, billed=False,
+          error_shape=anthropic_error,
           summary="Anthropic token counting (free: not checked against limits, not recorded)."),
 )
 
