@@ -105,6 +105,9 @@ async def test_sdk_does_not_retry_a_409(aiohttp_client: Any, sqlite_url: str, tm
     finally:
         await sdk.close()
     assert caught.value.status_code == 409
+    # The SDK's message is the dialect's error.message: the sentence.
+    assert "Chat usage limit exceeded: $0.00003 of $0.00001 this month; resets" in str(
+        caught.value)
     assert metric(registry, "agentmeter_limiter_requests_total", route=CHAT, code="409",
                   provider="openai") == 1
 
