@@ -1,7 +1,7 @@
 """The error object of each API dialect, for answers its clients must understand.
 
 An agent shows the message it finds where its provider puts one; these build that object from
-the limiter's status, machine code and message (`limiter.relay.registry.ErrorShape`). The
+the limiter's status, machine code and message (`limiter.http.errors.ErrorShape`). The
 limiter's own shape, `{"error": {"code", "message"}}`, is `limiter.http.errors.error_body`.
 """
 

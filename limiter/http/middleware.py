@@ -1,7 +1,7 @@
 """The two middlewares: request metrics (outermost) and domain errors -> JSON answers.
 
-Every error a client sees is `{"error": {"code": ..., "message": ...}}` (the 409 carries the
-documented limit body instead). Unexpected exceptions are logged with their traceback and
+Every error a client sees is `{"error": {"code": ..., "message": ...}}` (the limit refusal is
+the documented status object with its route's dialect's error object instead). Unexpected exceptions are logged with their traceback and
 answered with a generic 500: no traceback, query or secret ever reaches a client.
 """
 
