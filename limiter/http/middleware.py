@@ -1,8 +1,9 @@
 """The two middlewares: request metrics (outermost) and domain errors -> JSON answers.
 
 Every error a client sees is `{"error": {"code": ..., "message": ...}}` (the limit refusal is
-the documented status object with its route's dialect's error object instead). Unexpected exceptions are logged with their traceback and
-answered with a generic 500: no traceback, query or secret ever reaches a client.
+the documented status object with its route's dialect's error object instead). Unexpected
+exceptions are logged with their traceback and answered with a generic 500: no traceback, query
+or secret ever reaches a client.
 """
 
 from __future__ import annotations
