@@ -253,7 +253,8 @@ async def test_limit_reached_and_unpriced_model_reach_alertmanager(
                                  "severity": "info", "user": "alice"}
     assert reached["annotations"]["description"] == (
         "alice has spent $0.01 in the current period, reaching their $0.01 limit "
-        "(source: user). Their requests get 409 until the period resets at "
+        "(source: user). Their requests are refused (409 unless "
+        "limiter.limit_exceeded_status says otherwise) until the period resets at "
         f"{period_end:%Y-%m-%d %H:%M:%S} +0000 UTC."
     )
 
