@@ -58,8 +58,9 @@ def build(config: DashboardConfig) -> core.Dashboard:
     layout.row("API status codes")
     layout.add(c.timeseries(
         "Limiter responses by status code", unit="reqps", stacked=True,
-        description="Responses of the limiter per second by HTTP status code: 409 means a spend "
-        "limit was reached, 502/504 an upstream provider failed.",
+        description="Responses of the limiter per second by HTTP status code: 409 (or "
+        "limiter.limit_exceeded_status) means a spend limit was reached, 502/504 an upstream "
+        "provider failed. Refusals are counted apart in Limits.",
         targets=[c.PromQuery(
             f"sum by (code) (rate({c.total(m.LIMITER_REQUESTS)}{lim}[$__rate_interval]))",
             legend="{{code}}")],

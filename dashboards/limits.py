@@ -48,7 +48,7 @@ def build(config: DashboardConfig) -> core.Dashboard:
         "Users near / at limit", unit="short", decimals=0, text_mode="value_and_name",
         thresholds=c.steps(c.GREEN, (1, c.ORANGE)),
         description=f"Users at or above {near:.0%} of their limit but below it (near), and "
-        "users whose spend has reached it (at: their requests are refused with 409).",
+        "users whose spend has reached it (at: their requests are refused).",
         targets=c.refs(
             c.PromQuery(f"count({ratio} >= {near} < 1) or vector(0)", legend="near",
                         instant=True),
@@ -83,9 +83,9 @@ def build(config: DashboardConfig) -> core.Dashboard:
         ],
     ), w=24, h=9)
     layout.add(c.timeseries(
-        "Requests refused (409) by user", unit="reqps", stacked=True,
-        description="Requests the limiter refused with 409 because the user's spend reached "
-        "their limit.",
+        "Requests refused by user", unit="reqps", stacked=True,
+        description="Requests the limiter refused because the user's spend reached their "
+        "limit (agentmeter_limiter_blocked_total: whatever limiter.limit_exceeded_status is).",
         targets=[c.PromQuery(
             f"sum by (user) (rate({c.total(m.LIMITER_BLOCKED)}{lim}[$__rate_interval]))",
             legend="{{user}}")],

@@ -72,8 +72,8 @@ def build(config: DashboardConfig) -> core.Dashboard:
         "Limit used", unit="percentunit", min_value=0, max_value=1,
         thresholds=c.steps(c.GREEN, (near, c.ORANGE), (1.0, c.RED)),
         description=f"Spend this period divided by the effective limit: green below "
-        f"{near:.0%}, orange from {near:.0%}, red at or above 100% (requests are refused with "
-        "409 until the period resets). Empty when no limit applies.",
+        f"{near:.0%}, orange from {near:.0%}, red at or above 100% (requests are refused "
+        "until the period resets). Empty when no limit applies.",
         targets=[c.PromQuery(f"{m.USER_LIMIT_UTILIZATION_RATIO}{user}", legend="$user",
                              instant=True)],
     ), w=12, h=4)

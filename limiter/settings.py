@@ -48,6 +48,11 @@ def _default_providers() -> dict[str, UpstreamSettings]:
     }
 
 
+# Statuses an over-the-limit refusal may have: 409 Conflict (the default), 402 Payment
+# Required, 403 Forbidden, 429 Too Many Requests. Agents differ in which they stop on.
+LIMIT_EXCEEDED_STATUSES = frozenset({409, 402, 403, 429})
+
+
 @dataclass(frozen=True)
 class LimiterSettings:
     listen: str = "127.0.0.1:8787"
@@ -56,6 +61,12 @@ class LimiterSettings:
     # default: brief overage from in-flight requests allowed; strict: reserve an upper bound first.
     enforcement: Literal["default", "strict"] = "default"
     unknown_models: Literal["deny", "allow"] = "deny"
+    # The status of the over-the-limit refusal: 409, or 402/403/429 for fleets whose agents
+    # retry a 409 (the README's agent table says which client stops on which status).
+    limit_exceeded_status: int = 409
+    # Send Retry-After (seconds until the period resets) with the refusal. Off by default:
+    # agents that honour it sleep until the reset, hours, showing nothing.
+    limit_retry_after: bool = False
     max_body_bytes: int = 32 * MIB
     # Request-body bytes held in memory at once, over all requests; past it new requests wait
     # briefly, then get 503 with a short Retry-After.
@@ -81,3 +92,9 @@ class LimiterSettings:
     admin_token: str | None = field(default=None, repr=False)
     # The upstreams, by name (see UpstreamSettings).
     providers: dict[str, UpstreamSettings] = field(default_factory=_default_providers)
+
+    def __post_init__(self) -> None:
+        if self.limit_exceeded_status not in LIMIT_EXCEEDED_STATUSES:
+            allowed = ", ".join(map(str, sorted(LIMIT_EXCEEDED_STATUSES)))
+            raise ValueError(f"limiter.limit_exceeded_status must be one of {allowed}, "
+                             f"got {self.limit_exceeded_status}")

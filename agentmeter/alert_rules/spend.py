@@ -52,7 +52,8 @@ max by (user) ({series(m.USER_LIMIT_UTILIZATION_RATIO, e)})
             description=(
                 '{{ $labels.user }} has spent ${{ $value | printf "%.2f" }} in the current '
                 f"period, reaching their ${limit_of_user} limit (source: {source_of_user}). "
-                f"Their requests get 409 until the period resets at {resets_at}."
+                f"Their requests are refused (409 unless limiter.limit_exceeded_status says "
+                f"otherwise) until the period resets at {resets_at}."
             ),
             dashboard=USER_DETAIL,
             dashboard_query=_USER_LINK,

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection
@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coder.tokens import TokenResolver
 from ledger.catalog import Model
+from ledger.money import format_usd
+from ledger.periods import Period
 from ledger.pricing import UnboundedWebSearches, cost_upper_bound
 from ledger.reservations import reserve
 from ledger.settings import DatabaseSettings
@@ -73,10 +75,23 @@ class Admission:
         return self.status is None
 
 
+# How the refusal names the period the spend and the limit belong to.
+PERIOD_WORDS = {Period.DAY: "today", Period.WEEK: "this week", Period.MONTH: "this month"}
+
+
+def limit_message(status: LimitStatus) -> str:
+    """The refusal in words a person reads: the spend, the limit and when it resets."""
+    limit = format_usd(status.limit_micros or 0)
+    resets = status.period_end.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{LimitExceeded.default_message.removesuffix('.')}: "
+            f"{format_usd(status.spent_micros)} of {limit} {PERIOD_WORDS[status.period]}; "
+            f"resets {resets}.")
+
+
 def limit_body(status: LimitStatus) -> dict[str, Any]:
-    """The documented 409 body."""
+    """The documented refusal body (the route adds its dialect's error object)."""
     return {
-        "message": LimitExceeded.default_message,
+        "message": limit_message(status),
         "spent_micros": status.spent_micros,
         "limit_micros": status.limit_micros,
         "limit_source": status.limit_source.value,
@@ -146,7 +161,7 @@ class Enforcer:
         return self._settings.enforcement == "strict"
 
     def admit(self, credential: Credential, now: datetime) -> Awaitable[Admission]:
-        """Identify the caller and refuse (409) when spend has reached the limit.
+        """Identify the caller and refuse (`LimitExceeded`) when spend has reached the limit.
 
         A key's check is already on its way to the ledger when this returns: the caller can
         read the request body meanwhile, then awaits the admission before acting on the body
@@ -215,7 +230,8 @@ class Enforcer:
         return status
 
     async def hold(self, admission: Admission, amount_micros: int, now: datetime) -> str | None:
-        """Strict mode: reserve the request's upper bound, or refuse (409) if it does not fit.
+        """Strict mode: reserve the request's upper bound, or refuse (`LimitExceeded`) if it
+        does not fit.
 
         None when nothing needs holding (the user has no limit).
         """
@@ -245,8 +261,10 @@ class Enforcer:
 
     def _refuse(self, status: LimitStatus, now: datetime) -> NoReturn:
         self._metrics.blocked.labels(user=status.username).inc()
-        raise LimitExceeded(limit_body(status),
-                            retry_after_seconds=retry_after_seconds(status, now))
+        retry_after = (retry_after_seconds(status, now) if self._settings.limit_retry_after
+                       else None)
+        raise LimitExceeded(limit_body(status), status=self._settings.limit_exceeded_status,
+                            retry_after_seconds=retry_after)
 
     @staticmethod
     def _unavailable(reason: str) -> ServiceUnavailable:

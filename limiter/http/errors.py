@@ -7,11 +7,15 @@ nothing else (a traceback, an upstream secret) can leak into a client's answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 # Status recorded when the client left before its answer was complete (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
+
+
+# (status, code, message) -> the JSON body of an error answer in one API dialect.
+ErrorShape = Callable[[int, str, str], dict[str, Any]]
 
 
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
@@ -22,7 +26,7 @@ def error_body(status: int, code: str, message: str) -> dict[str, Any]:
 class LimiterError(Exception):
     """A request the limiter refuses or cannot complete; `message` is shown to the client."""
 
-    status: ClassVar[int] = 500
+    status: int = 500
     default_code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Internal error."
 
@@ -77,25 +81,32 @@ class ClientClosedRequest(LimiterError):
 
 
 class LimitExceeded(LimiterError):
-    """Spend has reached the effective limit; the body is the documented status object.
+    """Spend has reached the effective limit: the documented status object, merged with the
+    caller's dialect's error object (the route's `error_shape`, see `limiter.http.middleware`)
+    so that every agent shows the message.
 
-    `x-should-retry: false` stops the official SDKs from retrying a 409 on their own.
+    `x-should-retry: false` stops the official SDKs from retrying on their own; `Retry-After`
+    (the seconds until the reset) is sent only when asked for, since agents that honour it
+    sleep silently for hours. The status is `limiter.limit_exceeded_status` (409 by default).
     """
 
     status = 409
     default_code = "limit_exceeded"
     default_message = "Chat usage limit exceeded."
 
-    def __init__(self, status_body: Mapping[str, Any], *, retry_after_seconds: int) -> None:
-        super().__init__(
-            str(status_body.get("message", self.default_message)),
-            headers={"Retry-After": str(max(0, retry_after_seconds)),
-                     "x-should-retry": "false"},
-        )
+    def __init__(self, status_body: Mapping[str, Any], *, status: int = 409,
+                 retry_after_seconds: int | None = None) -> None:
+        headers = {"x-should-retry": "false"}
+        if retry_after_seconds is not None:
+            headers["Retry-After"] = str(max(0, retry_after_seconds))
+        super().__init__(str(status_body.get("message", self.default_message)),
+                         headers=headers)
+        self.status = status
         self.status_body: dict[str, Any] = dict(status_body)
 
-    def body(self) -> dict[str, Any]:
-        return dict(self.status_body)
+    def body(self, shape: ErrorShape = error_body) -> dict[str, Any]:
+        """The documented fields, merged with `shape`'s error object (the route's dialect's)."""
+        return {**self.status_body, **shape(self.status, self.code, self.message)}
 
 
 class PayloadTooLarge(LimiterError):

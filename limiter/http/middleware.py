@@ -1,8 +1,9 @@
 """The two middlewares: request metrics (outermost) and domain errors -> JSON answers.
 
-Every error a client sees is `{"error": {"code": ..., "message": ...}}` (the 409 carries the
-documented limit body instead). Unexpected exceptions are logged with their traceback and
-answered with a generic 500: no traceback, query or secret ever reaches a client.
+Every error a client sees is `{"error": {"code": ..., "message": ...}}` (the limit refusal is
+the documented status object with its route's dialect's error object instead). Unexpected
+exceptions are logged with their traceback and answered with a generic 500: no traceback, query
+or secret ever reaches a client.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from limiter.http.app_keys import ERROR_SHAPE, METRICS, PROVIDER, RESPONDED_AT, 
 from limiter.http.errors import (
     CLIENT_CLOSED_REQUEST,
     LimiterError,
+    LimitExceeded,
     RequestTimeout,
     error_body,
 )
@@ -56,11 +58,16 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, RequestTimeout):
         request.app[METRICS].client_timeouts_by("body").inc()
     if isinstance(exc, LimiterError):
-        # An error that shapes its own body (the 409's documented one, a dialect's own 404)
-        # keeps it; any other takes the shape of the route it happened on.
+        # The limit refusal merges the route's error object into its documented fields; an
+        # error that shapes its own body (a dialect's own 404) keeps it; any other takes the
+        # shape of the route it happened on.
         shape = request.get(ERROR_SHAPE)
-        own = type(exc).body is not LimiterError.body
-        body = exc.body() if shape is None or own else shape(exc.status, exc.code, exc.message)
+        if isinstance(exc, LimitExceeded):
+            body = exc.body() if shape is None else exc.body(shape)
+        elif shape is None or type(exc).body is not LimiterError.body:
+            body = exc.body()
+        else:
+            body = shape(exc.status, exc.code, exc.message)
         return web.json_response(body, status=exc.status, headers=exc.headers)
     if isinstance(exc, NotFoundError):
         return error_response(404, "not_found", str(exc))

@@ -13,10 +13,11 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from limiter.api import admin as api_admin
+from limiter.api.models import list_gemini_models, list_models, root
 from limiter.api.status import usage_status
 from limiter.database import reachable
 from limiter.http.app_keys import DATABASE, ENGINE, ERROR_SHAPE, REGISTRY
-from limiter.relay.proxy import list_models, proxy, relay_unbilled
+from limiter.relay.proxy import proxy, relay_unbilled
 from limiter.relay.registry import ROUTES, Route
 
 
@@ -50,13 +51,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def proxy_handler(route: Route) -> Handler:
-    """The aiohttp handler of one registry row."""
+    """The aiohttp handler of one registry row; its errors, the limit refusal included, speak
+    the row's dialect (`ERROR_SHAPE`, read by limiter.http.middleware)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         request[ERROR_SHAPE] = route.error_shape
-        if route.billed:
-            return await proxy(request, route)
-        return await relay_unbilled(request, route)
+        if not route.billed:
+            return await relay_unbilled(request, route)
+        return await proxy(request, route)
 
     return handle
 
@@ -64,7 +66,9 @@ def proxy_handler(route: Route) -> Handler:
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes([
         *(web.route(route.method, route.path, proxy_handler(route)) for route in ROUTES),
+        web.get("/", root),  # HEAD / too
         web.get("/v1/models", list_models, allow_head=False),
+        web.get("/v1beta/models", list_gemini_models, allow_head=False),
         web.get("/api/v1/usage/status", usage_status, allow_head=False),
         web.get("/api/v1/limits", api_admin.get_limits, allow_head=False),
         web.put("/api/v1/limits", api_admin.put_limits),

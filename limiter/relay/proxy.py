@@ -401,14 +401,3 @@ def _observe_upstream(request: web.Request, upstream: Upstream, result: ForwardR
     if result.first_byte_seconds is not None:
         metrics.time_to_first_token_by(upstream.name).observe(result.first_byte_seconds)
 
-
-async def list_models(request: web.Request) -> web.Response:
-    """GET /v1/models in OpenAI's list shape: the policy's enabled models."""
-    app = request.app
-    await app[ENFORCER].identify(credential_of(request, app[SETTINGS]))
-    catalog = await app[CATALOG].get()
-    data: list[dict[str, Any]] = [
-        {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
-        for m in catalog.enabled() if m.declared
-    ]
-    return web.json_response({"object": "list", "data": data})

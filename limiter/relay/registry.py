@@ -14,20 +14,18 @@ are all read from `ROUTES` and `KINDS`: adding an endpoint is adding a row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from limiter.http.errors import error_body
+from limiter.http.error_shapes import anthropic_error, gemini_error, openai_error
+from limiter.http.errors import ErrorShape, error_body
 from limiter.relay.dialects.anthropic import AnthropicMessages
 from limiter.relay.dialects.base import Dialect
-from limiter.relay.dialects.gemini import GeminiGenerate, gemini_error
+from limiter.relay.dialects.gemini import GeminiGenerate
 from limiter.relay.dialects.openai import ChatCompletions
 from limiter.relay.dialects.openai_responses import Responses
 from limiter.settings import KeyHeader
-
-# (status, code, message) -> the JSON body of an error answer on a route.
-ErrorShape = Callable[[int, str, str], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +55,8 @@ class Route:
     stream: bool | None = None
     # The path parameter naming an earlier answer, which must be the caller's (else 404).
     answer_param: str | None = None
+    # The dialect's error object: errors on the route take it, and the limit refusal carries
+    # it beside the documented fields (limiter.http.error_shapes).
     error_shape: ErrorShape = field(default=error_body)
     summary: str = ""
 
@@ -103,11 +103,12 @@ def _gemini_routes(version: str) -> tuple[Route, ...]:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS,
+    Route("POST", "/v1/chat/completions", "openai", _CHAT_COMPLETIONS, error_shape=openai_error,
           summary="OpenAI Chat Completions, forwarded to an OpenAI-kind upstream."),
-    Route("POST", "/v1/messages", "anthropic", _ANTHROPIC_MESSAGES,
+    Route("POST", "/v1/messages", "anthropic", _ANTHROPIC_MESSAGES, error_shape=anthropic_error,
           summary="Anthropic Messages, forwarded to an Anthropic-kind upstream."),
     Route("POST", "/v1/messages/count_tokens", "anthropic", _ANTHROPIC_MESSAGES, billed=False,
+          error_shape=anthropic_error,
           summary="Anthropic token counting (free: not checked against limits, not recorded)."),
     Route("POST", "/v1/responses", "openai", _RESPONSES,
           summary="OpenAI Responses, forwarded to an OpenAI-kind upstream (not background)."),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import agent_setups
-from tests.support.agent_gateway import PROVIDER_KEYS, cost_micros, expected_rows, gateway_before
+from tests.support.agent_gateway import UPSTREAM_KEY, agent_gateway, cost_micros, expected_rows
 from tests.support.agent_replies import ANSWER_MARK, Reply, ToolCall
 from tests.support.agent_setups import Finished, run
 from tests.support.fake_agents_provider import Call, FakeAgentsProvider
@@ -131,7 +131,7 @@ async def test_gemini_cli_streams_generate_content(fake: FakeAgentsProvider,
 async def test_gemini_cli_through_the_gateway_is_recorded_to_the_micro(
         fake: FakeAgentsProvider, home: Path, pg_url: str) -> None:
     fake.queue(Reply(tool_call=TOOL_CALLS["gemini-cli"]))
-    async with gateway_before(fake, pg_url, home.parent) as gateway:
+    async with agent_gateway(fake, pg_url, home.parent) as gateway:
         agent = agent_setups.gemini_cli(home, gateway.base_url, gateway.key, "Look around.",
                                         "gemini-2.5-flash")
         finished = await run(agent, home.parent / "work")
@@ -142,7 +142,7 @@ async def test_gemini_cli_through_the_gateway_is_recorded_to_the_micro(
     for call in generations:
         assert (call.path, call.query) == (
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse")
-        assert call.headers["x-goog-api-key"] == PROVIDER_KEYS["google"]
+        assert call.headers["x-goog-api-key"] == UPSTREAM_KEY
         assert gateway.key not in json.dumps(dict(call.headers))
     assert sorted(recorded) == sorted((usage, cost_micros(usage)) for usage in fake.reported())
 
@@ -232,7 +232,7 @@ async def test_responses_agent_through_the_gateway_is_billed_to_the_micro(
         agent: agent_setups.Agent) -> None:
     fake.queue(Reply(tool_call=TOOL_CALLS.get(
         agent.name, ToolCall("write_note", {"text": "written by the agent"}))))
-    async with gateway_before(fake, sqlite_url, tmp_path) as gateway:
+    async with agent_gateway(fake, sqlite_url, tmp_path) as gateway:
         finished = await run(agent.make(home, gateway.base_url, gateway.key, "Look around."),
                              home.parent / "work")
         assert_done(finished)

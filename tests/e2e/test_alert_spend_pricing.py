@@ -227,16 +227,20 @@ async def test_limit_reached_and_unpriced_model_reach_alertmanager(
     period_end = period_bounds(Period.MONTH, now)[1]
     assert answered == 2
     assert refused.status_code == 409
+    sentence = ("Chat usage limit exceeded: $0.012 of $0.01 this month; resets "
+                f"{period_end:%Y-%m-%d} 00:00 UTC.")
     assert refused.body == {
-        "message": "Chat usage limit exceeded.",
+        "message": sentence,
         "spent_micros": 2 * ANSWER_MICROS,
         "limit_micros": LIMIT_MICROS,
         "limit_source": "user",
         "resets_at": period_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": sentence, "code": "limit_exceeded"},
     }
     headers = refused.response.headers
     assert headers["x-should-retry"] == "false"
-    assert abs(int(headers["Retry-After"]) - (period_end - now).total_seconds()) <= 5
+    assert "Retry-After" not in headers
 
     # The operator enables a model and forgets its prices.
     policy = _write_yaml(tmp_path / "policy-v2.yaml", _policy(with_unpriced_model=True))
@@ -249,7 +253,8 @@ async def test_limit_reached_and_unpriced_model_reach_alertmanager(
                                  "severity": "info", "user": "alice"}
     assert reached["annotations"]["description"] == (
         "alice has spent $0.01 in the current period, reaching their $0.01 limit "
-        "(source: user). Their requests get 409 until the period resets at "
+        "(source: user). Their requests are refused (409 unless "
+        "limiter.limit_exceeded_status says otherwise) until the period resets at "
         f"{period_end:%Y-%m-%d %H:%M:%S} +0000 UTC."
     )
 

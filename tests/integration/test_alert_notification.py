@@ -84,7 +84,9 @@ async def test_spend_and_pricing_alerts_reach_their_receivers(stack: MonitoringS
     }
     assert reached["annotations"]["description"].startswith(
         "alice has spent $10.50 in the current period, reaching their $10.00 limit "
-        "(source: user). Their requests get 409 until the period resets at 2026-01-01 00:00:00"
+        "(source: user). Their requests are refused (409 unless "
+        "limiter.limit_exceeded_status says otherwise) until the period resets at "
+        "2026-01-01 00:00:00"
     )
     assert reached["annotations"]["dashboard_url"].endswith(
         "/d/agentmeter-user-detail?var-user=alice"

@@ -232,8 +232,9 @@ async def test_a_suspended_coder_user_is_told_so(
                              headers={"x-api-key": token})
 
     assert resp.status == 403
-    error = (await resp.json())["error"]
-    assert error["code"] == "account_suspended" and "suspended" in error["message"]
+    body = await resp.json()  # in Anthropic's error shape, as Claude Code reads it
+    assert body["type"] == "error" and body["error"]["type"] == "permission_error"
+    assert "suspended" in body["error"]["message"]
 
 
 async def test_a_suspended_users_agentmeter_key_is_refused(

@@ -323,6 +323,66 @@ async def test_query_string_is_forwarded(harness: Harness, upstream: FakeUpstrea
     assert upstream.received[-1].path == "/v1/messages"
 
 
+# The headers the agents sent the fake provider (tests/e2e/test_agent_clis.py), as they sent
+# them, credentials left out (plus `OpenAI-Beta`, which OpenAI's SDKs send to beta APIs): each
+# must reach the provider unchanged through the gateway.
+CLAUDE_CODE_HEADERS = {
+    "Accept": "application/json", "User-Agent": "claude-cli/2.1.332 (external, sdk-cli)",
+    "X-Claude-Code-Session-Id": "01becc34-667c-42e0-8323-9fb0cc6babdb",
+    "X-Stainless-Arch": "x64", "X-Stainless-Lang": "js", "X-Stainless-OS": "Linux",
+    "X-Stainless-Package-Version": "0.128.0", "X-Stainless-Retry-Count": "0",
+    "X-Stainless-Runtime": "node", "X-Stainless-Runtime-Version": "v26.12.1",
+    "X-Stainless-Timeout": "600",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+                      "context-management-2025-06-27",
+    "anthropic-dangerous-direct-browser-access": "true", "anthropic-version": "2023-06-01",
+    "x-app": "cli",
+}
+CODEX_HEADERS = {
+    "x-codex-beta-features": "remote_compaction_v2",
+    "x-codex-window-id": "01a24d58-a861-7d02-898a-048552353894:0",
+    "x-codex-turn-metadata": '{"installation_id":"0627ab5d-169c-405a-86d1-ffb6d3c72304"}',
+    "x-client-request-id": "01a24d58-a861-7d02-898a-048552353894",
+    "session-id": "01a24d58-a861-7d02-898a-048552353894",
+    "thread-id": "01a24d58-a861-7d02-898a-048552353894", "Accept": "text/event-stream",
+    "originator": "codex_exec",
+    "User-Agent": "codex_exec/0.171.0 (Debian 12.0.0; x86_64) unknown (codex_exec; 0.171.0)",
+}
+OPENAI_SDK_HEADERS = {
+    "Accept": "application/json", "User-Agent": "Agents/Python 0.24.0", "OpenAI-Beta":
+    "assistants=v2", "x-stainless-lang": "python", "x-stainless-package-version": "3.63.0",
+    "x-stainless-async": "async:asyncio", "x-stainless-raw-response": "stream",
+    "x-stainless-retry-count": "0", "x-stainless-read-timeout": "600",
+}
+OPENCODE_HEADERS = {
+    "User-Agent": "opencode/1.18.33 ai-sdk/provider-utils/4.0.46 runtime/bun/1.3.14",
+    "anthropic-version": "2023-06-01", "x-session-affinity": "ses_db2a6f470ffeQ0mGSavTpkbS77",
+    "x-session-id": "ses_db2a6f470ffeQ0mGSavTpkbS77", "Accept": "*/*",
+}
+
+
+@pytest.mark.parametrize(("provider", "query", "headers"), [
+    ("anthropic", "?beta=true", CLAUDE_CODE_HEADERS),
+    ("openai", "", CODEX_HEADERS),
+    ("openai", "", OPENAI_SDK_HEADERS),
+    ("anthropic", "", OPENCODE_HEADERS),
+], ids=["claude-code", "codex", "openai-sdks", "opencode"])
+async def test_agents_query_and_provider_headers_reach_the_upstream(
+        harness: Harness, upstream: FakeUpstream, provider: str, query: str,
+        headers: dict[str, str]) -> None:
+    credential = ({"x-api-key": CLIENT_KEY} if provider == "anthropic"
+                  else {"Authorization": f"Bearer {CLIENT_KEY}"})
+    async with aiohttp.ClientSession() as session, session.post(
+            harness.url + PATHS[provider] + query, data=body_for(provider, False),
+            headers={**headers, **credential, "Content-Type": "application/json"}) as r:
+        assert r.status == 200
+    await harness.result()
+    received = upstream.received[-1]
+    assert received.raw_path == PATHS[provider] + query
+    assert {name: received.headers.get(name) for name in headers} == headers
+    assert CLIENT_KEY not in str(received.headers)
+
+
 async def test_compressed_answer_is_relayed_decompressed_with_its_own_framing(
         harness: Harness, upstream: FakeUpstream,
         client: aiohttp.ClientSession) -> None:

@@ -119,6 +119,54 @@ async def test_models_list_is_openai_shaped(aiohttp_client: Any, sqlite_url: str
         "claude-test": "anthropic", "free-model": "openai", "gpt-test": "openai"}
     assert all(m["object"] == "model" for m in body["data"])
     assert (await client.get("/v1/models")).status == 401
+    sdk = openai.AsyncOpenAI(api_key=keys["alice"], base_url=str(client.make_url("/v1")))
+    try:
+        assert sorted([m.id async for m in sdk.models.list()]) == [
+            "claude-test", "free-model", "gpt-test"]
+    finally:
+        await sdk.close()
+
+
+async def test_models_list_speaks_anthropic_to_anthropic_callers(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    sdk = anthropic.AsyncAnthropic(api_key=keys["alice"], base_url=str(client.make_url("")))
+    try:
+        page = await sdk.models.list()
+    finally:
+        await sdk.close()
+    assert sorted((m.id, m.type, m.display_name) for m in page.data) == [
+        ("claude-test", "model", "claude-test"), ("free-model", "model", "free-model"),
+        ("gpt-test", "model", "gpt-test")]
+    assert page.has_more is False
+    assert (page.first_id, page.last_id) == (page.data[0].id, page.data[-1].id)
+    unknown = await client.get("/v1/models", headers={"x-api-key": "nope",
+                                                      "anthropic-version": "2023-06-01"})
+    assert unknown.status == 401
+
+
+async def test_models_list_speaks_gemini_under_v1beta(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    resp = await client.get("/v1beta/models", headers={"x-goog-api-key": keys["alice"]})
+    assert resp.status == 200
+    names = {m["name"]: m["displayName"] for m in (await resp.json())["models"]}
+    assert names == {"models/claude-test": "claude-test", "models/free-model": "free-model",
+                     "models/gpt-test": "gpt-test"}
+    assert (await client.get("/v1beta/models", params={"key": "nope"})).status == 401
+
+
+async def test_root_answers_probes_without_a_key(aiohttp_client: Any, sqlite_url: str,
+                                                 tmp_path: Path, upstream: FakeUpstream) -> None:
+    seed_ledger(sqlite_url)
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream)
+    assert (await client.head("/")).status == 200
+    got = await client.get("/")
+    assert got.status == 200
+    assert (await got.json())["status"] == "ok"
+    assert upstream.received == []
 
 
 async def test_unknown_models_allow_forwards_and_records_unpriced(

@@ -287,3 +287,9 @@ async def test_strict_mode_holds_what_max_output_tokens_allows(
     answered = await gateway.post(path, json=ask(100), headers=headers)
     assert answered.status == 200
     assert len(fake.calls) == 1
+    body = await refused.json()  # the documented fields and the Gemini API's error object
+    assert body["limit_source"] == "user" and body["limit_micros"] == 5000
+    assert body["error"]["code"] == 409 and body["error"]["status"] == "ABORTED"
+    assert body["error"]["message"] == body["message"]
+    assert body["message"].startswith("Chat usage limit exceeded: $0.00") and "this month" in \
+        body["message"]

@@ -1,5 +1,6 @@
-"""Spend limits as a user meets them: the 409, its body and headers, the status endpoint,
-period roll-over and several limiter processes sharing one ledger."""
+"""Spend limits as a user meets them: the refusal (its status, its body in the caller's dialect
+and headers), the status endpoint, period roll-over and several limiter processes sharing one
+ledger."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
@@ -67,11 +69,14 @@ async def test_409_exactly_when_spend_reaches_the_limit(
     before = message_count(ledger_url)
     refused = await client.post(CHAT, json=openai_request(), headers=alice)
     assert refused.status == 409
+    sentence = ("Chat usage limit exceeded: $0.00006 of $0.00006 this month; "
+                "resets 2026-04-01 00:00 UTC.")
     assert await refused.json() == {
-        "message": "Chat usage limit exceeded.", "spent_micros": 60, "limit_micros": 60,
-        "limit_source": "user", "resets_at": "2026-04-01T00:00:00Z"}
-    # 17.5 days minus half a second, rounded up.
-    assert refused.headers["Retry-After"] == str(17 * 86400 + 12 * 3600)
+        "message": sentence, "spent_micros": 60, "limit_micros": 60,
+        "limit_source": "user", "resets_at": "2026-04-01T00:00:00Z",
+        "error": {"message": sentence, "type": "insufficient_quota", "code": "limit_exceeded"}}
+    # No Retry-After: agents that honour it would sleep until the reset, showing nothing.
+    assert "Retry-After" not in refused.headers
     assert refused.headers["x-should-retry"] == "false"
     assert len(upstream.received) == 2
     assert message_count(ledger_url) == before
@@ -100,8 +105,62 @@ async def test_sdk_does_not_retry_a_409(aiohttp_client: Any, sqlite_url: str, tm
     finally:
         await sdk.close()
     assert caught.value.status_code == 409
+    # The SDK's message is the dialect's error.message: the sentence.
+    assert "Chat usage limit exceeded: $0.00003 of $0.00001 this month; resets" in str(
+        caught.value)
     assert metric(registry, "agentmeter_limiter_requests_total", route=CHAT, code="409",
                   provider="openai") == 1
+
+
+async def test_anthropic_callers_get_anthropics_error_object(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = seed_ledger(sqlite_url, policy(users=users("0.00001")))
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream,
+                         MovableClock(datetime(2026, 3, 14, 12, tzinfo=UTC)))
+    await client.post(CHAT, json=openai_request(), headers=bearer(keys["alice"]))
+    await settled(client.app)
+    sdk = anthropic.AsyncAnthropic(api_key=keys["alice"], base_url=str(client.make_url("")),
+                                   max_retries=3)
+    try:
+        with pytest.raises(anthropic.ConflictError) as caught:
+            await sdk.messages.create(model="claude-test", max_tokens=10,
+                                      messages=[{"role": "user", "content": "hi"}])
+    finally:
+        await sdk.close()
+    sentence = ("Chat usage limit exceeded: $0.00003 of $0.00001 this month; "
+                "resets 2026-04-01 00:00 UTC.")
+    assert caught.value.body == {
+        "type": "error", "error": {"type": "invalid_request_error", "message": sentence,
+                                   "code": "limit_exceeded"},
+        "message": sentence, "spent_micros": 30, "limit_micros": 10, "limit_source": "user",
+        "resets_at": "2026-04-01T00:00:00Z"}
+    assert len(upstream.received) == 1  # the SDK did not retry
+    # count_tokens generates nothing: it stays open to a user over the limit.
+    counted = await client.post("/v1/messages/count_tokens", headers=bearer(keys["alice"]),
+                                json={"model": "claude-test",
+                                      "messages": [{"role": "user", "content": "hi"}]})
+    assert counted.status == 200
+
+
+@pytest.mark.parametrize("status", [402, 403, 429])
+async def test_refusal_status_and_retry_after_are_settings(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream,
+        status: int) -> None:
+    keys = seed_ledger(sqlite_url, policy(limits={"period": "day"}, users=users("0.00001")))
+    registry = CollectorRegistry()
+    client = await start(aiohttp_client, sqlite_url, tmp_path, upstream,
+                         MovableClock(datetime(2026, 3, 14, 23, 59, 30, tzinfo=UTC)), registry,
+                         limit_exceeded_status=status, limit_retry_after=True)
+    await client.post(CHAT, json=openai_request(), headers=bearer(keys["alice"]))
+    await settled(client.app)
+    refused = await client.post(CHAT, json=openai_request(), headers=bearer(keys["alice"]))
+    assert refused.status == status
+    assert refused.headers["Retry-After"] == "30"
+    assert refused.headers["x-should-retry"] == "false"
+    assert (await refused.json())["error"]["message"] == (
+        "Chat usage limit exceeded: $0.00003 of $0.00001 today; resets 2026-03-15 00:00 UTC.")
+    # Refusals are counted as refusals whatever their status.
+    assert metric(registry, "agentmeter_limiter_blocked_total", user="alice") == 1
 
 
 @pytest.mark.parametrize(("document", "expected"), [
@@ -157,7 +216,6 @@ async def test_period_rolls_over(aiohttp_client: Any, sqlite_url: str, tmp_path:
     await settled(client.app)
     refused = await client.post(CHAT, json=openai_request(), headers=alice)
     assert refused.status == 409
-    assert refused.headers["Retry-After"] == "30"
     assert (await refused.json())["resets_at"] == "2026-03-15T00:00:00Z"
 
     clock.advance(seconds=30)  # midnight UTC: a new day, a new budget

@@ -1,52 +1,45 @@
-"""The limiter in front of the fake agents provider, for running a real client through it.
+"""The limiter in front of the fake agents provider: what the real clients are pointed at to
+prove the gateway with them.
 
-`gateway_before(fake, ledger_url, tmp_path)` seeds the ledger with every model the fake serves
-(priced so a cost is easy to check), makes a key for one user and serves the gateway on a real
-port (the clients are other processes) with each upstream kind pointing at the fake under the
-gateway's own provider key; a client is then pointed at `base_url` with `key` exactly as it
-would be at the fake (`tests.support.agent_setups` takes either base URL). `recorded()` and
-`rows()` read back what the ledger holds, to compare with `FakeAgentsProvider.reported()` to the
-micro (`expected_rows`).
+Every model the fake serves is declared with integer prices (micro-dollars per token), so a
+test can price the usage the fake reported by hand and compare it with the ledger to the micro.
+The gateway is served on a real port as `agentmeter limiter` serves it, every upstream kind
+pointing at the fake.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ledger.engine import create_sync_engine
+from ledger.settings import DatabaseSettings
 from ledger.tokens import TokenUsage
-from limiter.settings import UpstreamSettings
-from tests.support.fake_agents_provider import FakeAgentsProvider
-from tests.support.gateway import (
-    GatewayTestServer,
-    gateway_app,
-    limiter_settings,
-    policy,
-    query,
-    seed_ledger,
-    settled,
-)
+from limiter.settings import LimiterSettings, UpstreamSettings
+from tests.support.fake_agents_provider import DEFAULT_MODELS, FakeAgentsProvider
+from tests.support.gateway import GatewayTestServer, gateway_app, query, seed_ledger, settled
+from tests.support.ledger_seed import record
 
-USER = "alice"
-# Micros per token of every model the fake serves.
-PRICES = {"input": 2, "output": 10, "cache_read": 0.5}
-# The gateway's own provider keys, one per upstream kind (what the fake must receive).
-PROVIDER_KEYS = {"openai": "sk-gateway-openai", "anthropic": "sk-gateway-anthropic",
-                 "google": "gateway-google-key"}
+# USD per 1M tokens, i.e. micro-dollars per token: distinct, so a token counted as the wrong
+# kind changes the cost.
+PRICES = {"input": 3, "output": 15, "cache_read": 1, "cache_write": 4, "cache_write_1h": 6}
+UPSTREAM_KEY = "sk-gateway-upstream-key"
 
 
 def cost_micros(usage: TokenUsage) -> int:
-    """What one answer of `usage` costs at PRICES (the ceiling taken once, as the ledger does)."""
-    return math.ceil(usage.input * PRICES["input"] + usage.output * PRICES["output"]
-                     + usage.cache_read * PRICES["cache_read"])
+    """What `usage` costs at PRICES, worked out by hand."""
+    return (usage.input * PRICES["input"] + usage.output * PRICES["output"]
+            + usage.cache_read * PRICES["cache_read"] + usage.cache_write * PRICES["cache_write"]
+            + usage.cache_write_1h * PRICES["cache_write_1h"])
 
 
 def expected_rows(fake: FakeAgentsProvider) -> Counter[tuple[TokenUsage, int]]:
@@ -54,41 +47,78 @@ def expected_rows(fake: FakeAgentsProvider) -> Counter[tuple[TokenUsage, int]]:
     return Counter((usage, cost_micros(usage)) for usage in fake.reported())
 
 
+def agent_policy(limit_usd: int | None = None) -> dict[str, Any]:
+    """One user, alice, and every model of the fake, priced; her limit when given."""
+    alice: dict[str, Any] = {"username": "alice", "name": "Alice Liddell"}
+    if limit_usd is not None:
+        alice["limit_usd"] = limit_usd
+    return {"limits": {"enabled": True, "period": "month"}, "users": [alice],
+            "models": [{"name": name, "provider": kind, "pricing": PRICES}
+                       for kind, names in DEFAULT_MODELS.items() for name in names]}
+
+
 @dataclass
 class AgentGateway:
-    # Without a version suffix, as the clients' set-ups take a provider's.
+    """The running gateway: its base URL (no version suffix, like the fake's) and alice's key."""
+
     base_url: str
     key: str
     app: web.Application
     ledger_url: str
 
-    async def recorded(self) -> list[tuple[TokenUsage, int]]:
-        """Every recorded message's usage and cost, once all answers are in the ledger."""
+    async def ledger_rows(self) -> list[tuple[str, TokenUsage, int | None]]:
+        """(model, tokens, cost_micros) of every recorded message, oldest first, once every
+        answered request's usage is in."""
         await settled(self.app)
         rows = query(self.ledger_url,
-                     "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-                     "cache_write_1h_tokens, cost_micros FROM messages ORDER BY created_at")
-        return [(TokenUsage(*row[:5]), row[5]) for row in rows]
+                     "SELECT mo.name, m.input_tokens, m.output_tokens, m.cache_read_tokens, "
+                     "m.cache_write_tokens, m.cache_write_1h_tokens, m.cost_micros "
+                     "FROM messages m JOIN models mo ON mo.id = m.model_id "
+                     "ORDER BY m.created_at, m.id")
+        return [(row[0], TokenUsage(*row[1:6]), row[6]) for row in rows]
 
-    async def rows(self) -> Counter[tuple[TokenUsage, int]]:
+    async def recorded(self) -> list[tuple[TokenUsage, int | None]]:
+        """(tokens, cost_micros) of every recorded message, oldest first."""
+        return [(usage, cost) for _, usage, cost in await self.ledger_rows()]
+
+    async def rows(self) -> Counter[tuple[TokenUsage, int | None]]:
         """`recorded()` as a multiset, to compare with `expected_rows`."""
         return Counter(await self.recorded())
 
 
-@contextlib.asynccontextmanager
-async def gateway_before(fake: FakeAgentsProvider, ledger_url: str,
-                         tmp_path: Path) -> AsyncIterator[AgentGateway]:
-    models = [{"name": name, "provider": provider, "pricing": PRICES}
-              for provider, names in fake.models.items() for name in names]
-    key = seed_ledger(ledger_url, policy(models=models), keys_for=(USER,))[USER]
-    settings = limiter_settings(tmp_path, fake.base_url)
-    settings = dataclasses.replace(settings, providers={
-        kind: UpstreamSettings(base_url=fake.base_url, api_key=secret)
-        for kind, secret in PROVIDER_KEYS.items()})
-    server = GatewayTestServer(gateway_app(ledger_url, settings, registry=CollectorRegistry()),
-                               host="127.0.0.1")
+def spend_to_the_limit(ledger_url: str, limit_usd: int) -> None:
+    """Record, as earlier usage this month, exactly `limit_usd` of alice's spend."""
+    engine = create_sync_engine(DatabaseSettings(url=ledger_url))
+    try:
+        # cache reads cost one micro-dollar each
+        usage = TokenUsage(cache_read=limit_usd * 1_000_000 // PRICES["cache_read"])
+        assert cost_micros(usage) == limit_usd * 1_000_000
+        record(engine, "alice", DEFAULT_MODELS["openai"][0], usage, datetime.now(UTC),
+               provider="openai")
+    finally:
+        engine.dispose()
+
+
+@asynccontextmanager
+async def agent_gateway(fake: FakeAgentsProvider, ledger_url: str, tmp_path: Path, *,
+                        limit_usd: int | None = None, spent_to_limit: bool = False,
+                        **settings: Any) -> AsyncIterator[AgentGateway]:
+    """The limiter on a real port in front of `fake`, with alice's key (over her limit from
+    the start with `spent_to_limit`); `settings` change LimiterSettings fields."""
+    keys = seed_ledger(ledger_url, agent_policy(limit_usd), keys_for=("alice",))
+    if spent_to_limit:
+        assert limit_usd is not None
+        spend_to_the_limit(ledger_url, limit_usd)
+    upstreams = {kind: UpstreamSettings(base_url=fake.base_url, api_key=UPSTREAM_KEY)
+                 for kind in ("openai", "anthropic", "google")}
+    limiter = dataclasses.replace(
+        LimiterSettings(spool_dir=str(tmp_path / "spool"), upstream_timeout_seconds=60.0,
+                        providers=upstreams), **settings)
+    app = gateway_app(ledger_url, limiter, registry=CollectorRegistry())
+    server = GatewayTestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield AgentGateway(str(server.make_url("")).rstrip("/"), key, server.app, ledger_url)
+        yield AgentGateway(str(server.make_url("")).rstrip("/"), keys["alice"], app,
+                           ledger_url)
     finally:
         await server.close()

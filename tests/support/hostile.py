@@ -53,14 +53,20 @@ class Answer:
         return json.loads(self.body)
 
 
+# What the dialects' error objects add to the limiter's own `{"error": {"code", "message"}}`:
+# OpenAI's `type` and `param` beside them, Anthropic's `type` beside them and at the top.
+ERROR_EXTRAS = frozenset({"type", "param"})
+
+
 def assert_clean_refusal(answer: Answer) -> str:
-    """A 4xx whose body is the limiter's JSON error object; returns the error code."""
+    """A 4xx whose body is the limiter's JSON error object (on an OpenAI route in OpenAI's
+    shape, which adds `type`); returns the error code."""
     assert 400 <= answer.status < 500, (answer.status, answer.body[:500])
     assert answer.headers.get("content-type", "").startswith("application/json"), answer.headers
     body = answer.json()
-    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert isinstance(body, dict) and set(body) - ERROR_EXTRAS == {"error"}, body
     error = body["error"]
-    assert isinstance(error, dict) and set(error) == {"code", "message"}, error
+    assert isinstance(error, dict) and set(error) - ERROR_EXTRAS == {"code", "message"}, error
     assert isinstance(error["code"], str) and error["code"]
     assert isinstance(error["message"], str) and error["message"]
     assert b"Traceback" not in answer.body

@@ -25,7 +25,8 @@ _GEMINI_STATUSES = {402: "RESOURCE_EXHAUSTED", 403: "PERMISSION_DENIED", 409: "A
 
 def refusal_body(dialect: str, status: int) -> dict[str, Any]:
     """The refusal's JSON for a caller speaking `dialect` (`openai`, `anthropic`, `google`)."""
-    seed = {"message": "Chat usage limit exceeded.", "spent_micros": SPENT,
+    # The gateway's top-level `message` is the sentence too (Claude Code prints it).
+    seed = {"message": MESSAGE, "spent_micros": SPENT,
             "limit_micros": LIMIT, "limit_source": "default", "resets_at": RESETS_AT}
     if dialect == "anthropic":
         error = shapes_anthropic.error_body(MESSAGE, _ANTHROPIC_TYPES[status])

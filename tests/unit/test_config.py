@@ -27,6 +27,8 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         "AGENTMETER_ANTHROPIC_BASE_URL": "http://anthropic.local",
         "AGENTMETER_EXPORTER_KUBERNETES_ENABLED": "true",
         "AGENTMETER_EXPORTER_MAX_USERS": "5",
+        "AGENTMETER_LIMITER_LIMIT_EXCEEDED_STATUS": "403",
+        "AGENTMETER_LIMITER_LIMIT_RETRY_AFTER": "true",
     })
     assert config.limiter.unknown_models == "allow"
     assert config.database.url == "postgresql://u@h/db"
@@ -35,6 +37,7 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     assert config.limiter.providers["anthropic"].base_url == "http://anthropic.local"
     assert config.exporter.kubernetes.enabled is True
     assert config.exporter.max_users == 5
+    assert (config.limiter.limit_exceeded_status, config.limiter.limit_retry_after) == (403, True)
     assert "sk-secret" not in repr(config)
 
 
@@ -63,6 +66,10 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "env", "message"), [
     ("limiter:\n  fail_mode: maybe\n", {}, "limiter.fail_mode"),
+    ("limiter:\n  limit_exceeded_status: 500\n", {},
+     "limiter.limit_exceeded_status must be one of 402, 403, 409, 429, got 500"),
+    ("", {"AGENTMETER_LIMITER_LIMIT_EXCEEDED_STATUS": "200"},
+     "limiter.limit_exceeded_status must be one of 402, 403, 409, 429, got 200"),
     ("limiter:\n  listn: x\n", {}, "unknown setting 'limiter.listn'"),
     ("nope: 1\n", {}, "unknown setting 'nope'"),
     ("", {"AGENTMETER_EXPORTER_MAX_USERS": "many"}, "exporter.max_users"),

@@ -128,7 +128,7 @@ def test_limits_dashboard_shows_state_users_409s_fail_open_and_pricing_gaps() ->
     assert ">= 0.8 < 1" in near and ">= 1)" in at
     assert ">= 0.8" in exprs(panel("limits", "Users near or at their limit"))[0]
     assert "agentmeter_limiter_blocked_total" in exprs(
-        panel("limits", "Requests refused (409) by user"))[0]
+        panel("limits", "Requests refused by user"))[0]
     assert "sum by (reason)" in exprs(panel("limits", "Limit fail-open events"))[0]
     gaps = exprs(panel("limits", "Models without pricing"))
     assert "agentmeter_models_without_pricing" in gaps[0]

@@ -136,7 +136,7 @@ def test_the_documented_proxy_operations_are_exactly_the_registrys_routes() -> N
         assert ("409" in responses) == route.billed
 
 
-def test_a_routes_error_shape_shapes_its_refusals_but_never_the_409_body() -> None:
+def test_a_routes_error_shape_shapes_its_errors_and_joins_the_limit_refusal() -> None:
     from aiohttp.test_utils import make_mocked_request
 
     from limiter.http.app_keys import ERROR_SHAPE
@@ -152,4 +152,7 @@ def test_a_routes_error_shape_shapes_its_refusals_but_never_the_409_body() -> No
         "error": {"code": 400, "message": "Bad.", "status": "INVALID_JSON"}}
     limited = error_answer(request, LimitExceeded({"message": "Chat usage limit exceeded."},
                                                   retry_after_seconds=5))
-    assert json.loads(cast(bytes, limited.body)) == {"message": "Chat usage limit exceeded."}
+    assert json.loads(cast(bytes, limited.body)) == {
+        "message": "Chat usage limit exceeded.",
+        "error": {"code": 409, "message": "Chat usage limit exceeded.",
+                  "status": "LIMIT_EXCEEDED"}}

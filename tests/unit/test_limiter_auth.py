@@ -87,11 +87,15 @@ def test_fallback_identities_expire_and_are_bounded() -> None:
 
 
 def test_limit_exceeded_answer() -> None:
-    error = LimitExceeded({"message": "Chat usage limit exceeded.", "spent_micros": 5},
-                          retry_after_seconds=42)
+    error = LimitExceeded({"message": "Chat usage limit exceeded.", "spent_micros": 5})
     assert error.status == 409
-    assert error.headers == {"Retry-After": "42", "x-should-retry": "false"}
-    assert error.body()["spent_micros"] == 5
+    assert error.headers == {"x-should-retry": "false"}
+    assert error.body() == {"message": "Chat usage limit exceeded.", "spent_micros": 5,
+                            "error": {"code": "limit_exceeded",
+                                      "message": "Chat usage limit exceeded."}}
+    restored = LimitExceeded({"message": "m"}, status=403, retry_after_seconds=42)
+    assert restored.status == 403
+    assert restored.headers == {"Retry-After": "42", "x-should-retry": "false"}
 
 
 def test_rfc3339() -> None:

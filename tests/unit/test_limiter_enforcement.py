@@ -1,4 +1,5 @@
-"""The rules of the check: the 409 body, Retry-After, the strict upper bound, the catalog cache."""
+"""The rules of the check: the refusal body and its sentence, Retry-After, the strict upper
+bound, the catalog cache."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from limiter.admission.catalog_cache import CatalogCache, CatalogUnavailable
 from limiter.admission.enforcement import (
     FALLBACK_MAX_OUTPUT_TOKENS,
     limit_body,
+    limit_message,
     retry_after_seconds,
     strict_upper_bound,
 )
@@ -36,9 +38,27 @@ def model(pricing: Pricing | None, max_output_tokens: int | None = None) -> Mode
 
 
 def test_limit_body_is_the_documented_shape() -> None:
-    assert limit_body(STATUS) == {"message": "Chat usage limit exceeded.", "spent_micros": 61,
-                                  "limit_micros": 60, "limit_source": "group",
-                                  "resets_at": "2026-04-01T00:00:00Z"}
+    assert limit_body(STATUS) == {
+        "message": "Chat usage limit exceeded: $0.000061 of $0.00006 this month; "
+                   "resets 2026-04-01 00:00 UTC.",
+        "spent_micros": 61, "limit_micros": 60, "limit_source": "group",
+        "resets_at": "2026-04-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(("period", "end", "spent", "limit", "sentence"), [
+    (Period.MONTH, datetime(2027, 1, 1, tzinfo=UTC), 50_000_000, 50_000_000,
+     "Chat usage limit exceeded: $50.00 of $50.00 this month; resets 2027-01-01 00:00 UTC."),
+    (Period.WEEK, datetime(2026, 3, 16, tzinfo=UTC), 12_345_678, 12_000_000,
+     "Chat usage limit exceeded: $12.345678 of $12.00 this week; resets 2026-03-16 00:00 UTC."),
+    (Period.DAY, datetime(2026, 3, 15, tzinfo=UTC), 1_500_000, 0,
+     "Chat usage limit exceeded: $1.50 of $0.00 today; resets 2026-03-15 00:00 UTC."),
+])
+def test_limit_message_names_spend_limit_and_reset(period: Period, end: datetime, spent: int,
+                                                   limit: int, sentence: str) -> None:
+    status = LimitStatus(user_id=1, username="alice", period=period, limit_micros=limit,
+                         limit_source=LimitSource.USER, spent_micros=spent,
+                         period_start=datetime(2026, 3, 1, tzinfo=UTC), period_end=end)
+    assert limit_message(status) == sentence
 
 
 @pytest.mark.parametrize(("now", "seconds"), [

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.tokens import TokenUsage
+from limiter.http.error_shapes import gemini_error
 from limiter.relay.dialects.gemini import (
     GeminiArrayStreamParser,
     GeminiGenerate,
     GeminiStreamParser,
-    gemini_error,
     gemini_usage,
     usage_from_answer,
 )

@@ -174,26 +174,6 @@ class GeminiArrayStreamParser(GeminiStreamParser):
         self.on_chunk(load_json(data))
 
 
-# The gRPC status name Google's APIs put beside each HTTP status in an error body.
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
-    403: "PERMISSION_DENIED", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 409: "ABORTED",
-    413: "INVALID_ARGUMENT", 415: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
-    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-}
-
-
-def gemini_error(status: int, code: str, message: str) -> dict[str, Any]:
-    """An error body in the Gemini API's shape, `{"error": {"code", "message", "status"}}`:
-    `code` is the HTTP status there, and the limiter's own code goes in an `ErrorInfo`
-    detail's `reason`, where Google's APIs put theirs."""
-    return {"error": {"code": status, "message": message,
-                      "status": _STATUS_NAMES.get(status, "UNKNOWN"),
-                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                   "reason": code, "domain": "agentmeter"}]}}
-
-
 def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     # The API's JSON accepts the proto's field names as well as their lowerCamelCase form.
     config = body.get("generationConfig", body.get("generation_config"))
