@@ -10,7 +10,6 @@ module proves the fake and the set-ups.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,6 @@ from tests.support.limit_refusal import limit_refusal
 
 pytestmark = pytest.mark.slow
 KEY = "sk-fake-provider-key"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAgentsProvider]:
-    provider = FakeAgentsProvider()
-    await provider.start()
-    yield provider
-    await provider.close()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    (tmp_path / "home").mkdir()
-    (tmp_path / "work").mkdir()
-    return tmp_path / "home"
 
 
 def billed(fake: FakeAgentsProvider) -> list[Call]:

@@ -28,21 +28,6 @@ STOP_SECONDS = 25
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAgentsProvider]:
-    provider = FakeAgentsProvider()
-    await provider.start()
-    yield provider
-    await provider.close()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    (tmp_path / "home").mkdir()
-    (tmp_path / "work").mkdir()
-    return tmp_path / "home"
-
-
-@pytest.fixture
 async def gateway(fake: FakeAgentsProvider, sqlite_url: str,
                   tmp_path: Path) -> AsyncIterator[AgentGateway]:
     async with agent_gateway(fake, sqlite_url, tmp_path) as running:

@@ -39,10 +39,8 @@ COMMAND_SCHEMA: dict[str, object] = {
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAgentsProvider]:
-    provider = FakeAgentsProvider(default=REPLY)
-    await provider.start()
-    yield provider
-    await provider.close()
+    async with FakeAgentsProvider(default=REPLY) as provider:
+        yield provider
 
 
 @pytest.fixture

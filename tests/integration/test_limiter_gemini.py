@@ -64,10 +64,8 @@ def recorded(url: str) -> list[tuple[TokenUsage, int, bool]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAgentsProvider]:
-    provider = FakeAgentsProvider(default=REPLY, models={"google": ["gemini-test"]})
-    await provider.start()
-    yield provider
-    await provider.close()
+    async with FakeAgentsProvider(default=REPLY, models={"google": ["gemini-test"]}) as provider:
+        yield provider
 
 
 async def start_gateway(aiohttp_client: Any, url: str, tmp_path: Path,

@@ -40,10 +40,8 @@ Gateway = Callable[[], Awaitable[Any]]
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAgentsProvider]:
-    provider = FakeAgentsProvider(default=REPLY)
-    await provider.start()
-    yield provider
-    await provider.close()
+    async with FakeAgentsProvider(default=REPLY) as provider:
+        yield provider
 
 
 @pytest.fixture

@@ -20,6 +20,14 @@ from limiter.recording.spool import Spool
 from tests.support.gateway import gateway_app, limiter_settings, metric, query, seed_ledger
 
 
+async def replayed(spool_dir: Path) -> None:
+    """Wait (10 s at most) until the gateway has replayed and removed every spool file."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while list(spool_dir.glob("*.jsonl")):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+
+
 async def test_spool_left_by_a_previous_run_is_replayed_at_start_up(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path) -> None:
     seed_ledger(ledger_url)
@@ -40,10 +48,7 @@ async def test_spool_left_by_a_previous_run_is_replayed_at_start_up(
     settings = limiter_settings(tmp_path, "http://127.0.0.1:9")
     client = await aiohttp_client(gateway_app(ledger_url, settings, registry=registry,
                                               replay_interval_s=0.1))
-    deadline = asyncio.get_running_loop().time() + 10
-    while list((tmp_path / "spool").glob("*.jsonl")):
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+    await replayed(tmp_path / "spool")
     rows = query(ledger_url, "SELECT id, output_tokens, cost_micros, partial FROM messages "
                              "ORDER BY output_tokens")
     assert [(r.id, r.output_tokens, r.cost_micros, bool(r.partial)) for r in rows] == [
@@ -81,10 +86,7 @@ async def test_a_replayed_record_older_than_the_ledger_keeps_is_refused_and_coun
     settings = limiter_settings(tmp_path, "http://127.0.0.1:9")
     client = await aiohttp_client(gateway_app(ledger_url, settings, registry=registry,
                                               replay_interval_s=0.1))
-    deadline = asyncio.get_running_loop().time() + 10
-    while list((tmp_path / "spool").glob("*.jsonl")):
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+    await replayed(tmp_path / "spool")
     assert [r.id for r in query(ledger_url, "SELECT id FROM messages")] == [kept.id]
     assert int(query(ledger_url, "SELECT sum(messages) FROM usage_totals")[0][0]) == 1
     assert metric(registry, "agentmeter_limiter_records_refused_total") == 1

@@ -45,7 +45,8 @@ _CALL = web.RequestKey("call", Call)
 
 
 class FakeAgentsProvider:
-    """The fake provider; start it with `await fake.start()`, point clients at `base_url`."""
+    """The fake provider; start it with `await fake.start()` (or `async with`), point clients
+    at `base_url`."""
 
     def __init__(self, default: Reply | None = None,
                  models: dict[str, list[str]] | None = None) -> None:
@@ -102,6 +103,13 @@ class FakeAgentsProvider:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeAgentsProvider:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # Recording and scripting -------------------------------------------------------------------
 
