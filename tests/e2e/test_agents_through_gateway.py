@@ -124,12 +124,32 @@ def _claude(home: Path, gateway: AgentGateway) -> AgentRun:
                                     "claude-sonnet-4-6")
 
 
-# (name, how to run it, the refusal status it stops on): opencode retries a 409 silently.
+def _codex(home: Path, gateway: AgentGateway) -> AgentRun:
+    return agent_setups.codex(home, gateway.base_url, gateway.key, "Say hello.", "gpt-5-codex")
+
+
+def _gemini_cli(home: Path, gateway: AgentGateway) -> AgentRun:
+    return agent_setups.gemini_cli(home, gateway.base_url, gateway.key, "Say hello.",
+                                   "gemini-2.5-flash")
+
+
+def _agents_sdk_responses(home: Path, gateway: AgentGateway) -> AgentRun:
+    return agent_setups.agents_sdk(home, gateway.base_url, gateway.key, "Write a note.",
+                                   "gpt-5-mini", api="responses", stream=True,
+                                   note=home.parent / "work" / "note.txt")
+
+
+# (name, how to run it, the refusal status it stops on): opencode retries a 409 silently;
+# Codex stops on one after its five quick retries.
 REFUSED = [
     ("claude-code", _claude, 409),
+    ("codex", _codex, 409),
+    ("gemini-cli", _gemini_cli, 409),
     ("llm", _llm, 409),
     ("agents-sdk-chat", _agents_sdk_chat, 409),
+    ("agents-sdk-responses", _agents_sdk_responses, 409),
     ("opencode-anthropic", _opencode("anthropic/claude-sonnet-4-6"), 403),
+    ("opencode-openai", _opencode("openai/gpt-5-mini"), 403),
     ("opencode-compatible", _opencode("agentmeter/gpt-5-mini"), 403),
 ]
 
