@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.tokens import TokenUsage
-from tests.support.fake_upstream import _sse as sse
 from tests.support.fake_upstream import pieces
+from tests.support.fake_upstream import sse_event as sse
 
 __all__ = ["ANSWER_MARK", "Reply", "ToolCall", "estimated_tokens", "pieces", "sse"]
 

@@ -151,7 +151,7 @@ def error_body(path: str, answer: Answer) -> dict[str, Any]:
     return body
 
 
-def _sse(data: dict[str, Any] | str, event: str | None = None) -> str:
+def sse_event(data: dict[str, Any] | str, event: str | None = None) -> str:
     payload = data if isinstance(data, str) else json.dumps(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {payload}\n\n"
@@ -163,21 +163,21 @@ def openai_events(answer: Answer, model: str, include_usage: bool) -> list[str]:
     extra = {"usage": None} if include_usage else {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-        return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+        return sse_event({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                           "finish_reason": finish}], **extra})
 
     events = [chunk({"role": "assistant", "content": ""})]
     events += [chunk({"content": piece}) for piece in pieces(answer.text)]
     events.append(chunk({}, "stop"))
     if include_usage and not answer.omit_usage:
-        events.append(_sse({**base, "choices": [],
+        events.append(sse_event({**base, "choices": [],
                             "usage": openai_usage_json(answer.usage, answer.reasoning_tokens)}))
-    events.append(_sse("[DONE]"))
+    events.append(sse_event("[DONE]"))
     return events
 
 
 def openai_error_event() -> str:
-    return _sse({"error": {"message": "fake failure mid-stream", "type": "server_error"}})
+    return sse_event({"error": {"message": "fake failure mid-stream", "type": "server_error"}})
 
 
 def anthropic_events(answer: Answer, model: str) -> list[str]:
@@ -191,26 +191,26 @@ def anthropic_events(answer: Answer, model: str) -> list[str]:
         "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}
     events = [
-        _sse({"type": "message_start", "message": message}, "message_start"),
-        _sse({"type": "content_block_start", "index": 0,
+        sse_event({"type": "message_start", "message": message}, "message_start"),
+        sse_event({"type": "content_block_start", "index": 0,
               "content_block": {"type": "text", "text": ""}}, "content_block_start"),
-        _sse({"type": "ping"}, "ping"),
+        sse_event({"type": "ping"}, "ping"),
     ]
-    events += [_sse({"type": "content_block_delta", "index": 0,
+    events += [sse_event({"type": "content_block_delta", "index": 0,
                      "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
                for piece in pieces(answer.text)]
     events += [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        _sse({"type": "message_delta",
+        sse_event({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse_event({"type": "message_delta",
               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
               "usage": delta_usage}, "message_delta"),
-        _sse({"type": "message_stop"}, "message_stop"),
+        sse_event({"type": "message_stop"}, "message_stop"),
     ]
     return events
 
 
 def anthropic_error_event() -> str:
-    return _sse({"type": "error", "error": {"type": "overloaded_error",
+    return sse_event({"type": "error", "error": {"type": "overloaded_error",
                                             "message": "fake overload mid-stream"}}, "error")
 
 
