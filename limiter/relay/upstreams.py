@@ -1,11 +1,18 @@
 """The configured upstreams, each with its own aiohttp `ClientSession`, and the choice of one.
 
-Every upstream gets one long-lived session: `trust_env=True` (HTTPS_PROXY, NO_PROXY and the
-system CA bundle work as operators expect), an optional CA file of its own, a connector whose
+Every upstream gets one long-lived session: the proxy the environment names for its base URL
+(HTTPS_PROXY, HTTP_PROXY and NO_PROXY, read once when the session is made, with aiohttp's own
+rules), the system CA bundle or a CA file of its own, a connector whose
 connection limit is the upstream's `max_connections`, no cookie jar (a cookie a provider sets on
 one user's answer must not ride along on anybody's next call) and automatic decompression of
 answers (the relay drops their Content-Encoding). Time a call spends waiting for a free
 connection is observed in the connection-wait histogram.
+
+The proxy is resolved once rather than with aiohttp's `trust_env=True`, which looks it up (and
+reads ~/.netrc) in a worker thread on every call: two thread hand-offs per provider call, measured
+in `bench.limiter` as most of the relay's own cost. A process's environment does not change while
+it runs, so the answer is the same; netrc credentials are not wanted either, since the upstream's
+key is the only credential a call carries.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import aiohttp
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from yarl import URL
 
 from ledger.catalog import Model
@@ -63,6 +71,14 @@ class Upstream:
         return URL(target, encoded=True)
 
 
+def env_proxy(base_url: str) -> tuple[URL | None, BasicAuth | None]:
+    """The proxy (and its credentials) the environment names for calls to `base_url`, or none."""
+    try:
+        return get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return None, None
+
+
 def _connection_wait_tracing(observe: aiohttp.TraceConfig, metrics: LimiterMetrics,
                              name: str) -> None:
     histogram = metrics.connection_wait_by(name)
@@ -95,8 +111,9 @@ def _session(name: str, settings: UpstreamSettings, limiter: LimiterSettings,
         total=None,
         connect=settings.connect_timeout_seconds or default,
         sock_read=settings.read_timeout_seconds or default)
+    proxy, proxy_auth = env_proxy(settings.base_url)
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trust_env=True,
+        connector=connector, timeout=timeout, proxy=proxy, proxy_auth=proxy_auth,
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, trace_configs=[tracing])
 
 
