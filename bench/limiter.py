@@ -14,8 +14,9 @@ limit check and the recording add); the CPU that the limiter's ledger connection
 PostgreSQL per call is printed beside the limiter's own.
 
 Targets: added p50 <= 1 ms and p99 <= 5 ms at concurrency 1, added stream TTFB p50 <= 2 ms,
-throughput through the limiter >= 10% of direct at concurrency 32, RSS growth < 10% over
-`--duration` seconds of load (use `--duration 300` for the five-minute figure).
+throughput of complete answers through the limiter at concurrency 32 >= 20% of direct for the
+small body and >= 50% for the agent-sized one, RSS growth < 10% over `--duration` seconds of
+load (use `--duration 300` for the five-minute figure).
 """
 
 from __future__ import annotations
@@ -281,6 +282,8 @@ async def throughput(session: aiohttp.ClientSession, target: Target, body: bytes
 # Request bodies: "small" is about 2 KB of prompt, like a short agent turn; "agent" is what a
 # coding agent sends each turn, ~430 KB (~100k tokens) of code in its context.
 BODIES = ("small", "agent")
+# Share of direct throughput (complete answers, c=32) the limiter must carry, per body.
+THROUGHPUT_TARGETS = {"small": 20.0, "agent": 50.0}
 AGENT_BODY_BYTES = 430_000
 
 
@@ -413,12 +416,13 @@ async def measure(args: argparse.Namespace, targets: dict[str, Target],
     growth = 100 * (after - before) / before
     print(f"  RSS of the limiter process: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB "
           f"after {args.duration:.0f} s at c={args.concurrency} ({growth:+.1f}%)")
+    least_share = THROUGHPUT_TARGETS[args.body]
     checks = {
         "added p50 <= 1 ms": medians["added latency p50 (c=1), ms"] <= 1.0,
         "added p99 <= 5 ms": medians["added latency p99 (c=1), ms"] <= 5.0,
         "added TTFB p50 <= 2 ms": medians["added stream TTFB p50, ms"] <= 2.0,
-        "throughput ratio >= 10%": min(medians["throughput ratio plain, %"],
-                                       medians["throughput ratio stream, %"]) >= 10.0,
+        f"throughput ratio >= {least_share:.0f}%":
+            medians["throughput ratio plain, %"] >= least_share,
         "RSS growth < 10%": growth < 10.0,
     }
     print("\ntargets (through the limiter): " + "  ".join(
