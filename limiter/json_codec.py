@@ -7,7 +7,8 @@ accepts (NaN, lone surrogates, a byte order mark); those are read by `json` exac
 so what is accepted and what is refused does not change. One difference stays: orjson reads an
 integer beyond 64 bits as a float. Nothing the limiter reads from a body can be such a number
 in earnest (a model name, flags, max tokens, token counts), the client's own bytes are what is
-forwarded, and a body the limiter must re-encode is read again with `json` (providers.base).
+forwarded, and a body the limiter must re-encode is read again with `json`
+(limiter.relay.dialects.base).
 """
 
 from __future__ import annotations
