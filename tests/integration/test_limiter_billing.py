@@ -4,6 +4,10 @@ calculator prices the same answer.
 
 The provider is a real HTTP server on a real port answering with the recorded answers of
 `tests/fixtures/answers` byte for byte; the models are declared by name with catalog prices.
+Web searches are counted as each provider bills them (a Chat Completions search request one per
+answer, Gemini 2.5 one per grounded prompt, Gemini 3 one per unique query); a fee the catalog
+has no price for is left out of the cost, as the catalog's calculator leaves it, and counted as
+a pricing gap that the exporter shows.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from ledger.pricing import Billing
 from ledger.tokens import TOKEN_KINDS, TokenUsage
+from limiter.settings import UpstreamSettings
 from tests.support.catalog_prices import catalog_micros
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
@@ -40,12 +45,20 @@ ANSWERS = Path(__file__).parents[1] / "fixtures" / "answers"
 EXPECTED: dict[str, Any] = json.loads((ANSWERS / "expected.json").read_text())
 # The threshold each answer's total input passes (README of the fixtures).
 TIER_START = {"anthropic_web_search_above_200k.json": 200_000,
-              "openai_chat_flex_above_272k.json": 272_000}
+              "openai_chat_flex_above_272k.json": 272_000,
+              "gemini_stream_grounded_array.json": 200_000}
 THROUGH_GATEWAY = sorted(EXPECTED)
+GOOGLE_KEY = "AIza-gateway-SECRET"
 
 
 def answered_model(name: str) -> str:
-    """The model the recorded answer names (each SSE event of a stream names the same)."""
+    """The model the request names: the expectation's `model`, the one in a Gemini route's
+    path, else the one the recorded answer names (each SSE event of a stream names the same)."""
+    expected = EXPECTED[name]
+    if "model" in expected:
+        return str(expected["model"])
+    if "/models/" in expected["route"]:
+        return str(expected["route"].split("/models/", 1)[1].split(":", 1)[0])
     text = (ANSWERS / name).read_text()
     if name.endswith(".json"):
         return str(json.loads(text)["model"])
@@ -69,6 +82,7 @@ async def recorded_provider(name: str) -> AsyncIterator[TestServer]:
 
     app = web.Application()
     app.router.add_post("/v1/{tail:.*}", answer)
+    app.router.add_post("/v1beta/{tail:.*}", answer)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -86,11 +100,14 @@ async def test_an_answers_service_tier_and_fees_are_recorded_and_priced_as_the_c
     keys = seed_ledger(ledger_url, policy(models=[declared]), keys_for=("alice",))
     clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
     path = expected["route"].split(" ", 1)[1]
-    body: dict[str, Any] = {"model": model, "max_tokens": 4096, "stream": expected["stream"],
-                            "messages": [{"role": "user", "content": "go on"}]}
+    body: dict[str, Any] = expected.get("request") or {
+        "model": model, "max_tokens": 4096, "stream": expected["stream"],
+        "messages": [{"role": "user", "content": "go on"}]}
     async with recorded_provider(name) as provider:
-        app = gateway_app(ledger_url, limiter_settings(tmp_path, str(provider.make_url(""))),
-                          clock=clock, registry=CollectorRegistry())
+        settings = limiter_settings(tmp_path, str(provider.make_url("")))
+        settings.providers["google"] = UpstreamSettings(base_url=str(provider.make_url("")),
+                                                        api_key=GOOGLE_KEY)
+        app = gateway_app(ledger_url, settings, clock=clock, registry=CollectorRegistry())
         client = await aiohttp_client(app)
         resp = await client.post(path, json=body, headers=bearer(keys["alice"]))
         assert resp.status == 200
@@ -98,16 +115,18 @@ async def test_an_answers_service_tier_and_fees_are_recorded_and_priced_as_the_c
         await settled(app)
 
     kinds = ", ".join(f"{kind.value}_tokens" for kind in TOKEN_KINDS)
-    rows = query(ledger_url, f"SELECT service_tier, speed, web_searches, tier_start, cost_micros, "
-                             f"{kinds} FROM messages")
+    rows = query(ledger_url, f"SELECT service_tier, speed, web_searches, tier_start, "
+                             f"pricing_gaps, cost_micros, {kinds} FROM messages")
     assert len(rows) == 1
-    tier, speed, searches, tier_start, cost, *tokens = rows[0]
+    tier, speed, searches, tier_start, gaps, cost, *tokens = rows[0]
     usage = TokenUsage(**expected["usage"])
     billing = Billing(**expected["billing"])
     assert tokens == [usage.get(kind) for kind in TOKEN_KINDS]
     assert (tier, speed, searches) == (billing.service_tier, billing.speed,
                                        billing.web_searches)
     assert tier_start == TIER_START.get(name, 0)
+    if "pricing_gaps" in expected:
+        assert gaps == expected["pricing_gaps"]
     assert cost == catalog_micros(expected["provider"], model, usage, billing, clock.now)
 
 
