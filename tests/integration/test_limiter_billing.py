@@ -16,15 +16,20 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from math import ceil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientPayloadError, web
+from aiohttp import ClientPayloadError, ClientSession, web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.app import exporter_running
+from exporter.settings import ExporterSettings
 from ledger.pricing import Billing
+from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 from limiter.settings import UpstreamSettings
 from tests.support.catalog_prices import catalog_micros
@@ -149,3 +154,50 @@ async def test_a_cut_stream_is_recorded_at_the_service_tier_the_request_asked_fo
     await settled(app)
     await fake.close()
     assert query(sqlite_url, "SELECT partial, service_tier FROM messages") == [(1, recorded)]
+
+
+@pytest.mark.parametrize(("name", "declared", "cost"), [
+    # The catalog has no search price for gpt-5-search-api: its tokens are priced
+    # (1,276 input at 1.25, 1,024 cache reads at 0.125, 640 output at 10 USD per 1M).
+    ("openai_chat_web_search.json", {"name": "gpt-5-search-api", "provider": "openai"},
+     ceil(1_276 * 1.25 + 1_024 * 0.125 + 640 * 10)),
+    # A policy price without fees: 6,960 input at 0.5 and 732 output at 3 USD per 1M.
+    ("gemini_grounded_search.json", {"name": "gemini-3.5-flash", "provider": "google",
+                                     "pricing": {"input": 0.5, "output": 3}},
+     ceil(6_960 * 0.5 + 732 * 3)),
+])
+async def test_searches_without_a_price_are_a_fee_gap_on_the_exporter(
+        aiohttp_client: Any, ledger_url: str, tmp_path: Path, name: str,
+        declared: dict[str, Any], cost: int) -> None:
+    expected = EXPECTED[name]
+    searches = expected["billing"]["web_searches"]
+    keys = seed_ledger(ledger_url, policy(models=[declared]), keys_for=("alice",))
+    clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
+    async with recorded_provider(name) as provider:
+        settings = limiter_settings(tmp_path, str(provider.make_url("")))
+        settings.providers["google"] = UpstreamSettings(base_url=str(provider.make_url("")),
+                                                        api_key=GOOGLE_KEY)
+        app = gateway_app(ledger_url, settings, clock=clock, registry=CollectorRegistry())
+        client = await aiohttp_client(app)
+        resp = await client.post(expected["route"].split(" ", 1)[1], json=expected["request"],
+                                 headers=bearer(keys["alice"]))
+        assert resp.status == 200
+        await settled(app)
+    assert query(ledger_url, "SELECT web_searches, pricing_gaps, cost_micros FROM messages") == [
+        (searches, "fee", cost)]
+
+    async with (exporter_running(ExporterSettings(), DatabaseSettings(url=ledger_url),
+                                 listen="127.0.0.1:0", clock=clock) as where,
+                ClientSession() as session, session.get(f"{where.url}/metrics") as scraped):
+        page = await scraped.text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(page) for s in family.samples}
+    model = declared["name"]
+    assert samples[("agentmeter_fees_total", (("fee", "web_search"), ("model", model),
+                                              ("user", "alice")))] == searches
+    assert samples[("agentmeter_model_pricing_missing", (("gap", "fee"), ("model", model),
+                                                         ("token_type", "")))] == 1.0
+    assert samples[("agentmeter_unpriced_messages_total", (("gap", "fee"),
+                                                           ("model", model)))] == 1.0
+    assert samples[("agentmeter_spend_usd_total", (("model", model), ("user", "alice")))] == (
+        cost / 1_000_000)
