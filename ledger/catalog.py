@@ -29,7 +29,8 @@ class Model:
     enabled: bool
     declared: bool
     max_output_tokens: int | None
-    # The standard prices below every tier threshold; None: the model is unpriced.
+    # The standard prices (below every tier threshold) of the price version in effect when the
+    # model was read; None: the model is unpriced.
     pricing: Pricing | None
     aliases: tuple[str, ...] = ()
     # Everything the price version in effect says (tiers, variants, fees): what strict
