@@ -196,8 +196,8 @@ def _lifetime_families(snapshot: LedgerSnapshot, labels: LabelCaches) -> Iterato
                     list(chain.from_iterable(map(_token_counts, lifetime))))
     yield RowFamily(names.MESSAGES, "Answered requests (assistant turns).", "counter",
                     user_model, [row.messages for row in lifetime])
-    yield RowFamily(names.FEES, "Per-request fees the answers reported (web searches), priced "
-                    "or not.", "counter", user_model.expand("fee", [Fee.WEB_SEARCH.value]),
+    yield RowFamily(names.FEES, "Per-request fees (web searches) as the providers bill them, "
+                    "priced or not.", "counter", user_model.expand("fee", [Fee.WEB_SEARCH.value]),
                     [row.web_searches for row in lifetime])
 
 
