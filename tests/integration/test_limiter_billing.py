@@ -156,6 +156,27 @@ async def test_a_cut_stream_is_recorded_at_the_service_tier_the_request_asked_fo
     assert query(sqlite_url, "SELECT partial, service_tier FROM messages") == [(1, recorded)]
 
 
+async def test_a_cut_search_stream_still_counts_its_search(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path) -> None:
+    # A search model searched before answering: the call is billed though the stream is cut.
+    fake = FakeUpstream(Answer(drop_after=2))
+    await fake.start()
+    model = {"name": "gpt-4o-mini-search-preview", "provider": "openai"}
+    keys = seed_ledger(sqlite_url, policy(models=[model]), keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, fake.base_url),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    resp = await client.post("/v1/chat/completions",
+                             json=openai_request(model=model["name"], stream=True),
+                             headers=bearer(keys["alice"]))
+    with contextlib.suppress(ClientPayloadError):
+        await resp.read()
+    await settled(app)
+    await fake.close()
+    assert query(sqlite_url, "SELECT partial, web_searches, pricing_gaps FROM messages") == [
+        (1, 1, None)]  # the catalog prices it (gpt-4o-mini's 10 USD per 1,000)
+
+
 @pytest.mark.parametrize(("name", "declared", "cost"), [
     # The catalog has no search price for gpt-5-search-api: its tokens are priced
     # (1,276 input at 1.25, 1,024 cache reads at 0.125, 640 output at 10 USD per 1M).
