@@ -7,10 +7,12 @@ exporter restarts and never double-count. The only thing kept from one scrape to
 rendered label text of the rows it exported (`LabelCaches`): values always come from the ledger,
 and a scrape escapes only the users and models that are new since the last one.
 
-Pricing gaps carry a `gap` label: `price` (a token kind, or the whole model, without a price),
-or `variant`, `tier`, `fee` (a service tier, tier or fee the answers reported and the model has
-no price for: those messages were priced at the model's highest price, their fees left
-unpriced). A model shows such a gap while it had one within `active_window_days`.
+Prices are those in effect at the scrape: a price version dated in the future shows once its
+time has come, no `apply` needed. Pricing gaps carry a `gap` label: `price` (a token kind, or
+the whole model, without a price), or `variant`, `tier`, `fee` (a service tier, tier or fee the
+answers reported and the model has no price for: those messages were priced at the model's
+highest price, their fees left unpriced). A model shows such a gap while it had one within
+`active_window_days`.
 
 Per-user series exist only for users with an effective limit or with spend in the last
 `active_window_days`, at most `max_users` of them (the highest current spend first);
@@ -140,9 +142,9 @@ def read_snapshot(conn: Connection, now: datetime, *, active_since: date,
         lifetime=lifetime,
         lifetime_labels=[(exported[row.user_id], model_name[row.model_id]) for row in lifetime],
         chats=[chats.get(user.user_id, 0) for user in kept],
-        models=enabled_models(conn),
-        without_pricing=models_without_pricing(conn),
-        gaps=pricing_gaps(conn),
+        models=enabled_models(conn, now),
+        without_pricing=models_without_pricing(conn, now),
+        gaps=pricing_gaps(conn, now),
         traffic_gaps=recent_traffic_gaps(conn, active_since),
         unpriced=unpriced_usage_by_model(conn),
     )
@@ -194,8 +196,8 @@ def _lifetime_families(snapshot: LedgerSnapshot, labels: LabelCaches) -> Iterato
                     list(chain.from_iterable(map(_token_counts, lifetime))))
     yield RowFamily(names.MESSAGES, "Answered requests (assistant turns).", "counter",
                     user_model, [row.messages for row in lifetime])
-    yield RowFamily(names.FEES, "Per-request fees the answers reported (web searches), priced "
-                    "or not.", "counter", user_model.expand("fee", [Fee.WEB_SEARCH.value]),
+    yield RowFamily(names.FEES, "Per-request fees (web searches) as the providers bill them, "
+                    "priced or not.", "counter", user_model.expand("fee", [Fee.WEB_SEARCH.value]),
                     [row.web_searches for row in lifetime])
 
 

@@ -1,4 +1,9 @@
-"""Models, their aliases and prices, and the gaps in pricing that under-report spend."""
+"""Models, their aliases and prices, and the gaps in pricing that under-report spend.
+
+A model's prices are those of its price version in effect at the time asked about
+(`ledger.price_versions.version_at`, the one home of that rule): a version dated in the future
+shows here once its time has come, without another `apply`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from ledger.dialect import upsert
-from ledger.price_versions import price_versions, version_at
+from ledger.price_versions import PriceVersion, price_versions, version_at
 from ledger.pricing import GAPS, Gap, PriceSheet, Pricing
 from ledger.schema import daily_usage, model_aliases, models, usage_totals
 from ledger.tokens import TOKEN_KINDS, TokenKind
-
-PRICE_COLUMNS = {kind: f"price_{kind.value}" for kind in TOKEN_KINDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +29,8 @@ class Model:
     enabled: bool
     declared: bool
     max_output_tokens: int | None
-    # The standard prices below every tier threshold; None: the model is unpriced.
+    # The standard prices (below every tier threshold) of the price version in effect when the
+    # model was read; None: the model is unpriced.
     pricing: Pricing | None
     aliases: tuple[str, ...] = ()
     # Everything the price version in effect says (tiers, variants, fees): what strict
@@ -42,17 +46,18 @@ class ModelPricingGap:
     reason: str  # "no_pricing" | "no_input_or_output_price" | "undeclared"
 
 
-def pricing_from_row(row: Any) -> Pricing | None:
-    if not row.has_pricing:
-        return None
-    return Pricing(**{kind.value: getattr(row, column) for kind, column in PRICE_COLUMNS.items()})
+def _current_versions(conn: Connection, model_ids: list[int],
+                      now: datetime | None) -> dict[int, PriceVersion | None]:
+    """Each model's price version in effect at `now` (the present when None)."""
+    at = datetime.now(UTC) if now is None else now
+    return {model_id: version_at(found, at)
+            for model_id, found in price_versions(conn, model_ids).items()}
 
 
-def pricing_values(pricing: Pricing | None) -> dict[str, Any]:
-    values: dict[str, Any] = {"has_pricing": pricing is not None}
-    for kind, column in PRICE_COLUMNS.items():
-        values[column] = None if pricing is None else pricing.price(kind)
-    return values
+def _standard(version: PriceVersion | None) -> Pricing | None:
+    """The standard prices below every tier of a version; None: unpriced (never priced, or
+    unpriced on purpose from then on)."""
+    return None if version is None or version.sheet is None else version.sheet.base
 
 
 def _aliases(conn: Connection, model_ids: list[int]) -> dict[int, list[str]]:
@@ -66,16 +71,15 @@ def _aliases(conn: Connection, model_ids: list[int]) -> dict[int, list[str]]:
     return found
 
 
-def _models(conn: Connection, rows: list[Any]) -> list[Model]:
+def _models(conn: Connection, rows: list[Any], now: datetime | None = None) -> list[Model]:
     ids = [row.id for row in rows]
     aliases = _aliases(conn, ids)
-    versions = price_versions(conn, ids)
-    now = datetime.now(UTC)
-    current = {model_id: version_at(found, now) for model_id, found in versions.items()}
+    current = _current_versions(conn, ids, now)
     return [Model(id=row.id, name=row.name, provider=row.provider, enabled=bool(row.enabled),
                   declared=bool(row.declared), max_output_tokens=row.max_output_tokens,
-                  pricing=pricing_from_row(row), aliases=tuple(aliases.get(row.id, ())),
-                  prices=None if (v := current.get(row.id)) is None else v.sheet)
+                  pricing=_standard(v := current.get(row.id)),
+                  aliases=tuple(aliases.get(row.id, ())),
+                  prices=None if v is None else v.sheet)
             for row in rows]
 
 
@@ -113,13 +117,15 @@ def find_model(conn: Connection, name_or_alias: str) -> Model | None:
     return None if row is None else _models(conn, [row])[0]
 
 
-def all_models(conn: Connection) -> list[Model]:
-    return _models(conn, list(conn.execute(select(models).order_by(models.c.name))))
+def all_models(conn: Connection, now: datetime | None = None) -> list[Model]:
+    """Every model with the prices in effect at `now` (the present when None)."""
+    return _models(conn, list(conn.execute(select(models).order_by(models.c.name))), now)
 
 
-def enabled_models(conn: Connection) -> list[Model]:
+def enabled_models(conn: Connection, now: datetime | None = None) -> list[Model]:
+    """The enabled models with the prices in effect at `now` (the present when None)."""
     stmt = select(models).where(models.c.enabled.is_(True)).order_by(models.c.name)
-    return _models(conn, list(conn.execute(stmt)))
+    return _models(conn, list(conn.execute(stmt)), now)
 
 
 def ensure_traffic_model(conn: Connection, name: str, provider: str) -> int:
@@ -132,45 +138,51 @@ def ensure_traffic_model(conn: Connection, name: str, provider: str) -> int:
         return found.id
     stmt = upsert(conn, models).values(
         name=name, provider=provider, enabled=False, declared=False, seen_in_traffic=True,
-        created_at=datetime.now(UTC), **pricing_values(None))
+        created_at=datetime.now(UTC))
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
     model_id = conn.execute(select(models.c.id).where(models.c.name == name)).scalar_one()
     return int(model_id)
 
 
-def models_without_pricing(conn: Connection) -> list[ModelPricingGap]:
-    """Enabled models with no usable pricing, plus undeclared models seen in traffic.
+def _listed_pricing(conn: Connection, now: datetime | None) -> list[tuple[Any, Pricing | None]]:
+    """Every enabled or traffic-seen model's row and its standard prices at `now`."""
+    stmt = select(models).where(or_(models.c.enabled.is_(True),
+                                    models.c.seen_in_traffic.is_(True))).order_by(models.c.name)
+    rows = list(conn.execute(stmt))
+    current = _current_versions(conn, [row.id for row in rows], now)
+    return [(row, _standard(current.get(row.id))) for row in rows]
+
+
+def models_without_pricing(conn: Connection, now: datetime | None = None
+                           ) -> list[ModelPricingGap]:
+    """Enabled models with no usable pricing at `now` (the present when None), plus undeclared
+    models seen in traffic.
 
     A priced model that lacks a price for some kind is not listed here (it is still priced);
     `pricing_gaps` lists those kinds for the per-kind metric.
     """
-    stmt = select(models).where(or_(
-        and_(models.c.enabled.is_(True),
-             or_(models.c.has_pricing.is_(False),
-                 and_(models.c.price_input.is_(None), models.c.price_output.is_(None)))),
-        and_(models.c.declared.is_(False), models.c.seen_in_traffic.is_(True)),
-    )).order_by(models.c.name)
     gaps = []
-    for row in conn.execute(stmt):
-        pricing = pricing_from_row(row)
-        if not row.declared:
+    for row, pricing in _listed_pricing(conn, now):
+        if not row.declared and row.seen_in_traffic:
             reason = "undeclared"
+        elif not row.enabled:
+            continue
         elif pricing is None:
             reason = "no_pricing"
-        else:
+        elif not pricing.is_usable:
             reason = "no_input_or_output_price"
+        else:
+            continue
         missing = TOKEN_KINDS if pricing is None else tuple(pricing.missing_kinds())
         gaps.append(ModelPricingGap(model=row.name, missing_kinds=tuple(missing), reason=reason))
     return gaps
 
 
-def pricing_gaps(conn: Connection) -> list[ModelPricingGap]:
-    """Every enabled or traffic-seen model with at least one kind unpriced, and which kinds."""
-    stmt = select(models).where(or_(models.c.enabled.is_(True),
-                                    models.c.seen_in_traffic.is_(True))).order_by(models.c.name)
+def pricing_gaps(conn: Connection, now: datetime | None = None) -> list[ModelPricingGap]:
+    """Every enabled or traffic-seen model with at least one kind unpriced at `now` (the
+    present when None), and which kinds."""
     gaps = []
-    for row in conn.execute(stmt):
-        pricing = pricing_from_row(row)
+    for row, pricing in _listed_pricing(conn, now):
         missing = TOKEN_KINDS if pricing is None else tuple(pricing.missing_kinds())
         if missing:
             reason = ("undeclared" if not row.declared else

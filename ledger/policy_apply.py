@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from ledger.catalog import pricing_values
 from ledger.limit_store import load_limit_config, save_limit_config
 from ledger.limits import LimitConfig, UserOverride
 from ledger.money import format_usd, usd_decimal
@@ -174,7 +173,6 @@ class _Applier:
         values: dict[str, Any] = {
             "provider": declared.provider, "enabled": declared.enabled, "declared": True,
             "max_output_tokens": declared.max_output_tokens,
-            **pricing_values(None if sheet is None else sheet.base),
         }
         if row is None:
             model_id = int(self.conn.execute(models.insert().values(

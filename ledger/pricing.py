@@ -73,8 +73,9 @@ class UnboundedWebSearches(LedgerError):
     """Strict enforcement cannot bound a request that allows any number of web searches."""
 
     def __init__(self) -> None:
-        super().__init__("the request allows unbounded web searches; strict enforcement needs "
-                         "a bound (set the web search tool's max_uses)")
+        super().__init__("the request allows unbounded web searches, which strict enforcement "
+                         "cannot bound: set a bound (the web search tool's max_uses, where the "
+                         "provider has one) or send the request without its search tool")
 
 
 def _check_price(name: str, value: int | None) -> None:
@@ -324,8 +325,9 @@ def cost_upper_bound(prices: PriceSheet | Pricing | None, input_tokens: int,
     `input_tokens` bounds the request's total input, so every tier up to the one it reaches
     counts; each input-side token is priced at the dearest input-side price of those tiers.
     `service_tier` is the tier the request asked for: None or `auto` counts as the dearest
-    the model has. `web_searches` is the web search tool's `max_uses` (0: no search tool);
-    None, a search tool without a bound, raises `UnboundedWebSearches`.
+    the model has. `web_searches` is the most searches the request allows (Anthropic's
+    `max_uses`, one for a request billed once per answer; 0: no search tool); None, a search
+    tool without a bound, raises `UnboundedWebSearches`.
     """
     if web_searches is None:
         raise UnboundedWebSearches()

@@ -118,7 +118,9 @@ group_limits = Table(
     CheckConstraint("limit_micros > 0", name="positive"),
 )
 
-# Prices are integer micro-dollars per 1M tokens (USD per 1M x 1e6), NULL where missing.
+# A model's prices are its versions in `model_prices`. `has_pricing` and `price_*` are left
+# from before price history: nothing reads or writes them any more (a later migration may drop
+# them).
 models = Table(
     "models", metadata,
     Column("id", Integer, primary_key=True),

@@ -10,7 +10,8 @@ or a blocked user costs no upload: at most `OVERLAP_BODY_BYTES` of a body are re
 key is known valid). Bodies are read within the bounds of `limiter.relay.body`; the model must
 be declared (unless `unknown_models: allow`); strict mode holds an upper bound (with the
 service tier, speed and web searches the request asks for); the usage, with the service tier
-and fees the answer reports (an estimated record: those the request asked for), is
+and fees the answer reports (an estimated record: those the request asked for; web searches
+counted as the provider bills them, `Asked.billed`), is
 appended to the journal just before the answer's last byte goes out (one page-cache write) and
 committed to the ledger after it, so recording adds next to nothing to the latency the client
 sees.
@@ -271,8 +272,8 @@ async def _prepare(request: web.Request, route: Route) -> Prepared:
     except BaseException:
         hold.release()
         raise
-    return Prepared(raw, hold, body, model_name, model, chat, call, route.dialect.asked(body),
-                    catalog_error)
+    return Prepared(raw, hold, body, model_name, model, chat, call,
+                    route.dialect.asked(body, model_name), catalog_error)
 
 
 async def _prepare_while_checking(request: web.Request, route: Route,
@@ -326,8 +327,8 @@ async def _send_whole(request: web.Request, response: web.Response) -> None:
 def _usage_record(x: Exchange, result: ForwardResult) -> UsageRecord | None:
     if result.usage is None:
         return None
-    billing = (estimated_billing(result.billing, x.asked) if result.estimated or result.partial
-               else result.billing)
+    billing = x.asked.billed(estimated_billing(result.billing, x.asked)
+                             if result.estimated or result.partial else result.billing)
     return UsageRecord(
         id=x.record_id,
         user_id=x.admission.identity.user_id,

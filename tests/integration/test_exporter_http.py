@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -15,8 +16,16 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter.app import build_registry, exporter_running
 from exporter.server import Listening
 from exporter.settings import ExporterSettings
+from ledger.catalog import find_model
+from ledger.engine import create_sync_engine
+from ledger.policy_apply import apply_policy
+from ledger.policy_file import parse_policy
+from ledger.price_versions import POLICY as POLICY_SOURCE
+from ledger.price_versions import add_version
+from ledger.pricing import PriceSheet, Pricing
 from ledger.settings import DatabaseSettings
-from tests.support.exporter_seed import NOW, ODD_USERNAMES, read, seed_odd_users
+from tests.support.exporter_seed import NOW, ODD_USERNAMES, POLICY, read, seed_odd_users
+from tests.support.gateway import MovableClock
 from tests.support.requirements import require_binary
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
@@ -100,3 +109,43 @@ async def test_healthz(exporter: tuple[str, Listening]) -> None:
     assert status == 200
     assert content_type.startswith("application/json")
     assert '"ledger": true' in body
+
+
+async def test_a_price_dated_in_the_future_shows_once_its_time_comes(ledger_url: str) -> None:
+    """No `apply` between the two scrapes: the exporter reads the price version in effect."""
+    engine = create_sync_engine(DatabaseSettings(url=ledger_url))
+    with engine.begin() as conn:
+        apply_policy(conn, parse_policy(POLICY))
+        applied = datetime.now(UTC)
+        claude, gpt5 = (find_model(conn, name) for name in ("claude-sonnet-4-5", "gpt-5"))
+        assert claude is not None and gpt5 is not None
+        soon = applied + timedelta(hours=1)
+        add_version(conn, claude.id, soon, POLICY_SOURCE, "p.yaml",
+                    PriceSheet.flat(Pricing(input=4_000_000, output=20_000_000)), applied)
+        add_version(conn, gpt5.id, soon, POLICY_SOURCE, "p.yaml", None, applied)  # none
+    engine.dispose()
+    clock = MovableClock(applied + timedelta(minutes=59))
+    async with exporter_running(ExporterSettings(), DatabaseSettings(url=ledger_url),
+                                listen="127.0.0.1:0", clock=clock) as where:
+        before = _samples(parse_text((await _get(f"{where.url}/metrics"))[2]))
+        clock.advance(minutes=2)
+        after = _samples(parse_text((await _get(f"{where.url}/metrics"))[2]))
+
+    def price(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], model: str,
+              kind: str) -> float | None:
+        return samples.get(("agentmeter_model_price_usd_per_million_tokens",
+                            frozenset({"model": model, "token_type": kind}.items())))
+
+    assert (price(before, "claude-sonnet-4-5", "input"),
+            price(before, "claude-sonnet-4-5", "output")) == (3.0, 15.0)
+    assert price(before, "gpt-5", "input") == 1.25
+    assert before[("agentmeter_models_without_pricing", frozenset())] == 1.0  # free-model
+    assert (price(after, "claude-sonnet-4-5", "input"),
+            price(after, "claude-sonnet-4-5", "output")) == (4.0, 20.0)
+    # The new version prices no cache kinds: they leave the gauge and show as missing.
+    assert price(after, "claude-sonnet-4-5", "cache_read") is None
+    assert after[("agentmeter_model_pricing_missing", frozenset(
+        {"model": "claude-sonnet-4-5", "token_type": "cache_read", "gap": "price"}.items()))] == 1
+    # gpt-5 is unpriced on purpose from then on.
+    assert price(after, "gpt-5", "input") is None
+    assert after[("agentmeter_models_without_pricing", frozenset())] == 2.0

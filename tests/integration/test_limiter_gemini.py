@@ -291,3 +291,37 @@ async def test_strict_mode_holds_what_max_output_tokens_allows(
     assert body["error"]["message"] == body["message"]
     assert body["message"].startswith("Chat usage limit exceeded: $0.00") and "this month" in \
         body["message"]
+
+
+async def test_strict_mode_bounds_a_grounded_prompt_and_refuses_unbounded_queries(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, fake: FakeAgentsProvider) -> None:
+    # 30,000 micros of room. Gemini 2.5 Flash bills a grounded prompt 35 USD per 1,000
+    # (35,000 micros): the tokens fit, the search does not. Gemini 3.5 Flash bills each query
+    # and nothing in a request bounds how many it runs.
+    models = [{"name": "gemini-2.5-flash", "provider": "google"},
+              {"name": "gemini-3.5-flash", "provider": "google"}]
+    keys = seed_ledger(sqlite_url, policy(users=[{"username": "alice", "limit_usd": "0.03"}],
+                                          models=models), keys_for=("alice",))
+    settings = limiter_settings(tmp_path, fake.base_url, enforcement="strict")
+    settings.providers["google"] = UpstreamSettings(base_url=fake.base_url, api_key=GOOGLE_KEY)
+    gateway = await aiohttp_client(gateway_app(sqlite_url, settings,
+                                               registry=CollectorRegistry()))
+    headers = {"x-goog-api-key": keys["alice"]}
+
+    def ask(grounded: bool) -> dict[str, Any]:
+        return {"contents": [{"parts": [{"text": "who won euro 2024?"}]}],
+                "generationConfig": {"maxOutputTokens": 100},
+                **({"tools": [{"google_search": {}}]} if grounded else {})}
+
+    unbounded = await gateway.post("/v1beta/models/gemini-3.5-flash:generateContent",
+                                   json=ask(True), headers=headers)
+    assert unbounded.status == 400
+    error = (await unbounded.json())["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and "unbounded web searches" in error["message"]
+    path = "/v1beta/models/gemini-2.5-flash:generateContent"
+    grounded = await gateway.post(path, json=ask(True), headers=headers)
+    assert grounded.status == 409
+    assert fake.calls == []
+    plain = await gateway.post(path, json=ask(False), headers=headers)
+    assert plain.status == 200
+    assert len(fake.calls) == 1

@@ -191,3 +191,28 @@ async def test_the_bound_counts_the_search_tools_max_uses(
     assert one.status == 200
     await settled(app)
     assert len(upstream.received) == 1
+
+
+async def test_a_chat_completions_search_request_holds_its_search(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    # 5,000 micros of room; the catalog prices gpt-4o-mini's searches (its search model's
+    # too) at 10 USD per 1,000 calls, 10,000 micros: the tokens fit, one search does not.
+    models = [{"name": "gpt-4o-mini", "provider": "openai", "max_output_tokens": 100},
+              {"name": "gpt-4o-mini-search-preview", "provider": "openai",
+               "max_output_tokens": 100}]
+    keys = seed_ledger(sqlite_url, policy(users=[{"username": "alice", "limit_usd": "0.005"}],
+                                          models=models), keys_for=("alice",))
+    app = gateway_app(sqlite_url, limiter_settings(tmp_path, upstream.base_url,
+                                                   enforcement="strict"),
+                      registry=CollectorRegistry())
+    client = await aiohttp_client(app)
+    alice = bearer(keys["alice"])
+    for body in (openai_request(model="gpt-4o-mini-search-preview"),
+                 openai_request(model="gpt-4o-mini", web_search_options={})):
+        refused = await client.post(CHAT, json=body, headers=alice)
+        assert refused.status == 409
+    assert upstream.received == []
+    answered = await client.post(CHAT, json=openai_request(model="gpt-4o-mini"), headers=alice)
+    assert answered.status == 200
+    await settled(app)
+    assert query(sqlite_url, "SELECT web_searches FROM messages") == [(0,)]

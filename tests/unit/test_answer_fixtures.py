@@ -2,8 +2,11 @@
 
 The limiter's parsers are tested against `expected.json`; this checks that file against the
 catalog's own reading of the same answers, so a fixture and its expectation cannot drift apart.
-One difference on purpose: genai-prices does not count OpenAI Responses `web_search_call` items;
-the expectation counts one search per item.
+Differences on purpose, where genai-prices reads no search count: the expectation counts one
+search per OpenAI Responses `web_search_call` item, one per Chat Completions search answer (its
+`url_citation` annotations show the search, not a count), and Gemini's grounding as Google bills
+it: the unique non-empty `webSearchQueries` of the answer (Gemini 3), at most one (Gemini 2.5).
+A JSON-array stream is read at its last element, which carries the final usage.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ from ledger.tokens import TokenUsage
 ANSWERS = Path(__file__).parents[1] / "fixtures" / "answers"
 EXPECTED = json.loads((ANSWERS / "expected.json").read_text())
 FLAVOR = {"POST /v1/messages": "default", "POST /v1/chat/completions": "chat",
-          "POST /v1/responses": "responses"}
+          "POST /v1/responses": "responses", "google": "default"}
 JSON_ANSWERS = sorted(name for name in EXPECTED if name.endswith(".json"))
 
 
 @pytest.mark.parametrize("name", JSON_ANSWERS)
 def test_expected_usage_is_what_the_catalog_reads(name: str) -> None:
     expected = EXPECTED[name]
-    answer = json.loads((ANSWERS / name).read_text())
-    read = extract_usage(answer, provider_id=expected["provider"],
-                         api_flavor=FLAVOR[expected["route"]]).usage
+    loaded = json.loads((ANSWERS / name).read_text())
+    chunks = loaded if isinstance(loaded, list) else [loaded]
+    answer = chunks[-1]
+    flavor = FLAVOR.get(expected["route"]) or FLAVOR[expected["provider"]]
+    read = extract_usage(answer, provider_id=expected["provider"], api_flavor=flavor).usage
     usage = TokenUsage(**expected["usage"])
     billing = Billing(**expected["billing"])
     assert read.input_tokens == usage.input + usage.cache_read + usage.cache_write + (
@@ -39,6 +44,18 @@ def test_expected_usage_is_what_the_catalog_reads(name: str) -> None:
     if expected["provider"] == "anthropic":
         assert read.web_searches == billing.web_searches
         assert answer["usage"]["service_tier"] == billing.service_tier
+    elif expected["provider"] == "google":
+        queries = {query for chunk in chunks for candidate in chunk["candidates"]
+                   for query in candidate.get("groundingMetadata", {}).get("webSearchQueries", ())
+                   if query}
+        per_prompt = "/models/gemini-2." in expected["route"]
+        assert billing.web_searches == (min(len(queries), 1) if per_prompt else len(queries))
+        assert billing.service_tier is None
+    elif expected["route"] == "POST /v1/chat/completions" and billing.web_searches:
+        annotations = answer["choices"][0]["message"]["annotations"]
+        assert billing.web_searches == 1
+        assert [a["type"] for a in annotations] == ["url_citation"]
+        assert answer["service_tier"] == billing.service_tier
     else:
         calls = [item for item in answer.get("output", []) if item["type"] == "web_search_call"]
         assert len(calls) == billing.web_searches

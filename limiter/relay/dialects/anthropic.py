@@ -180,7 +180,7 @@ class AnthropicMessages(Dialect):
     def requested_max_tokens(self, body: dict[str, Any]) -> int | None:
         return positive_int(body.get("max_tokens"))
 
-    def asked(self, body: dict[str, Any]) -> Asked:
+    def asked(self, body: dict[str, Any], model: str) -> Asked:
         tier = asked_service_tier(body)
         speed = body.get("speed")
         return Asked(service_tier=_ASKED_TIERS.get(tier, tier) if tier else None,

@@ -11,11 +11,13 @@ dialect and where their calls go is the registry's business (`limiter.relay.regi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar
 
 from ledger.pricing import AUTO_SERVICE_TIER, STANDARD, Billing
@@ -48,6 +50,25 @@ def settle_usage(known: TokenUsage | None, *, output_final: bool, request_bytes:
     return known._replace(output=max(known.output, output)), True
 
 
+class SearchCount(Enum):
+    """How the provider counts the web searches it bills for one answer."""
+
+    # Each search the answer reports (Anthropic, OpenAI Responses, Gemini 3 and later).
+    REPORTED = "reported"
+    # One for an answer that searched at all: a grounded prompt (Gemini 2.5 and older).
+    PER_GROUNDED_ANSWER = "per_grounded_answer"
+    # One for every answer, whatever it reports (OpenAI's Chat Completions search models).
+    PER_ANSWER = "per_answer"
+
+    def billed(self, reported: int) -> int:
+        """The searches billed for an answer that reported `reported` of them."""
+        if self is SearchCount.PER_ANSWER:
+            return 1
+        if self is SearchCount.PER_GROUNDED_ANSWER:
+            return min(reported, 1)
+        return reported
+
+
 @dataclass(frozen=True, slots=True)
 class Asked:
     """What a request asks of the provider that changes its price (read before it is sent)."""
@@ -57,10 +78,17 @@ class Asked:
     speed: str | None = None
     # The most web searches the request allows: 0 without a search tool, None for no bound.
     web_searches: int | None = 0
+    # How the provider counts the searches of this request's answer.
+    search_count: SearchCount = SearchCount.REPORTED
 
     def billing(self) -> Billing:
         """The billing of an answer that reported none (an estimated record): what was asked."""
         return Billing(service_tier=self.service_tier, speed=self.speed)
+
+    def billed(self, billing: Billing) -> Billing:
+        """An answer's billing with its web searches counted as the provider bills them."""
+        return dataclasses.replace(billing,
+                                   web_searches=self.search_count.billed(billing.web_searches))
 
 
 def asked_service_tier(body: dict[str, Any]) -> str | None:
@@ -154,8 +182,9 @@ class Dialect(ABC):
             prepared = self.prepare_body(exact)
         return encode_json(prepared)
 
-    def asked(self, body: dict[str, Any]) -> Asked:
-        """What the request asks for that changes its price (strict mode bounds it)."""
+    def asked(self, body: dict[str, Any], model: str) -> Asked:
+        """What the request for `model` (as the call names it) asks for that changes its price
+        (strict mode bounds it)."""
         return Asked(service_tier=asked_service_tier(body))
 
     @abstractmethod

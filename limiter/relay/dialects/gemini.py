@@ -12,6 +12,16 @@ A stream is a sequence of `GenerateContentResponse` objects, each carrying the *
 events (`GeminiStreamParser`); without it as one JSON array written piece by piece
 (`GeminiArrayStreamParser`, which reads it incrementally and keeps only the unfinished element).
 A chunk whose candidate has a `finishReason` ends the answer; a failure is an `{"error": {...}}`.
+
+Grounding with Google Search (a `google_search` tool; `google_search_retrieval` on the oldest
+models) is a per-request fee. The queries the model ran are in each candidate's
+`groundingMetadata.webSearchQueries` (in a stream, in the chunks near its end). Google bills
+Gemini 3 and later models per search query, the unique non-empty ones of the answer; Gemini 2.5
+and older per grounded prompt, one for an answer that searched at all (`SearchCount`). A
+request has no way to bound the queries of the former, so strict mode refuses a grounded request
+to them; the latter bill at most one. Google's free allowances (grounded prompts per day, queries
+per month) are counted per account, which the gateway cannot see: every billed search is
+counted, so within an allowance the ledger's cost is an upper bound.
 """
 
 from __future__ import annotations
@@ -19,8 +29,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ledger.pricing import Billing
 from ledger.tokens import TokenUsage
-from limiter.relay.dialects.base import Dialect, positive_int
+from limiter.relay.dialects.base import (
+    Asked,
+    Dialect,
+    SearchCount,
+    asked_service_tier,
+    positive_int,
+    tools_of,
+)
 from limiter.relay.sse import MAX_LINE_BYTES, StreamUsageParser, count, load_json, text_chars
 
 
@@ -45,6 +63,41 @@ def usage_from_answer(body: Any) -> TokenUsage | None:
     return gemini_usage(body.get("usageMetadata")) if isinstance(body, dict) else None
 
 
+def add_search_queries(candidate: dict[str, Any], queries: set[str]) -> None:
+    """Add the non-empty search queries a candidate's grounding reports to `queries`."""
+    grounding = candidate.get("groundingMetadata")
+    found = grounding.get("webSearchQueries") if isinstance(grounding, dict) else None
+    if isinstance(found, list):
+        queries.update(query for query in found if isinstance(query, str) and query.strip())
+
+
+def answer_search_queries(body: Any) -> set[str]:
+    """The unique non-empty search queries of a complete answer."""
+    queries: set[str] = set()
+    candidates = body.get("candidates") if isinstance(body, dict) else None
+    if isinstance(candidates, list):
+        for candidate in candidates:
+            if isinstance(candidate, dict):
+                add_search_queries(candidate, queries)
+    return queries
+
+
+# Tools that ground an answer with Google Search (JSON names and proto names).
+SEARCH_TOOLS = ("google_search", "googleSearch", "google_search_retrieval",
+                "googleSearchRetrieval")
+# Models billed per grounded prompt rather than per query: Gemini 2.5 and older.
+_PER_PROMPT_MODEL = re.compile(r"(?:^|/)gemini-[12][.-]")
+
+
+def grounding_asked(body: dict[str, Any], model: str) -> Asked:
+    """The searches a request allows and how they are billed (`Dialect.asked`)."""
+    per_prompt = bool(_PER_PROMPT_MODEL.search(model))
+    count = SearchCount.PER_GROUNDED_ANSWER if per_prompt else SearchCount.REPORTED
+    grounded = any(name in tool for tool in tools_of(body) for name in SEARCH_TOOLS)
+    bound = (1 if per_prompt else None) if grounded else 0
+    return Asked(service_tier=asked_service_tier(body), web_searches=bound, search_count=count)
+
+
 def _part_chars(part: object) -> int:
     """Generated characters in one content part: text (thoughts included) or a call's args."""
     if not isinstance(part, dict):
@@ -59,13 +112,19 @@ def _part_chars(part: object) -> int:
 class GeminiStreamParser(StreamUsageParser):
     """`?alt=sse` streams: every `data:` event is one `GenerateContentResponse`."""
 
-    __slots__ = ("_output_final", "_usage")
+    __slots__ = ("_output_final", "_queries", "_usage")
     TERMINAL = frozenset({b'"finishReason"'})
 
     def __init__(self) -> None:
         super().__init__()
         self._usage: TokenUsage | None = None
         self._output_final = False
+        # Unique non-empty search queries, however many chunks repeat them.
+        self._queries: set[str] = set()
+
+    @property
+    def billing(self) -> Billing:
+        return Billing(web_searches=len(self._queries))
 
     @property
     def usage(self) -> TokenUsage | None:
@@ -98,6 +157,7 @@ class GeminiStreamParser(StreamUsageParser):
             parts = content.get("parts") if isinstance(content, dict) else None
             if isinstance(parts, list):
                 self.output_text_chars += sum(map(_part_chars, parts))
+            add_search_queries(candidate, self._queries)
             if candidate.get("finishReason"):
                 self.complete = True
                 self._output_final = usage is not None
@@ -188,8 +248,14 @@ class GeminiGenerate(Dialect):
         config = _generation_config(body)
         return positive_int(config.get("maxOutputTokens", config.get("max_output_tokens")))
 
+    def asked(self, body: dict[str, Any], model: str) -> Asked:
+        return grounding_asked(body, model)
+
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         return usage_from_answer(body)
+
+    def billing_from_body(self, body: Any) -> Billing:
+        return Billing(web_searches=len(answer_search_queries(body)))
 
     def stream_parser(self) -> GeminiStreamParser:
         return GeminiStreamParser()

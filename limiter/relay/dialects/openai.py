@@ -8,15 +8,31 @@ therefore never added again. A stream reports usage only in its last chunk (empt
 only when the request asks for it with `stream_options.include_usage`, which the limiter adds.
 The service tier that served the answer is its top-level `service_tier` (in every chunk of a
 stream; a pricing variant).
+
+Web search in Chat Completions is done by the search models (`gpt-5-search-api`,
+`gpt-4o-search-preview`, `gpt-4o-mini-search-preview` and their dated names), which search
+before every answer and take their options in `web_search_options` (which no other model
+accepts). OpenAI bills such a request one web search tool call (a price per 1,000 calls). The
+answer shows the pages it used as `url_citation` annotations of its message but no count, so a
+request to a search model, or one with `web_search_options`, counts one search per answer
+(`SearchCount.PER_ANSWER`), and strict mode bounds it with one.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ledger.pricing import Billing
 from ledger.tokens import TokenUsage
-from limiter.relay.dialects.base import Dialect, add_top_level_member, positive_int
+from limiter.relay.dialects.base import (
+    Asked,
+    Dialect,
+    SearchCount,
+    add_top_level_member,
+    asked_service_tier,
+    positive_int,
+)
 from limiter.relay.sse import (
     StreamUsageParser,
     count,
@@ -140,6 +156,13 @@ class OpenAIStreamParser(StreamUsageParser):
 
 
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true}'
+# The search models' names, dated or not: gpt-5-search-api, gpt-4o-mini-search-preview-2025-03-11.
+_SEARCH_MODEL = re.compile(r"-search-(?:api|preview)(?:-|$)")
+
+
+def searches_the_web(body: dict[str, Any], model: str) -> bool:
+    """Whether a Chat Completions request runs a web search: a search model always does."""
+    return isinstance(body.get("web_search_options"), dict) or bool(_SEARCH_MODEL.search(model))
 
 
 class ChatCompletions(Dialect):
@@ -167,6 +190,12 @@ class ChatCompletions(Dialect):
             if spliced is not None:
                 return spliced
         return super().upstream_payload(body, raw_body)
+
+    def asked(self, body: dict[str, Any], model: str) -> Asked:
+        tier = asked_service_tier(body)
+        if searches_the_web(body, model):
+            return Asked(service_tier=tier, web_searches=1, search_count=SearchCount.PER_ANSWER)
+        return Asked(service_tier=tier)
 
     def usage_from_body(self, body: Any) -> TokenUsage | None:
         return openai_usage(body.get("usage")) if isinstance(body, dict) else None

@@ -209,7 +209,7 @@ class Responses(Dialect):
     def answer_id(self, body: Any) -> str | None:
         return response_facts(body)[0].response_id
 
-    def asked(self, body: dict[str, Any]) -> Asked:
+    def asked(self, body: dict[str, Any], model: str) -> Asked:
         return responses_asked(body)
 
     def billing_from_body(self, body: Any) -> Billing:
