@@ -255,6 +255,27 @@ async def test_a_head_that_does_not_arrive_in_time_is_answered_408_and_counted(
     assert f"{HEAD_TIMEOUTS} 1.0" in await scraped(gateway)
 
 
+async def test_a_pipelined_head_that_stalls_is_answered_408_once_the_answer_before_it_ends(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
+        tmp_path, upstream.base_url, client_header_timeout_seconds=0.5))
+    upstream.queue(Answer(hang_seconds=0.6))
+    reader, writer = await connect(gateway.client)
+    writer.write(post(gateway.keys["alice"], json.dumps(openai_request()).encode()))
+    await asyncio.sleep(0.2)  # the first request is being answered
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gate")  # and never the rest
+    first, _, _ = await asyncio.wait_for(read_response(reader), 5)
+    loop = asyncio.get_running_loop()
+    answered = loop.time()
+    second, _, body = await asyncio.wait_for(read_response(reader), 5)
+    assert (first, second, json.loads(body)["error"]["code"]) == (200, 408, "request_timeout")
+    assert loop.time() - answered >= 0.4  # the head's clock started when the answer ended
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert len(upstream.received) == 1
+    assert f"{HEAD_TIMEOUTS} 1.0" in await scraped(gateway)
+
+
 async def test_an_idle_keep_alive_connection_is_closed_without_an_answer_or_a_count(
         aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
     gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
@@ -267,6 +288,21 @@ async def test_an_idle_keep_alive_connection_is_closed_without_an_answer_or_a_co
     started = loop.time()
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not a byte sent
     assert 0.5 <= loop.time() - started < 2.0
+    writer.close()
+    assert f"{HEAD_TIMEOUTS} 0.0" in await scraped(gateway)
+
+
+async def test_the_rest_of_a_body_answered_early_is_not_taken_for_a_head(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
+        tmp_path, upstream.base_url, client_header_timeout_seconds=0.5))
+    reader, writer = await connect(gateway.client)
+    body = b" " * (MIB // 8)  # too large to be read before the key is known: 401 on the head
+    writer.write(post("not-a-key", body)[:-len(body)])
+    status, headers, _ = await asyncio.wait_for(read_response(reader), 5)
+    assert status == 401 and headers.get("connection") != "close"
+    writer.write(body)  # the body comes after the answer, then nothing
+    assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     assert f"{HEAD_TIMEOUTS} 0.0" in await scraped(gateway)
 
