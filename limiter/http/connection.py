@@ -12,25 +12,31 @@ means for a connection that waits for a request:
   `request_timeout`), the connection is closed, and the callback the server was given counts it
   (`client_timeouts{phase="head"}`). The answer goes out through aiohttp's own error path, the
   one that answers a malformed head with 400: a queued error message becomes a request with its
-  own writer, `handle_error` builds the answer and `finish_response` writes it.
+  own writer, `handle_error` builds the answer and `finish_response` writes it. Its status line
+  says HTTP/1.0, as every answer aiohttp gives before a head is parsed (its 400 for a
+  malformed head too): the request's version is not known to it yet.
 
 When the head's clock starts: at its first byte, as nginx's `client_header_timeout` does on a
 keep-alive connection, so a client that idles for most of the keep-alive bound and then sends a
-head at an ordinary pace is served. A head whose first bytes came in while the previous answer
-was still being written starts its clock when that answer ends. A connection is thus held at
+head at an ordinary pace is served. A head whose first bytes came in while the previous request
+was being answered starts its clock when that answer ends. A connection is thus held at
 most twice the timeout (idle, then a slow head) before its 408.
 
-Bytes the loop has not read yet: under load a due timer can run before the loop reads a socket
-that is ready (uvloop runs timers before each poll), so a head that did arrive in time would be
-judged by what the loop had read. When the timer fires on a connection whose socket holds
-unread bytes (FIONREAD) and is being read, the verdict waits `UNREAD_RECHECK_SECONDS`, by which
-time the loop has read them.
+Bytes the loop has not read yet: uvloop runs the timers that are due after the callbacks of
+one poll and before the next poll, so under load a head that arrived in time, while those
+callbacks ran, is still unread when its timer fires. When the timer fires on a connection whose
+socket holds unread bytes (FIONREAD) and is being read, the verdict waits
+`UNREAD_RECHECK_SECONDS`, by when the loop has polled again and read them.
 
 Which bytes are a head's: aiohttp's parser does not say where a head starts, so bytes count as a
 head's when every request parsed on the connection already has its whole body. The start of a
 next head that arrives in the same read as the end of a body or of the previous head is not
 seen; if that head then stalls, the connection is closed silently at the idle bound, not
 answered 408.
+
+This leans on aiohttp's internals (`_process_keepalive`, the queue of parsed messages, the
+error message `_ErrInfo`), pinned in constraints.txt; the head-timeout tests in
+tests/integration/test_limiter_edge.py fail if an upgrade moves them.
 """
 
 from __future__ import annotations
