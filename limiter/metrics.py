@@ -18,9 +18,9 @@ from ledger import metric_names as names
 FAIL_OPEN_REASONS = ("database_error", "timeout")
 # Where a key check's answer came from (limiter.admission.check_cache).
 KEY_CHECK_SOURCES = ("cache", "ledger")
-# Which part of a request a client was too slow to send (the head's bound is aiohttp's
-# keep-alive timer, which closes the connection without telling: not counted, see README).
-CLIENT_TIMEOUT_PHASES = ("body",)
+# Which part of a request a client was too slow to send: the head (limiter.http.connection) or
+# the body (limiter.relay.body).
+CLIENT_TIMEOUT_PHASES = ("head", "body")
 
 # Request latencies: agent requests run from milliseconds (409s) to minutes (long streams).
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from exporter.kubernetes.retry import Backoff, FailureEpisode
+from exporter.kubernetes.retry import FailureEpisode
+from ledger.backoff import Backoff
 
 K = TypeVar("K")
 R = TypeVar("R")

@@ -66,9 +66,9 @@ from exporter.kubernetes.records import (
     parse_node,
     parse_pod,
 )
-from exporter.kubernetes.retry import Backoff
 from exporter.kubernetes.selector import LabelSelector
 from exporter.settings import KubernetesSettings
+from ledger.backoff import Backoff
 
 LOGGER = logging.getLogger("agentmeter.exporter.kubernetes")
 STOP_SECONDS = 1.0

@@ -26,7 +26,8 @@ from kubernetes.client.exceptions import ApiException
 
 from exporter.kubernetes.quantities import quantity_or_none
 from exporter.kubernetes.records import Resources
-from exporter.kubernetes.retry import Backoff, FailureEpisode
+from exporter.kubernetes.retry import FailureEpisode
+from ledger.backoff import Backoff
 
 GROUP, VERSION = "metrics.k8s.io", "v1beta1"
 HTTP_NOT_FOUND = 404

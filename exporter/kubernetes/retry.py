@@ -1,30 +1,17 @@
-"""Retry pacing and failure episodes shared by the watch threads and the metrics poller.
+"""Failure episodes shared by the watch threads and the metrics poller.
 
-A background loop that fails must neither hammer the API server (exponential back-off with
-jitter, capped) nor flood the log (one warning when an episode starts, one line when it ends),
-and the collector must know for how long a source has been failing to decide when its cached
-data stops being trustworthy.
+A background loop that fails must neither hammer the API server (it waits `ledger.backoff`'s
+delays) nor flood the log (one warning when an episode starts, one line when it ends), and the
+collector must know for how long a source has been failing to decide when its cached data stops
+being trustworthy.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Backoff:
-    initial_seconds: float = 0.5
-    max_seconds: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number `attempt` (1-based), with ±20 % jitter."""
-        base = min(self.max_seconds, self.initial_seconds * 2 ** max(0, attempt - 1))
-        return base * random.uniform(0.8, 1.2)
 
 
 class FailureEpisode:

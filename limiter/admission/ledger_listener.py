@@ -4,7 +4,8 @@ One PostgreSQL connection per limiter process LISTENs on the ledger's channel; i
 registered with the event loop and each notification is applied as soon as it is read. While
 the connection is down (database restarting, network lost) the cache is off and every key check
 goes to the ledger, as it does without a cache; the listener reconnects with a growing pause
-(0.5 s up to 5 s) and the cache starts empty again once LISTEN is back in place.
+(`RECONNECT`: 0.5 s doubling up to 5 s, each ±20 %) and the cache starts empty again once
+LISTEN is back in place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from ledger.backoff import Backoff
 from ledger.engine import application_name_args, libpq_url
 from ledger.notify import CHANNEL, LedgerReset, parse_change
 from ledger.settings import DatabaseSettings
@@ -26,8 +28,8 @@ log = logging.getLogger(__name__)
 
 # How the connection shows in pg_stat_activity.
 APPLICATION_NAME = "agentmeter-limiter-listen"
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 5.0
+# Pauses between attempts to listen again.
+RECONNECT = Backoff(initial_seconds=0.5, max_seconds=5.0)
 
 
 class LedgerListener:
@@ -42,21 +44,21 @@ class LedgerListener:
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting whenever the connection is lost."""
-        pause = RETRY_FIRST_S
+        failures = 0
         while True:
             try:
                 await self._listen()
             except Exception as exc:  # (psycopg.Error, OSError) unless a bug
+                failures += 1
                 # Said once per outage; the attempts go on quietly.
-                level = logging.WARNING if pause == RETRY_FIRST_S else logging.DEBUG
+                level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "cannot listen for the ledger's changes; key checks all go "
                         "to the ledger until this works: %s", exc,
                         exc_info=not isinstance(exc, psycopg.Error | OSError))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, RETRY_MAX_S)
-            else:
-                pause = RETRY_FIRST_S
-                await asyncio.sleep(pause)
+                await asyncio.sleep(RECONNECT.delay(failures))
+            else:  # the connection was lost: try again after the first pause
+                failures = 0
+                await asyncio.sleep(RECONNECT.delay(1))
 
     async def caught_up(self) -> None:
         """Return once every change committed before this call has been applied.

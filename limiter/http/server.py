@@ -2,11 +2,11 @@
 
 Everything is served by aiohttp's own server, configured from the limiter's settings:
 
-- the request head: aiohttp's keep-alive timer is armed when a connection opens and again when
-  an answer ends, and closes the connection if no complete head has arrived when it fires, so
-  `keepalive_timeout = client_header_timeout_seconds` bounds the time to send a whole head (and
-  the life of an idle keep-alive connection); line, field and header-count limits are aiohttp's
-  (8190 bytes, 8190 bytes, 128 fields);
+- the request head: each connection is a `limiter.http.connection.GatewayConnection`, whose
+  keep-alive timer (`keepalive_timeout = client_header_timeout_seconds`) closes an idle
+  connection silently and answers a head that has not come whole within the timeout of its
+  first byte with 408, counted in `client_timeouts{phase="head"}`; line, field and header-count
+  limits are aiohttp's (8190 bytes, 8190 bytes, 128 fields);
 - the body: aiohttp buffers at most twice `read_bufsize` of a body the handler has not read yet
   before it stops reading the socket, so a request whose key is not yet known valid holds at
   most `HEAD_CHECK_BUFFER_BYTES` in aiohttp plus what the proxy reads while the check is out
@@ -25,7 +25,8 @@ from prometheus_client import CollectorRegistry
 from coder.settings import CoderSettings
 from ledger.settings import DatabaseSettings
 from limiter.http.app import create_app
-from limiter.http.app_keys import SETTINGS
+from limiter.http.app_keys import METRICS, SETTINGS
+from limiter.http.connection import GatewayServer
 from limiter.settings import LimiterSettings
 
 # Time in-flight requests (streams included) get to finish when the process is asked to stop.
@@ -42,6 +43,28 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# Options of the runner itself and of aiohttp's Server, not of each connection.
+_RUNNER_OPTIONS = ("shutdown_timeout", "handle_signals", "handler_cancellation")
+
+
+class GatewayRunner(web.AppRunner):
+    """aiohttp's `AppRunner` (it starts and cleans up the app) whose server makes
+    `GatewayConnection`s."""
+
+    def __init__(self, app: web.Application, **options: Any) -> None:
+        super().__init__(app, **options)
+        self._connection_options = {key: value for key, value in options.items()
+                                    if key not in _RUNNER_OPTIONS}
+
+    async def _make_server(self) -> web.Server:
+        app_server = await super()._make_server()
+        return GatewayServer(app_server.request_handler,
+                             request_factory=app_server.request_factory,
+                             handler_cancellation=app_server.handler_cancellation,
+                             head_timed_out=self.app[METRICS].client_timeouts_by("head").inc,
+                             **self._connection_options)
+
+
 def gateway_runner(app: web.Application, **overrides: Any) -> web.AppRunner:
     """The runner that serves a limiter app (the tests serve it through the same one)."""
     settings = app[SETTINGS]
@@ -54,7 +77,7 @@ def gateway_runner(app: web.Application, **overrides: Any) -> web.AppRunner:
         "auto_decompress": False,
     }
     options.update(overrides)
-    return web.AppRunner(app, **options)
+    return GatewayRunner(app, **options)
 
 
 async def run_limiter(config: LimiterSettings, database: DatabaseSettings, host: str,

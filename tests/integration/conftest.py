@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from exporter.kubernetes import KubernetesCollector
-from exporter.kubernetes.retry import Backoff
 from exporter.settings import KubernetesSettings
+from ledger.backoff import Backoff
 from tests.support.fake_kube_api import FakeKubeApi, fake_kube_api, wait_until
 from tests.support.fake_upstream import FakeUpstream
 

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.kubernetes import KubernetesCollector
-from exporter.kubernetes.retry import Backoff
 from exporter.settings import KubernetesSettings
 from ledger import metric_names as names
+from ledger.backoff import Backoff
 from tests.integration.conftest import MakeCollector
 from tests.support.fake_kube_api import (
     FakeKubeApi,

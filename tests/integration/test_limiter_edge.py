@@ -10,6 +10,7 @@ import gzip
 import json
 import logging
 import socket
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
+from aiohttp import web
 from backports import zstd
 from prometheus_client import CollectorRegistry
 
+from limiter.http.server import gateway_runner
 from limiter.settings import LimiterSettings, UpstreamSettings
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
@@ -224,7 +228,14 @@ async def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_counted(
                   phase="body") == 1
 
 
-async def test_a_head_that_does_not_arrive_in_time_loses_its_connection(
+HEAD_TIMEOUTS = 'agentmeter_limiter_client_timeouts_total{phase="head"}'
+
+
+async def scraped(gateway: Gateway) -> str:
+    return await (await gateway.client.get("/metrics")).text()
+
+
+async def test_a_head_that_does_not_arrive_in_time_is_answered_408_and_counted(
         aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
     gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
         tmp_path, upstream.base_url, client_header_timeout_seconds=0.5))
@@ -235,10 +246,131 @@ async def test_a_head_that_does_not_arrive_in_time_loses_its_connection(
     for _ in range(3):  # one header line now and then, never the end of the head
         await asyncio.sleep(0.2)
         writer.write(b"X-Slow: 1\r\n")
+    status, _, body = await asyncio.wait_for(read_response(reader), 5)
+    assert (status, json.loads(body)["error"]["code"]) == (408, "request_timeout")
     assert await asyncio.wait_for(reader.read(), 5) == b""
-    assert loop.time() - started < 2.0
+    assert 0.5 <= loop.time() - started < 2.0
     writer.close()
     assert not upstream.received
+    assert f"{HEAD_TIMEOUTS} 1.0" in await scraped(gateway)
+
+
+async def test_a_pipelined_head_that_stalls_is_answered_408_once_the_answer_before_it_ends(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
+        tmp_path, upstream.base_url, client_header_timeout_seconds=0.5))
+    upstream.queue(Answer(hang_seconds=0.6))
+    reader, writer = await connect(gateway.client)
+    writer.write(post(gateway.keys["alice"], json.dumps(openai_request()).encode()))
+    await asyncio.sleep(0.2)  # the first request is being answered
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gate")  # and never the rest
+    first, _, _ = await asyncio.wait_for(read_response(reader), 5)
+    loop = asyncio.get_running_loop()
+    answered = loop.time()
+    second, _, body = await asyncio.wait_for(read_response(reader), 5)
+    assert (first, second, json.loads(body)["error"]["code"]) == (200, 408, "request_timeout")
+    assert loop.time() - answered >= 0.4  # the head's clock started when the answer ended
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert len(upstream.received) == 1
+    assert f"{HEAD_TIMEOUTS} 1.0" in await scraped(gateway)
+
+
+async def test_an_idle_keep_alive_connection_is_closed_without_an_answer_or_a_count(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
+        tmp_path, upstream.base_url, client_header_timeout_seconds=0.5))
+    reader, writer = await connect(gateway.client)
+    writer.write(post(gateway.keys["alice"], json.dumps(openai_request()).encode()))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers.get("connection") != "close"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not a byte sent
+    assert 0.5 <= loop.time() - started < 2.0
+    writer.close()
+    assert f"{HEAD_TIMEOUTS} 0.0" in await scraped(gateway)
+
+
+async def test_the_rest_of_a_body_answered_early_is_not_taken_for_a_head(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
+        tmp_path, upstream.base_url, client_header_timeout_seconds=0.5))
+    reader, writer = await connect(gateway.client)
+    body = b" " * (MIB // 8)  # too large to be read before the key is known: 401 on the head
+    writer.write(post("not-a-key", body)[:-len(body)])
+    status, headers, _ = await asyncio.wait_for(read_response(reader), 5)
+    assert status == 401 and headers.get("connection") != "close"
+    writer.write(body)  # the body comes after the answer, then nothing
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert f"{HEAD_TIMEOUTS} 0.0" in await scraped(gateway)
+
+
+async def test_a_head_whose_first_byte_comes_late_gets_the_whole_timeout(
+        aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    """The head's clock starts at its first byte: idle for most of the bound, then a head sent
+    over most of the bound again, is served."""
+    gateway = await start(aiohttp_client, sqlite_url, limiter_settings(
+        tmp_path, upstream.base_url, client_header_timeout_seconds=1.0))
+    reader, writer = await connect(gateway.client)
+    request = post(gateway.keys["alice"], json.dumps(openai_request()).encode())
+    await asyncio.sleep(0.7)
+    writer.write(request[:20])
+    await asyncio.sleep(0.7)
+    writer.write(request[20:])
+    status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert status == 200
+    assert len(upstream.received) == 1
+    assert f"{HEAD_TIMEOUTS} 0.0" in await scraped(gateway)
+
+
+class _BusyReader(asyncio.Protocol):
+    """Runs `work` in an I/O callback, where the loop is between its poll for ready sockets
+    and its timers."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+
+    def data_received(self, data: bytes) -> None:
+        self._work()
+
+
+def test_a_head_that_arrived_in_time_is_served_though_the_busy_loop_had_not_read_it(
+        sqlite_url: str, tmp_path: Path) -> None:
+    """On uvloop (what the limiter runs on) the timers due run after the callbacks of a poll:
+    a head sent while those keep the loop busy past the gateway's deadline is still unread
+    when its timer fires, and must be waited for, not taken for an idle connection."""
+    settings = limiter_settings(tmp_path, "http://127.0.0.1:9", client_header_timeout_seconds=0.5)
+
+    async def scenario() -> int:
+        runner = gateway_runner(gateway_app(sqlite_url, settings))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        nudge, busy = socket.socketpair()
+        try:
+            reader, writer = await asyncio.open_connection(*runner.addresses[0])
+
+            def send_the_head_then_stay_busy() -> None:
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\n\r\n")  # sent now
+                time.sleep(0.5)  # past the gateway's deadline
+
+            loop = asyncio.get_running_loop()
+            await loop.connect_accepted_socket(
+                lambda: _BusyReader(send_the_head_then_stay_busy), busy)
+            await asyncio.sleep(0.3)
+            nudge.send(b"!")
+            status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+            writer.close()
+            return status
+        finally:
+            nudge.close()
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == 200
 
 
 # Bounded buffers -----------------------------------------------------------------------------
