@@ -31,7 +31,7 @@ async def coder() -> AsyncIterator[FakeCoder]:
     fake = FakeCoder()
     await fake.start()
     yield fake
-    await fake.stop()
+    await fake.close()
 
 
 async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float | None:
@@ -81,7 +81,7 @@ async def test_serve_takes_coder_tokens_as_keys_and_syncs_users_and_groups(
                     "providers": {name: {"base_url": upstream.base_url, "api_key": f"sk-{name}"}
                                   for name in ("openai", "anthropic")}},
         "exporter": {"listen": f"127.0.0.1:{exporter_port}"},
-        "coder": {"url": coder.url, "token": coder.token_for(admin), "sync_seconds": 60},
+        "coder": {"url": coder.base_url, "token": coder.token_for(admin), "sync_seconds": 60},
     }))
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(
