@@ -57,7 +57,7 @@ def serve_fake(pods: int, nodes: int, containers: int, conn: Connection) -> None
             c["name"]: (f"{(100 + i % 900) * 1_000_000}n", f"{512 + i % 100}Mi") for c in specs}
     for n in range(nodes):
         api.node_metrics[f"node-{n:04d}"] = ("7250m", "31Gi")
-    conn.send(api.url)
+    conn.send(api.base_url)
     # Keep the watch busy: twenty pod updates a second until the parent is done.
     i = 0
     while not conn.poll(0.05):

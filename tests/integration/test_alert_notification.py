@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ledger import metric_names as m
-from tests.support.monitoring_stack import MonitoringStack, ScrapeJob, monitoring_stack, serve_app
+from tests.support.local_server import LocalServer
+from tests.support.monitoring_stack import MonitoringStack, ScrapeJob, monitoring_stack
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 SCALE = 60  # 15m `for` -> 15s
@@ -60,11 +61,8 @@ async def stand_in_exporter() -> AsyncIterator[int]:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner, port = await serve_app(app)
-    try:
-        yield port
-    finally:
-        await runner.cleanup()
+    async with LocalServer(lambda: app) as server:
+        yield server.port
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ async def coder() -> AsyncIterator[FakeCoder]:
     fake = FakeCoder()
     await fake.start()
     yield fake
-    await fake.stop()
+    await fake.close()
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def engine(ledger_url: str) -> Iterator[Engine]:
 class Sync:
     def __init__(self, coder: FakeCoder, url: str) -> None:
         admin = coder.add_user("admin", "Site Admin", "admin@example.com")
-        self.env = {"AGENTMETER_DATABASE_URL": url, "AGENTMETER_CODER_URL": coder.url,
+        self.env = {"AGENTMETER_DATABASE_URL": url, "AGENTMETER_CODER_URL": coder.base_url,
                     "AGENTMETER_CODER_TOKEN": coder.token_for(admin)}
 
     async def __call__(self, *args: str, ok: bool = True) -> Finished:
@@ -164,7 +164,7 @@ async def test_coder_refusing_or_missing_is_one_line_and_writes_nothing(
     assert "coder.token" in unset.stderr
 
     sync.env["AGENTMETER_CODER_TOKEN"] = "x"
-    await coder.stop()
+    await coder.close()
     down = await sync(ok=False)
     assert "Cannot connect" in down.stderr or "ClientConnectorError" in down.stderr
     assert _users(engine) == {}

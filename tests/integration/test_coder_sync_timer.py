@@ -25,7 +25,7 @@ async def coder() -> AsyncIterator[FakeCoder]:
     fake = FakeCoder()
     await fake.start()
     yield fake
-    await fake.stop()
+    await fake.close()
 
 
 async def _metric(url: str, name: str) -> float | None:
@@ -55,7 +55,7 @@ async def test_the_exporter_syncs_on_a_timer_and_shows_failures(
     coder.add_user("alice", "Alice Liddell")
     port = free_port()
     env = {**os.environ, "AGENTMETER_DATABASE_URL": pg_url,
-           "AGENTMETER_CODER_URL": coder.url, "AGENTMETER_CODER_TOKEN": coder.token_for(admin),
+           "AGENTMETER_CODER_URL": coder.base_url, "AGENTMETER_CODER_TOKEN": coder.token_for(admin),
            "AGENTMETER_CODER_SYNC_SECONDS": "0.2", "AGENTMETER_EVENT_LOOP": "asyncio"}
     env.pop("AGENTMETER_CONFIG", None)
     process = await asyncio.create_subprocess_exec(
@@ -73,7 +73,7 @@ async def test_the_exporter_syncs_on_a_timer_and_shows_failures(
             engine.dispose()
         assert names == {"admin", "alice"}
 
-        await coder.stop()
+        await coder.close()
         await _until(metrics, m.CODER_SYNC_SUCCESS, 0)
     finally:
         process.terminate()

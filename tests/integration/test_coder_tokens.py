@@ -44,12 +44,12 @@ async def coder() -> AsyncIterator[FakeCoder]:
     fake = FakeCoder()
     await fake.start()
     yield fake
-    await fake.stop()
+    await fake.close()
 
 
 async def _harness(coder: FakeCoder, ledger_url: str,
                    **overrides: object) -> AsyncIterator[Harness]:
-    settings = replace(CoderSettings(url=coder.url, token_cache_seconds=CACHE_SECONDS,
+    settings = replace(CoderSettings(url=coder.base_url, token_cache_seconds=CACHE_SECONDS,
                                      outage_grace_seconds=GRACE_SECONDS), **overrides)
     client = CoderClient(settings)
     engine = create_async_engine(DatabaseSettings(url=ledger_url))
@@ -158,7 +158,7 @@ async def test_while_coder_is_down_cached_tokens_work_until_the_grace_ends(
     never_seen = h.coder.token_for(frank)
     assert (await h.resolver.check(known)).outcome is Outcome.ACCEPTED
 
-    await h.coder.stop()
+    await h.coder.close()
     h.clock.now += CACHE_SECONDS + 1
     stale = await h.resolver.check(known)
     new = await h.resolver.check(never_seen)
@@ -236,7 +236,7 @@ async def test_coder_over_tls_is_trusted_through_ca_file_only(
         async for untrusted in _harness(coder, ledger_url):  # the system's roots only
             assert (await untrusted.resolver.check(token)).outcome is Outcome.UNAVAILABLE
     finally:
-        await coder.stop()
+        await coder.close()
 
 
 def test_an_unreadable_ca_file_is_a_setting_error(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ async def coder() -> AsyncIterator[FakeCoder]:
     fake = FakeCoder()
     await fake.start()
     yield fake
-    await fake.stop()
+    await fake.close()
 
 
 async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUpstream,
@@ -60,7 +60,7 @@ async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUps
 
 
 def coder_settings(fake: FakeCoder, **changes: Any) -> CoderSettings:
-    return CoderSettings(url=fake.url, **changes)
+    return CoderSettings(url=fake.base_url, **changes)
 
 
 def spend_by_user(url: str) -> list[tuple[str, str | None, int]]:
@@ -181,7 +181,7 @@ async def test_while_coder_is_down_cached_tokens_pass_until_the_grace_ends(
                                         outage_grace_seconds=1.0), registry)
     first = await client.post("/v1/chat/completions", json=openai_request(),
                               headers=bearer(known))
-    await coder.stop()
+    await coder.close()
     await asyncio.sleep(0.4)
     stale = await client.post("/v1/chat/completions", json=openai_request(),
                               headers=bearer(known))
@@ -284,7 +284,7 @@ async def test_the_limiter_command_takes_coder_url_from_the_environment(
                                   for name in ("openai", "anthropic")}},
     }))
     port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AGENTMETER_CODER_URL": coder.url}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AGENTMETER_CODER_URL": coder.base_url}
     url = f"http://127.0.0.1:{port}"
     async with running("agentmeter limiter",
                        [sys.executable, "-m", "agentmeter", "limiter", "--listen",

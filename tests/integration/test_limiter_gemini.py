@@ -32,6 +32,7 @@ from tests.support.gateway import (
     seed_ledger,
     settled,
 )
+from tests.support.local_server import LocalServer
 
 # google-genai subclasses aiohttp's ClientSession when it opens its async client.
 pytestmark = pytest.mark.filterwarnings(
@@ -181,23 +182,19 @@ async def test_unknown_model_and_missing_key_are_refused(
     assert rows(ledger_url) == []
 
 
-class GatedGemini:
+class GatedGemini(LocalServer):
     """A Gemini upstream whose JSON-array stream waits after its first element until the
     test lets it go on, and which tells when its client (the gateway) went away."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.go_on = asyncio.Event()
         self.disconnected = asyncio.Event()
-        self.runner: web.AppRunner | None = None
-        self.port = 0
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1beta/models/{target}", self._stream)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = int(self.runner.addresses[0][1])
+        return app
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         pieces = shapes_gemini.array_stream(shapes_gemini.stream_chunks(REPLY, "gemini-test"))
@@ -221,15 +218,13 @@ async def gated() -> AsyncIterator[GatedGemini]:
     await upstream.start()
     yield upstream
     upstream.go_on.set()
-    assert upstream.runner is not None
-    await upstream.runner.cleanup()
+    await upstream.close()
 
 
 async def test_json_array_stream_is_relayed_as_it_arrives(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path, gated: GatedGemini,
         keys: dict[str, str]) -> None:
-    gateway = await start_gateway(aiohttp_client, ledger_url, tmp_path,
-                                  f"http://127.0.0.1:{gated.port}")
+    gateway = await start_gateway(aiohttp_client, ledger_url, tmp_path, gated.base_url)
     resp = await gateway.post(STREAM_PATH, json={"contents": []},
                               headers={"x-goog-api-key": keys["alice"]})
     assert resp.status == 200
@@ -247,8 +242,7 @@ async def test_json_array_stream_is_relayed_as_it_arrives(
 async def test_client_aborting_a_json_array_stream_leaves_a_partial_record(
         aiohttp_client: Any, ledger_url: str, tmp_path: Path, gated: GatedGemini,
         keys: dict[str, str]) -> None:
-    gateway = await start_gateway(aiohttp_client, ledger_url, tmp_path,
-                                  f"http://127.0.0.1:{gated.port}")
+    gateway = await start_gateway(aiohttp_client, ledger_url, tmp_path, gated.base_url)
     resp = await gateway.post(STREAM_PATH, json={"contents": []},
                               headers={"x-goog-api-key": keys["alice"]})
     assert await asyncio.wait_for(resp.content.readany(), 5)

@@ -10,12 +10,11 @@ agentmeter_workspace_info find them.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -25,6 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+
+from tests.support.local_server import ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -108,19 +109,10 @@ def external_registries(pods: Sequence[WorkspacePod]) -> dict[str, CollectorRegi
     return registries
 
 
-@dataclass(frozen=True)
-class MetricsServer:
-    host: str
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
 @contextmanager
-def serve_metrics(registries: Mapping[str, CollectorRegistry]) -> Iterator[MetricsServer]:
-    """Serve each registry's exposition at its path on 127.0.0.1 (a free port)."""
+def serve_metrics(registries: Mapping[str, CollectorRegistry]) -> Iterator[ThreadedServer]:
+    """Serve each registry's exposition at its path on 127.0.0.1 (a free port); scrape the
+    server's `address`."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -138,12 +130,5 @@ def serve_metrics(registries: Mapping[str, CollectorRegistry]) -> Iterator[Metri
         def log_message(self, format: str, *args: object) -> None:
             pass  # Prometheus scrapes every second; keep the test output readable.
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="metrics-target", daemon=True)
-    thread.start()
-    try:
-        yield MetricsServer("127.0.0.1", int(server.server_address[1]))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with ThreadedServer(Handler, "metrics-target") as server:
+        yield server

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from ledger.tokens import TokenUsage
 from tests.support import shapes_anthropic, shapes_gemini, shapes_openai
 from tests.support.agent_replies import Reply, estimated_tokens
+from tests.support.local_server import LocalServer
 
 DEFAULT_MODELS = {"openai": ["gpt-5-codex", "gpt-5-mini"],
                   "anthropic": ["claude-sonnet-4-6", "claude-haiku-4-5"],
@@ -44,12 +45,13 @@ class Call:
 _CALL = web.RequestKey("call", Call)
 
 
-class FakeAgentsProvider:
+class FakeAgentsProvider(LocalServer):
     """The fake provider; start it with `await fake.start()` (or `async with`), point clients
-    at `base_url`."""
+    at `base_url` (without a version suffix: clients add `/v1`, `/v1beta`)."""
 
     def __init__(self, default: Reply | None = None,
                  models: dict[str, list[str]] | None = None) -> None:
+        super().__init__()
         self.default = default or Reply()
         self.replies: deque[Reply] = deque()
         self.models = models or DEFAULT_MODELS
@@ -57,13 +59,6 @@ class FakeAgentsProvider:
         # Stored Responses by id: the object and the input items it was asked with.
         self.responses: dict[str, tuple[dict[str, Any], list[Any]]] = {}
         self._ids = itertools.count(1)
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def base_url(self) -> str:
-        """Without a version suffix (clients add `/v1`, `/v1beta`)."""
-        return f"http://127.0.0.1:{self.port}"
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -93,23 +88,6 @@ class FakeAgentsProvider:
         add.add_get("/v1beta/models", self._gemini_models)
         add.add_get("/v1beta/models/{model}", self._gemini_model)
         return app
-
-    async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app(), shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeAgentsProvider:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # Recording and scripting -------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """A fake Coder API on a real port, answering in the JSON shapes of Coder's `codersdk`.
 
 Tests add organisations, users, groups and tokens, then change them (rename, suspend, expire
-a token, empty a group) and read how often Coder was asked. `stop()` closes the listener (a
+a token, empty a group) and read how often Coder was asked. `close()` closes the listener (a
 client then gets connection refused, as when Coder is down) and `start()` opens it again on the
 same port. Given a TLS context it serves HTTPS as `localhost`.
 """
@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from coder.client import TOKEN_HEADER
+from tests.support.local_server import LocalServer
 
 _ALPHABET = string.ascii_letters + string.digits
 EVERYONE = "Everyone"
@@ -63,11 +64,12 @@ class FakeGroup:
     member_ids: list[str] = field(default_factory=list)
 
 
-class FakeCoder:
-    """State is plain attributes; the handlers read it on every request."""
+class FakeCoder(LocalServer):
+    """State is plain attributes; the handlers read it on every request. `base_url` is Coder's
+    access URL."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self._tls = tls
+        super().__init__(tls=tls)
         self.organizations: dict[str, dict[str, Any]] = {}
         self.users: dict[str, FakeUser] = {}
         self.groups: dict[str, FakeGroup] = {}
@@ -82,8 +84,6 @@ class FakeCoder:
         # a Coder that is restarting).
         self.me_status: int | None = None
         self.default_org = self.add_organization("coder", default=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # --- the test's side -----------------------------------------------------------------------
 
@@ -119,28 +119,13 @@ class FakeCoder:
         self.tokens[token] = (user.id, expires)
         return token
 
-    @property
-    def url(self) -> str:
-        if self._tls is not None:
-            return f"https://localhost:{self.port}"
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/v2/users/me", self._me)
         app.router.add_get("/api/v2/users", self._users)
         app.router.add_get("/api/v2/organizations", self._organizations)
         app.router.add_get("/api/v2/organizations/{org}/groups", self._groups)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._tls)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     # --- Coder's side --------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -47,6 +47,7 @@ from tests.support.kube_objects import (  # re-exported: tests build objects fro
     status,
     workspace_pod,
 )
+from tests.support.local_server import ThreadedServer
 
 TOKEN = "fake-service-account-token"
 __all__ = ["CODER_LABELS", "FakeKubeApi", "container", "fake_kube_api", "node", "pod", "status",
@@ -94,7 +95,7 @@ class _Event:
     object: JSON
 
 
-class FakeKubeApi:
+class FakeKubeApi(ThreadedServer):
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._version = 1000
@@ -121,33 +122,22 @@ class FakeKubeApi:
         self.open_watches = 0
         # Like the API server's --min-request-timeout: watches end (cleanly) after at most this.
         self.max_watch_seconds: float | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fake-kube-api")
+        super().__init__(_handler_for(self), "fake-kube-api", poll_interval=0.05)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeKubeApi:
-        self._thread.start()
-        return self
-
     def close(self) -> None:
+        """Ends the open watches, then stops serving."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        super().close()
 
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": {"server": self.base_url}}],
             "users": [{"name": "exporter", "user": {"token": TOKEN}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "exporter"}}],
             "current-context": "fake",
@@ -461,11 +451,8 @@ def _handler_for(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def fake_kube_api() -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi().start()
-    try:
+    with FakeKubeApi() as api:
         yield api
-    finally:
-        api.close()
 
 
 def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> bool:

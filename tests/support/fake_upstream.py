@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ledger.tokens import TokenUsage
+from tests.support.local_server import LocalServer
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
@@ -217,10 +218,12 @@ def anthropic_error_event() -> str:
 # The server -------------------------------------------------------------------------------------
 
 
-class FakeUpstream:
-    """The fake provider; `answers` are used first-in first-out, then `default`."""
+class FakeUpstream(LocalServer):
+    """The fake provider; `answers` are used first-in first-out, then `default`. `base_url` is
+    the provider base URL as the limiter's settings take it (no /v1)."""
 
     def __init__(self, default: Answer | None = None, keep_received: bool = True) -> None:
+        super().__init__()
         self.default = default or Answer()
         self.answers: deque[Answer] = deque()
         # Off for a long-running fake (benchmarks): every request kept grows it without end.
@@ -228,13 +231,6 @@ class FakeUpstream:
         self.received: list[Received] = []
         # Set when a stream's caller closed the connection before the stream ended.
         self.disconnected = asyncio.Event()
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The provider base URL as the limiter's settings take it (no /v1)."""
-        return f"http://127.0.0.1:{self.port}"
 
     def queue(self, *answers: Answer) -> None:
         self.answers.extend(answers)
@@ -253,16 +249,6 @@ class FakeUpstream:
             self.received.append(Received(request.path, CIMultiDict(request.headers), raw,
                                           json.loads(raw), request.raw_path))
         return web.json_response({"input_tokens": len(raw) // 4})
-
-    async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app(), shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

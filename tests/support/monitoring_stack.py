@@ -29,6 +29,7 @@ import yaml
 from aiohttp import web
 
 from agentmeter.alert_rules import ALERTS_DIR, write_scaled
+from tests.support.local_server import LocalServer
 from tests.support.requirements import require_binary
 
 # How long a process gets to exit after SIGTERM before it is killed.
@@ -40,14 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Serves `app` on a free loopback port; the caller cleans the runner up."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, int(runner.addresses[0][1])
 
 
 # Processes -----------------------------------------------------------------------------------
@@ -281,13 +274,12 @@ async def monitoring_stack(directory: Path, jobs: Sequence[ScrapeJob], *, scale:
     directory.mkdir(parents=True, exist_ok=True)
     receiver = WebhookReceiver()
     async with AsyncExitStack() as stack:
-        runner, receiver_port = await serve_app(receiver.app())
-        stack.push_async_callback(runner.cleanup)
+        receiver_server = await stack.enter_async_context(LocalServer(receiver.app))
 
         rules = directory / "rules"
         write_scaled(rules, scale)
         example = yaml.safe_load((ALERTS_DIR / "alertmanager.example.yml").read_text("utf-8"))
-        am_config = fast_alertmanager_config(example, f"http://127.0.0.1:{receiver_port}")
+        am_config = fast_alertmanager_config(example, receiver_server.base_url)
         (directory / "alertmanager.yml").write_text(yaml.safe_dump(am_config), encoding="utf-8")
         am_port, prom_port = free_port(), free_port()
         (directory / "prometheus.yml").write_text(

@@ -338,3 +338,86 @@ def test_coder_sync_without_a_token_secret_is_refused() -> None:
     with pytest.raises(helm.HelmError) as refused:
         cr.render({"coder": {"url": "https://coder.example.com", "syncSeconds": 60}})
     assert "coder.tokenSecret.existingSecret" in str(refused.value)
+
+
+CODER_WITH_CA = {"url": "https://coder.internal", "syncSeconds": 60,
+                 "tokenSecret": {"existingSecret": "agentmeter-coder"},
+                 "caBundle": {"secretName": "coder-ca", "key": "bundle.pem"}}
+
+
+def _pods(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pod spec of every workload the chart renders, by workload name."""
+    return {obj["metadata"]["name"]: obj["spec"]["template"]["spec"]
+            for obj in cr.manifests(values) if obj["kind"] in ("StatefulSet", "Deployment", "Job")}
+
+
+def _coder_ca_file(pod: dict[str, Any]) -> str | None:
+    """The file the pod's container reads as coder.ca_file, checked against the pod's volumes:
+    the path lies in the coder-ca mount and names the one item that volume projects."""
+    (container,) = pod["containers"]
+    ca_file = _env(container).get("AGENTMETER_CODER_CA_FILE")
+    mounts = [m for m in container["volumeMounts"] if m["name"] == "coder-ca"]
+    volumes = [v for v in pod["volumes"] if v["name"] == "coder-ca"]
+    if ca_file is None:
+        assert mounts == [] and volumes == []
+        return None
+    (mount,), (volume,) = mounts, volumes
+    assert mount["readOnly"] is True
+    source = volume.get("secret") or volume["configMap"]
+    (item,) = source["items"]
+    assert ca_file == f"{mount['mountPath']}/{item['path']}"
+    return str(ca_file)
+
+
+def test_a_coder_ca_bundle_is_mounted_where_ca_file_points_in_the_pods_that_call_coder() -> None:
+    from agentmeter.config import load_config
+
+    pods = _pods({"coder": CODER_WITH_CA})
+    limiter, exporter = pods["agentmeter-limiter"], pods["agentmeter-exporter"]
+    assert _coder_ca_file(limiter) == _coder_ca_file(exporter) == (
+        "/etc/agentmeter/coder-ca/ca.crt")
+    for pod in (limiter, exporter):
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "coder-ca"]
+        assert volume["secret"] == {"secretName": "coder-ca",
+                                    "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+    assert _coder_ca_file(pods["agentmeter-migration"]) is None  # it never calls Coder
+    env = _env(limiter["containers"][0])
+    config = load_config(environ={name: value for name, value in env.items()
+                                  if isinstance(value, str) and name != "AGENTMETER_CONFIG"})
+    assert config.coder.ca_file == "/etc/agentmeter/coder-ca/ca.crt"
+    assert config.coder.url == "https://coder.internal"
+
+
+def test_a_coder_ca_bundle_may_come_from_a_configmap() -> None:
+    objects = cr.manifests(CASES["full-values"])
+    limiter = cr.one(objects, "StatefulSet", "meter-limiter")["spec"]["template"]["spec"]
+    assert _coder_ca_file(limiter) == "/etc/agentmeter/coder-ca/ca.crt"
+    (volume,) = [v for v in limiter["volumes"] if v["name"] == "coder-ca"]
+    assert volume["configMap"] == {"name": "coder-ca-bundle",
+                                   "items": [{"key": "ca.pem", "path": "ca.crt"}]}
+
+
+def test_without_a_coder_ca_bundle_nothing_is_mounted() -> None:
+    without_ca = {**CODER_WITH_CA, "caBundle": {"secretName": "", "configMapName": ""}}
+    for values in ({}, {"coder": without_ca}):
+        for name, pod in _pods(values).items():
+            assert _coder_ca_file(pod) is None, name
+
+
+def test_an_exporter_that_does_not_sync_gets_no_coder_ca_bundle() -> None:
+    pods = _pods({"coder": {**CODER_WITH_CA, "syncSeconds": 0}})
+    assert _coder_ca_file(pods["agentmeter-limiter"]) == "/etc/agentmeter/coder-ca/ca.crt"
+    assert _coder_ca_file(pods["agentmeter-exporter"]) is None
+
+
+@pytest.mark.parametrize(("ca_bundle", "url", "message"), [
+    ({"secretName": "coder-ca", "configMapName": "coder-ca"}, "https://coder.internal",
+     "coder.caBundle: set secretName or configMapName, not both"),
+    ({"configMapName": "coder-ca"}, "", "coder.caBundle needs coder.url"),
+])
+def test_a_coder_ca_bundle_that_cannot_work_is_refused(ca_bundle: dict[str, str], url: str,
+                                                       message: str) -> None:
+    helm = cr._helm()
+    with pytest.raises(helm.HelmError) as refused:
+        cr.render({"coder": {"url": url, "caBundle": ca_bundle}})
+    assert message in str(refused.value)

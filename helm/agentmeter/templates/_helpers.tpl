@@ -68,6 +68,53 @@ app.kubernetes.io/part-of: agentmeter
 {{- define "agentmeter.policyFile" -}}/etc/agentmeter/policy.yaml{{- end }}
 {{- define "agentmeter.spoolDir" -}}/var/lib/agentmeter/spool{{- end }}
 
+{{/* True ("true") when the exporter runs `coder sync` on a timer, and so calls Coder. */}}
+{{- define "agentmeter.coderSyncs" -}}
+{{- if and .Values.coder.url (gt (float64 .Values.coder.syncSeconds) 0.0) }}true{{ end }}
+{{- end }}
+
+{{/*
+The CA bundle Coder's certificate chains to (coder.caBundle): "true" when one is set. It is
+mounted in the pods that call Coder at coderCaDir/ca.crt, the path coder.ca_file names.
+*/}}
+{{- define "agentmeter.coderCaDir" -}}/etc/agentmeter/coder-ca{{- end }}
+{{- define "agentmeter.coderCa" -}}
+{{- $ca := .Values.coder.caBundle }}
+{{- if and $ca.secretName $ca.configMapName }}
+{{- fail "coder.caBundle: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if or $ca.secretName $ca.configMapName }}
+{{- if not .Values.coder.url }}
+{{- fail "coder.caBundle needs coder.url (no pod calls Coder without it)" }}
+{{- end }}true
+{{- end }}
+{{- end }}
+
+{{/* The CA bundle's environment variable, volume mount and volume (only with coder.caBundle). */}}
+{{- define "agentmeter.coderCaEnv" -}}
+- name: AGENTMETER_CODER_CA_FILE
+  value: {{ include "agentmeter.coderCaDir" . }}/ca.crt
+{{- end }}
+{{- define "agentmeter.coderCaMount" -}}
+- name: coder-ca
+  mountPath: {{ include "agentmeter.coderCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- define "agentmeter.coderCaVolume" -}}
+{{- $ca := .Values.coder.caBundle -}}
+- name: coder-ca
+  {{- if $ca.secretName }}
+  secret:
+    secretName: {{ $ca.secretName }}
+  {{- else }}
+  configMap:
+    name: {{ $ca.configMapName }}
+  {{- end }}
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- end }}
+
 {{/* A Secret key as an environment variable; `optional` only where the value may be absent. */}}
 {{- define "agentmeter.secretEnv" -}}
 - name: {{ .name }}
