@@ -76,6 +76,11 @@ class LimiterSettings:
     # still be answered).
     client_header_timeout_seconds: float = 10.0
     client_body_timeout_seconds: float = 60.0
+    # Connections the kernel queues for the limiter before it accepts them (listen(2)'s
+    # backlog; the kernel caps it at net.core.somaxconn). Past it, new connections' SYNs are
+    # dropped and clients retry after 1, 3, 7, 15... seconds: agents opening thousands of
+    # streams at once need room.
+    listen_backlog: int = 4096
     spool_dir: str = "./spool"
     upstream_timeout_seconds: float = 600.0
     # How long the ledger writer lets a small batch of usage records gather more before it

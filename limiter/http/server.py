@@ -88,7 +88,7 @@ async def run_limiter(config: LimiterSettings, database: DatabaseSettings, host:
     runner = gateway_runner(create_app(config, database, registry=registry, coder=coder))
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, backlog=config.listen_backlog)
         await site.start()
         await asyncio.Event().wait()
     finally:
