@@ -7,9 +7,9 @@ for the client to drain: a client that does not read stops the reading of the pr
 chunk is fed to the dialect's incremental usage parser, so the usage of the chunk that ends the
 answer is handed on before the client has it; nothing is buffered or re-encoded. A client that
 goes away stops the stream at once, wherever it waits: connecting, waiting for the first token or
-between events. aiohttp does not tell a handler that its client left, so a light timer checks
-the client's connection every `DISCONNECT_POLL_SECONDS` and cancels the relaying task, which
-takes that cancellation back; a failed write to the client is noticed immediately.
+between events: `limiter.relay.client_watch` cancels the relaying task when it finds the client's
+connection closed, and the relay takes that cancellation back; a failed write to the client is
+noticed immediately.
 (Non-streamed calls are not watched: their answer comes whole, and the provider has usually done
 the work by the time a client could notice.)
 
@@ -38,12 +38,12 @@ from yarl import URL
 from ledger.pricing import STANDARD, Billing
 from ledger.tokens import TokenUsage
 from limiter.http.errors import CLIENT_CLOSED_REQUEST, UpstreamError, UpstreamTimeout
+from limiter.relay.client_watch import ClientWatch
 from limiter.relay.dialects.base import Dialect, settle_usage
 from limiter.relay.headers import relayable_headers
 from limiter.relay.sse import StreamUsageParser, load_json
 from limiter.relay.upstreams import Upstream
 
-DISCONNECT_POLL_SECONDS = 0.05
 # The provider could not be reached, or broke off before its answer was complete.
 UPSTREAM_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError)
 STREAM_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *UPSTREAM_ERRORS)
@@ -318,29 +318,6 @@ class _StreamRelay:
             billing=parser.billing)
 
 
-class _ClientWatch:
-    """Cancels the relaying task as soon as the client's connection is found closed."""
-
-    __slots__ = ("_handle", "_request", "_task", "fired")
-
-    def __init__(self, request: web.Request, task: asyncio.Task[Any]) -> None:
-        self._request = request
-        self._task = task
-        self.fired = False
-        self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_SECONDS, self._check)
-
-    def _check(self) -> None:
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
-            self.fired = True
-            self._task.cancel()
-            return
-        self._handle = asyncio.get_running_loop().call_later(DISCONNECT_POLL_SECONDS, self._check)
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-
 async def _relay_stream(call: UpstreamCall, request: web.Request,
                         before_end: Callable[[ForwardResult], None] | None) -> ForwardResult:
     relay = _StreamRelay(call, request, before_end)
@@ -349,7 +326,7 @@ async def _relay_stream(call: UpstreamCall, request: web.Request,
     # is taken back here; any other is passed on.
     current = asyncio.current_task()
     assert current is not None
-    watch = _ClientWatch(request, current)
+    watch = ClientWatch(request, current)
     try:
         await relay.run()
     except asyncio.CancelledError:

@@ -156,6 +156,34 @@ async def test_client_abort_closes_the_upstream_and_returns_partial(
         assert result.usage.input > 0 and result.usage.cache_read == 0
 
 
+async def test_one_client_leaving_stops_only_its_own_stream(
+        harness: Harness, upstream: FakeUpstream, client: aiohttp.ClientSession) -> None:
+    """Every stream is watched by the same timer: the one whose client left is stopped, the
+    others it looks at run to their end with their exact usage."""
+    for _ in range(3):
+        upstream.queue(Answer(text="one two three four five six seven eight",
+                              usage=USAGE["openai"], event_delay=0.05))
+
+    async def whole() -> str:
+        async with client.post(harness.url + PATHS["openai"],
+                               data=body_for("openai", True)) as response:
+            return await response.text()
+
+    async def leaving() -> None:
+        async with client.post(harness.url + PATHS["openai"],
+                               data=body_for("openai", True)) as response:
+            await asyncio.wait_for(response.content.readany(), 5)
+            response.close()
+
+    texts = await asyncio.gather(whole(), leaving(), whole())
+    assert all("[DONE]" in text for text in (texts[0], texts[2]))
+    results = [await harness.result() for _ in range(3)]
+    gone = [result for result in results if result.client_gone]
+    assert len(gone) == 1 and gone[0].partial
+    finished = [result for result in results if not result.client_gone]
+    assert [(r.partial, r.usage) for r in finished] == [(False, USAGE["openai"])] * 2
+
+
 async def test_client_abort_before_the_first_token_closes_the_upstream(
         harness: Harness, upstream: FakeUpstream) -> None:
     upstream.queue(Answer(hang_seconds=30))
