@@ -11,6 +11,8 @@ the provider itself and the two gateways, one call at a time on keep-alive conne
 round it prints each gateway's added latency (p50, p99; time to the first event with
 `--stream`) and its CPU per call, of the main thread and of the whole process: CPU moves less
 with the machine's speed than latency does. The two builds must share the ledger's schema.
+Both run on this checkout's virtualenv: a baseline from before the standard HTTP stack (e9033bb
+and older) needs `pip install httptools` there for the run (it is no dependency any more).
 """
 
 from __future__ import annotations
