@@ -62,8 +62,9 @@ def build(config: DashboardConfig) -> core.Dashboard:
     ), w=18, h=4)
     layout.add(c.stat(
         "Fees by kind", unit="short", decimals=0, text_mode="value_and_name",
-        description="Per-request fees the answers reported in the range (web searches, billed "
-        "per 1,000), priced or not; their cost is in the total.",
+        description="Per-request fees in the range as the providers bill them (web searches, "
+        "billed per 1,000: counted from the answer, or one per answer for search models), "
+        "priced or not; their cost is in the total.",
         targets=[c.PromQuery(
             f"sum by (fee) (increase({c.total(m.FEES)}{sel}[$__range]))",
             legend="{{fee}}", instant=True)],
