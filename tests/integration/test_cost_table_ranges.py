@@ -68,7 +68,7 @@ def _summed_day_by_day(conn: Connection, start: datetime, end: datetime) -> list
     """Every user with usage in the range from its daily rows, most expensive first."""
     first, last = day_range(start, end)
     d = daily_usage.c
-    chats = dict(conn.execute(
+    chats: dict[int, int] = dict(conn.execute(
         select(chat_daily_usage.c.user_id, func.count(func.distinct(chat_daily_usage.c.chat_id)))
         .where(chat_daily_usage.c.day >= first, chat_daily_usage.c.day <= last)
         .group_by(chat_daily_usage.c.user_id)).all())

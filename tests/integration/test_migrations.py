@@ -247,7 +247,7 @@ def test_cost_table_indexes_replace_the_narrower_ones_and_go_back(ledger_url: st
     else:
         name, url = "", f"sqlite:///{tmp_path}/indexes.db"
 
-    def indexes() -> dict[str, list[str | None]]:
+    def indexes() -> dict[str | None, list[str | None]]:
         found = {}
         for table in ("period_spend", "chat_daily_usage"):
             for index in inspect(engine).get_indexes(table):
