@@ -146,7 +146,8 @@ def cost_table(conn: Connection, start: datetime, end: datetime, search: str | N
     over the range's whole months, weeks and days (`covering_periods`), a couple of dozen rows
     per user for any range. Only the page's users then have their messages, tokens and chats
     summed from the daily rollups. Both rollups are written in the same transaction as each
-    message, so the spend the ranking sorts by is the one the daily rows sum to.
+    message, so the spend the ranking sorts by is the one the daily rows sum to (a message
+    committed between the two reads shows in the page's figures, not yet in its order).
     """
     if page < 1:
         raise ValueError("page starts at 1")
