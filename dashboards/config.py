@@ -34,6 +34,9 @@ class DashboardConfig:
     near_limit_ratio: float = 0.8
     # Below this average utilization over the range a node or workspace counts as under-used.
     underused_ratio: float = 0.2
+    # The last successful prune turns red this long ago (the AgentmeterLedgerPruneStale alert's
+    # default ledger_prune_stale_after), orange at half of it.
+    prune_stale_seconds: int = 2 * 86_400
     # Rows in the "top workspaces" table.
     top_n: int = 10
     tags: tuple[str, ...] = ("agentmeter",)

@@ -2,7 +2,8 @@
 
 Errors and warnings first (log events by severity), then the API answers (status codes) and how
 long they take (p50/p95/p99), for agentmeter's limiter and for coderd side by side, then where
-the limiter's key checks were answered (its check cache or the ledger).
+the limiter's key checks were answered (its check cache or the ledger), then how far back the
+ledger's raw messages go and whether pruning keeps up with the retention.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def build(config: DashboardConfig) -> core.Dashboard:
             f" / sum(increase({checks}{lim}[$__range]))", instant=True)],
     ), w=8, h=6)
 
+    _retention(layout, config)
+
     layout.row("coderd logs (Loki, optional)", collapsed=True)
     layout.add(c.logs(
         "coderd warnings and errors",
@@ -143,9 +146,62 @@ def build(config: DashboardConfig) -> core.Dashboard:
         uid=UID_CONTROL_PLANE, title="agentmeter / Control plane", config=config,
         time_from="now-6h",
         description="Log events by severity, API status codes and HTTP latency for the limiter "
-        "and coderd; where the limiter's key checks were answered.",
+        "and coderd; where the limiter's key checks were answered; the ledger's message "
+        "retention and pruning.",
         variables=[c.prometheus_variable(), c.loki_variable()], layout=layout,
     )
+
+
+def _retention(layout: Layout, config: DashboardConfig) -> None:
+    """How far back the ledger's raw messages go and whether pruning keeps up (the exporter's
+    maintenance task; ledger.message_retention_days)."""
+    exp = c.selector(config.exporter_selector)
+    retention = f"{m.LEDGER_MESSAGE_RETENTION_SECONDS}{exp}"
+    oldest = f"{m.LEDGER_MESSAGES_OLDEST_TIMESTAMP_SECONDS}{exp}"
+    last_prune = f"{m.LEDGER_PRUNE_LAST_SUCCESS_TIMESTAMP_SECONDS}{exp}"
+    stale = config.prune_stale_seconds
+    layout.row("Ledger retention")
+    layout.add(c.stat(
+        "Message retention", unit="s", no_value="-",
+        mappings=[c.enum_mapping({"0": ("Keep everything", c.BLUE)})],
+        description="ledger.message_retention_days: raw messages older than this are pruned "
+        "(the rollups behind every report, limit and counter are kept). Keep everything: "
+        "nothing is pruned.",
+        targets=[c.PromQuery(f"max({retention})", instant=True)],
+    ), w=6, h=4)
+    layout.add(c.stat(
+        "Oldest message", unit="dateTimeFromNow", no_value="-",
+        description="created_at of the oldest raw message, as the last maintenance run "
+        "measured it. With retention set it stays within a month or so of the retention "
+        "(PostgreSQL drops whole months).",
+        targets=[c.PromQuery(f"max({oldest}) * 1000", instant=True)],
+    ), w=6, h=4)
+    layout.add(c.stat(
+        "Since the last successful prune", unit="s", no_value="-",
+        thresholds=c.steps(c.GREEN, (stale / 2, c.ORANGE), (stale, c.RED)),
+        description="Time since pruning last succeeded, shown while retention is set. Red "
+        "from the age at which the AgentmeterLedgerPruneStale alert fires. Empty: retention "
+        "is off, or no prune has succeeded yet (the alert fires then too).",
+        targets=[c.PromQuery(f"(time() - max({last_prune})) and on () (max({retention}) > 0)",
+                             instant=True)],
+    ), w=6, h=4)
+    layout.add(c.stat(
+        "Messages removed by the last prune", unit="short", no_value="-",
+        description="How many raw messages the last successful prune removed.",
+        targets=[c.PromQuery(f"max({m.LEDGER_PRUNE_LAST_REMOVED_MESSAGES}{exp})",
+                             instant=True)],
+    ), w=6, h=4)
+    layout.add(c.timeseries(
+        "History kept against retention", unit="s",
+        description="Age of the oldest raw message next to the retention: the history grows "
+        "until a prune drops the oldest month, so it saws between the retention and about a "
+        "month more. A line that keeps climbing past the retention means pruning fails.",
+        legend_calcs=("max",),
+        targets=c.refs(
+            c.PromQuery(f"time() - max({oldest})", legend="history kept"),
+            c.PromQuery(f"max({retention}) > 0", legend="retention"),
+        ),
+    ), w=24, h=7)
 
 
 def _colour(series: str, colour: str) -> dict:

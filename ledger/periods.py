@@ -43,3 +43,31 @@ def _bounds_on(period: Period, day: date) -> tuple[datetime, datetime]:
                 end = start.replace(month=start.month + 1)
             return start, end
     raise AssertionError(period)  # pragma: no cover - exhaustive match
+
+
+def covering_periods(first: date, last: date) -> list[tuple[Period, date]]:
+    """The fewest whole days, weeks and months, as (kind, start), that tile [first, last].
+
+    Months where a whole one fits, weeks (Monday to Sunday) where a whole one fits without
+    swallowing the start of a month that fits, days for the rest: a year is about a dozen
+    months and a few weeks and days at its two ends, so a sum over `period_spend` reads a
+    couple of dozen rows per user whatever the range, where the daily rows number hundreds.
+    """
+    if last < first:
+        raise ValueError("the last day must not be before the first")
+    cover: list[tuple[Period, date]] = []
+    day = first
+    while day <= last:
+        month_end = _bounds_on(Period.MONTH, day)[1].date()
+        if day.day == 1 and month_end - timedelta(days=1) <= last:
+            cover.append((Period.MONTH, day))
+            day = month_end
+        elif day.weekday() == 0 and day + timedelta(days=6) <= last and not (
+                month_end <= day + timedelta(days=6)
+                and _bounds_on(Period.MONTH, month_end)[1].date() - timedelta(days=1) <= last):
+            cover.append((Period.WEEK, day))
+            day += timedelta(days=7)
+        else:
+            cover.append((Period.DAY, day))
+            day += timedelta(days=1)
+    return cover

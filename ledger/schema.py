@@ -284,7 +284,10 @@ period_spend = Table(
     Column("cost_micros", BigInteger, nullable=False, server_default="0"),
     Column("messages", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("period IN ('day', 'week', 'month')", name="period"),
-    Index("ix_period_spend_period_period_start", "period", "period_start"),
+    # With user_id and cost_micros: the cost table sums a range's spend per user from the
+    # index alone (ledger.reports).
+    Index("ix_period_spend_period_period_start_user_id_cost_micros", "period", "period_start",
+          "user_id", "cost_micros"),
 )
 
 # One row per (chat, UTC day): chat counts over a range and the per-chat breakdown.
@@ -295,7 +298,8 @@ chat_daily_usage = Table(
     Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
     *_rollup_measures(),
     *_token_columns(),
-    Index("ix_chat_daily_usage_user_id_day", "user_id", "day"),
+    # With chat_id: a user's distinct chats over a range from the index alone.
+    Index("ix_chat_daily_usage_user_id_day_chat_id", "user_id", "day", "chat_id"),
 )
 
 # Strict enforcement: upper bounds held for requests in flight.

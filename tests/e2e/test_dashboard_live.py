@@ -183,6 +183,9 @@ def _write_config(tmp_path: Path, url: str, upstream: str, kubeconfig: Path) -> 
                     "upstream_timeout_seconds": 10, "providers": providers},
         "exporter": {"kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig),
                                     "metrics_poll_seconds": 1}},
+        # Retention set: the exporter prunes at start-up (nothing is that old), so the Control
+        # plane's retention panels have their last prune to show.
+        "ledger": {"message_retention_days": 400},
     }
     path = tmp_path / "agentmeter.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -225,3 +225,63 @@ def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: s
         engine.dispose()
         if name:
             drop_database(name)
+
+
+def test_cost_table_indexes_replace_the_narrower_ones_and_go_back(ledger_url: str,
+                                                                  tmp_path: object) -> None:
+    """0008 widens period_spend's and chat_daily_usage's indexes on a ledger with usage (the
+    cost table answers the same), and its downgrade restores the 0007 ones."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from ledger.migrate import alembic_config
+    from ledger.reports import cost_table
+    from ledger.tokens import TokenUsage
+    from tests.support.databases import create_database, drop_database, pg_database_url
+    from tests.support.ledger_seed import record, seed_policy
+
+    if ledger_url.startswith("postgresql"):
+        name = create_database("am_migrate")
+        url = pg_database_url(name)
+    else:
+        name, url = "", f"sqlite:///{tmp_path}/indexes.db"
+
+    def indexes() -> dict[str | None, list[str | None]]:
+        found = {}
+        for table in ("period_spend", "chat_daily_usage"):
+            for index in inspect(engine).get_indexes(table):
+                found[index["name"]] = index["column_names"]
+        return found
+
+    def table() -> list[tuple[str, int, int]]:
+        with engine.connect() as conn:
+            page = cost_table(conn, datetime(2026, 10, 1, tzinfo=UTC),
+                              datetime(2026, 12, 1, tzinfo=UTC))
+        return [(row.username, row.totals.cost_micros, row.totals.chats) for row in page.rows]
+
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        upgrade(url, "0007")
+        seed_policy(engine)
+        for day, chat in ((31, "c1"), (1, "c1"), (2, "c2")):
+            at = datetime(2026, 10 if day == 31 else 11, day, 12, tzinfo=UTC)
+            record(engine, "alice", "claude-sonnet-4-5", TokenUsage(input=1000), at, chat=chat)
+        old = {"ix_period_spend_period_period_start": ["period", "period_start"],
+               "ix_chat_daily_usage_user_id_day": ["user_id", "day"]}
+        assert indexes() == old
+        upgrade(url)
+        assert indexes() == {
+            "ix_period_spend_period_period_start_user_id_cost_micros":
+                ["period", "period_start", "user_id", "cost_micros"],
+            "ix_chat_daily_usage_user_id_day_chat_id": ["user_id", "day", "chat_id"]}
+        assert table() == [("alice", 9000, 2)]
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0007")
+        assert indexes() == old
+    finally:
+        engine.dispose()
+        if name:
+            drop_database(name)

@@ -175,6 +175,25 @@ def test_control_plane_covers_logs_status_codes_and_latency_for_limiter_and_code
     assert (loki["type"], loki["query"]) == ("datasource", "loki")
 
 
+def test_control_plane_shows_retention_and_whether_pruning_keeps_up() -> None:
+    assert "agentmeter_ledger_message_retention_seconds" in exprs(
+        panel("control-plane", "Message retention"))[0]
+    oldest = panel("control-plane", "Oldest message")
+    assert oldest["fieldConfig"]["defaults"]["unit"] == "dateTimeFromNow"
+    assert exprs(oldest) == ['max(agentmeter_ledger_messages_oldest_timestamp_seconds'
+                             '{job="agentmeter-exporter"}) * 1000']
+    since = panel("control-plane", "Since the last successful prune")
+    assert "agentmeter_ledger_prune_last_success_timestamp_seconds" in exprs(since)[0]
+    assert "agentmeter_ledger_message_retention_seconds" in exprs(since)[0]
+    # Red where the AgentmeterLedgerPruneStale alert fires by default (2 days).
+    assert {"color": "red", "value": 172800} in \
+        since["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert "agentmeter_ledger_prune_last_removed_messages" in exprs(
+        panel("control-plane", "Messages removed by the last prune"))[0]
+    history = panel("control-plane", "History kept against retention")
+    assert [t["legendFormat"] for t in history["targets"]] == ["history kept", "retention"]
+
+
 def test_layout_refuses_a_panel_wider_than_the_grid() -> None:
     with pytest.raises(ValueError, match="width"):
         Layout().add(object(), w=25)  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from ledger.periods import Period, period_bounds
+from ledger.periods import Period, covering_periods, period_bounds
 
 
 def utc(*args: int) -> datetime:
@@ -60,3 +60,43 @@ def test_naive_datetime_is_refused() -> None:
 def test_unknown_period_is_refused() -> None:
     with pytest.raises(ValueError):
         period_bounds("year", utc(2026, 1, 1))
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def test_covering_periods_tile_every_range_exactly_once() -> None:
+    base = date(2026, 1, 20)
+    for offset in range(0, 70, 3):
+        first = base + timedelta(days=offset)
+        for length in (0, 1, 5, 6, 7, 13, 27, 31, 45, 64, 100, 400):
+            last = first + timedelta(days=length)
+            covered = []
+            for period, start in covering_periods(first, last):
+                begin, end = period_bounds(period, datetime(start.year, start.month, start.day,
+                                                            tzinfo=UTC))
+                assert begin.date() == start  # a whole period, from its start
+                covered += _days(start, end.date() - timedelta(days=1))
+            assert covered == _days(first, last)
+
+
+def test_covering_periods_take_months_then_weeks_then_days() -> None:
+    # 400 days back from Sunday 6 December 2026: 13 whole months and six days.
+    year = covering_periods(date(2025, 11, 1), date(2026, 12, 6))
+    assert [p for p, _ in year] == [Period.MONTH] * 13 + [Period.DAY] * 6
+    # 30 days: Friday to Sunday, then four Monday-to-Sunday weeks (December does not fit).
+    assert covering_periods(date(2026, 11, 6), date(2026, 12, 6)) == [
+        (Period.DAY, date(2026, 11, 6)), (Period.DAY, date(2026, 11, 7)),
+        (Period.DAY, date(2026, 11, 8)), (Period.WEEK, date(2026, 11, 9)),
+        (Period.WEEK, date(2026, 11, 16)), (Period.WEEK, date(2026, 11, 23)),
+        (Period.WEEK, date(2026, 11, 30))]
+    # A week that would swallow the start of a month that fits gives way to days.
+    assert covering_periods(date(2026, 10, 26), date(2026, 11, 30)) == [
+        *((Period.DAY, date(2026, 10, d)) for d in range(26, 32)),
+        (Period.MONTH, date(2026, 11, 1))]
+
+
+def test_covering_periods_refuse_a_reversed_range() -> None:
+    with pytest.raises(ValueError):
+        covering_periods(date(2026, 2, 2), date(2026, 2, 1))
