@@ -1,5 +1,5 @@
-"""Fixtures shared by the integration tests: the fake provider, the fake Kubernetes API and
-collectors on it."""
+"""Fixtures shared by the integration tests: the fake provider, the fake Coder API, the fake
+Kubernetes API and collectors on it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from exporter.kubernetes import KubernetesCollector
 from exporter.settings import KubernetesSettings
 from ledger.backoff import Backoff
+from tests.support.fake_coder import FakeCoder
 from tests.support.fake_kube_api import FakeKubeApi, fake_kube_api, wait_until
 from tests.support.fake_upstream import FakeUpstream
 
@@ -22,6 +23,17 @@ MakeCollector = Callable[..., KubernetesCollector]
 async def upstream() -> AsyncIterator[FakeUpstream]:
     """A fake provider on a real port; a module overrides it to change the default answer."""
     fake = FakeUpstream()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+@pytest.fixture
+async def coder() -> AsyncIterator[FakeCoder]:
+    """The fake Coder API on a real port; a test gives it its users, groups and tokens."""
+    fake = FakeCoder()
     await fake.start()
     try:
         yield fake

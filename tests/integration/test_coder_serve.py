@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
 from ledger import metric_names as m
@@ -24,14 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 ML_LIMIT_USD = 200
 SPEND = ("SELECT u.username, u.coder_id, md.name, m.cost_micros FROM messages m "
          "JOIN users u ON u.id = m.user_id JOIN models md ON md.id = m.model_id")
-
-
-@pytest.fixture
-async def coder() -> AsyncIterator[FakeCoder]:
-    fake = FakeCoder()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float | None:

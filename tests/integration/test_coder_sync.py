@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,14 +18,6 @@ from ledger.tokens import TokenUsage
 from tests.support.cli_process import Finished, agentmeter
 from tests.support.fake_coder import FakeCoder
 from tests.support.ledger_seed import record
-
-
-@pytest.fixture
-async def coder() -> AsyncIterator[FakeCoder]:
-    fake = FakeCoder()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 from sqlalchemy import select
 
 from ledger import metric_names as m
@@ -18,14 +16,6 @@ from ledger.schema import users
 from ledger.settings import DatabaseSettings
 from tests.support.fake_coder import FakeCoder
 from tests.support.monitoring_stack import free_port
-
-
-@pytest.fixture
-async def coder() -> AsyncIterator[FakeCoder]:
-    fake = FakeCoder()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 async def _metric(url: str, name: str) -> float | None:

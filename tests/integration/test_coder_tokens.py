@@ -39,14 +39,6 @@ class Harness:
     ledger_url: str
 
 
-@pytest.fixture
-async def coder() -> AsyncIterator[FakeCoder]:
-    fake = FakeCoder()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 async def _harness(coder: FakeCoder, ledger_url: str,
                    **overrides: object) -> AsyncIterator[Harness]:
     settings = replace(CoderSettings(url=coder.base_url, token_cache_seconds=CACHE_SECONDS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,6 @@ from tests.support.monitoring_stack import free_port, running
 from tests.support.pg_cluster import own_cluster
 
 LOOKUPS = CODER_TOKEN_LOOKUPS + "_total"
-
-
-@pytest.fixture
-async def coder() -> AsyncIterator[FakeCoder]:
-    fake = FakeCoder()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 async def start(aiohttp_client: Any, url: str, tmp_path: Path, upstream: FakeUpstream,
