@@ -29,13 +29,16 @@ class Model:
     enabled: bool
     declared: bool
     max_output_tokens: int | None
-    # The standard prices (below every tier threshold) of the price version in effect when the
-    # model was read; None: the model is unpriced.
-    pricing: Pricing | None
     aliases: tuple[str, ...] = ()
-    # Everything the price version in effect says (tiers, variants, fees): what strict
-    # enforcement bounds a request with (ledger.pricing.cost_upper_bound).
+    # Everything the price version in effect when the model was read says (tiers, variants,
+    # fees): what strict enforcement bounds a request with (ledger.pricing.cost_upper_bound);
+    # None: the model is unpriced.
     prices: PriceSheet | None = None
+
+    @property
+    def pricing(self) -> Pricing | None:
+        """The standard prices, below every tier threshold; None: the model is unpriced."""
+        return None if self.prices is None else self.prices.base
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +80,8 @@ def _models(conn: Connection, rows: list[Any], now: datetime | None = None) -> l
     current = _current_versions(conn, ids, now)
     return [Model(id=row.id, name=row.name, provider=row.provider, enabled=bool(row.enabled),
                   declared=bool(row.declared), max_output_tokens=row.max_output_tokens,
-                  pricing=_standard(v := current.get(row.id)),
                   aliases=tuple(aliases.get(row.id, ())),
-                  prices=None if v is None else v.sheet)
+                  prices=None if (v := current.get(row.id)) is None else v.sheet)
             for row in rows]
 
 

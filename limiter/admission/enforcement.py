@@ -111,12 +111,11 @@ def strict_upper_bound(model: Model | None, body_bytes: int, max_tokens: int | N
     tier and speed asked for (no tier asked: the dearest the model has), plus up to
     `web_searches` searches (None: unbounded, refused with 400).
     """
-    if model is None or model.pricing is None:
+    if model is None or model.prices is None:
         return 0  # unpriced traffic adds no spend
     output = max_tokens or model.max_output_tokens or FALLBACK_MAX_OUTPUT_TOKENS
-    prices = model.prices if model.prices is not None else model.pricing
     try:
-        return cost_upper_bound(prices, body_bytes, output, service_tier=service_tier,
+        return cost_upper_bound(model.prices, body_bytes, output, service_tier=service_tier,
                                 speed=speed, web_searches=web_searches)
     except UnboundedWebSearches as exc:
         raise BadRequest(str(exc), code="unbounded_web_searches") from exc

@@ -13,7 +13,7 @@ from ledger.catalog import Model
 from ledger.engine import create_async_engine
 from ledger.limits import LimitSource
 from ledger.periods import Period
-from ledger.pricing import Pricing
+from ledger.pricing import PriceSheet, Pricing
 from ledger.settings import DatabaseSettings
 from ledger.spend import LimitStatus
 from limiter.admission.catalog_cache import CatalogCache, CatalogUnavailable
@@ -34,7 +34,8 @@ STATUS = LimitStatus(user_id=1, username="alice", period=Period.MONTH, limit_mic
 
 def model(pricing: Pricing | None, max_output_tokens: int | None = None) -> Model:
     return Model(id=1, name="m", provider="openai", enabled=True, declared=True,
-                 max_output_tokens=max_output_tokens, pricing=pricing)
+                 max_output_tokens=max_output_tokens,
+                 prices=None if pricing is None else PriceSheet.flat(pricing))
 
 
 def test_limit_body_is_the_documented_shape() -> None:

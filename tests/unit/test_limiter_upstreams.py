@@ -83,7 +83,7 @@ def test_a_query_credential_is_removed_and_nothing_else_changes(query: str,
 
 def _model(provider: str) -> Model:
     return Model(id=1, name="m", provider=provider, enabled=True, declared=True,
-                 max_output_tokens=None, pricing=None)
+                 max_output_tokens=None)
 
 
 async def test_a_model_goes_to_the_upstream_its_provider_names_if_it_serves_the_route() -> None:
