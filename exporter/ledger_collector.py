@@ -239,9 +239,10 @@ def _pricing_families(snapshot: LedgerSnapshot) -> Iterator[Metric]:
                                "Price of an enabled model per 1M tokens of a kind, in USD.",
                                labels=["model", "token_type"])
     for model in snapshot.models:
-        if model.pricing is None:
+        pricing = model.pricing
+        if pricing is None:
             continue
-        for kind, price in model.pricing.items():
+        for kind, price in pricing.items():
             if price is not None:
                 prices.add_metric([model.name, kind.value], _usd(price))
     yield prices
