@@ -7,6 +7,14 @@ whose costs were computed by the ledger's own `price_message`. The daily, lifeti
 per-chat rollups are then aggregated from the messages, so they agree with them exactly, as
 `record_usage` would have left them.
 
+The activity is fixed and the messages fill it: each user works with agents on 3 days in 8 of
+the history (spread over it), on one of their 3 models at a time (switching every 10 working
+days), in chats that last two working days. The messages are dealt round-robin over those
+(user, day) cells, so a ledger with ten times the messages has the same users, days, models and
+chats, and the same rollup rows, with ten times the messages in each: the comparison the
+benchmarks make between two sizes. (Every user busy every day on every model would instead grow
+the rollups with the messages.)
+
     python -m bench.seed_ledger postgresql://postgres@127.0.0.1:5432/am_bench --messages 1000000
 """
 
@@ -31,7 +39,11 @@ from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
 
 SHAPES_PER_MODEL = 64
-CHATS_PER_USER = 20
+# A user is active on ACTIVE_SHARE of the history's days; a chat lasts CHAT_DAYS active days.
+ACTIVE_SHARE = 3 / 8
+CHAT_DAYS = 2
+# The models a user switches between, and after how many active days.
+MODEL_DAYS = 10
 GROUPS = 200
 # Models without any pricing and one with a missing kind, so the pricing-gap figures are real.
 UNPRICED_MODELS = 2
@@ -56,7 +68,17 @@ def _pricing(index: int, models: int) -> Pricing | None:
                    cache_write_1h=None if index == 0 else base * 2)
 
 
-def _reference_data(cur: psycopg.Cursor, users: int, models: int, now: datetime) -> None:
+def active_days(days: int) -> int:
+    """The days of a `days`-day history each user is active on."""
+    return max(1, int(days * ACTIVE_SHARE))
+
+
+def chats_per_user(days: int) -> int:
+    return -(-active_days(days) // CHAT_DAYS)
+
+
+def _reference_data(cur: psycopg.Cursor, users: int, models: int, chats: int,
+                    now: datetime) -> None:
     stamp = now.isoformat()
     cur.execute("INSERT INTO limit_config (id, enabled, period, default_limit_micros, "
                 "group_policy, updated_at) VALUES (1, true, 'month', 50000000, 'lowest', %s)",
@@ -93,8 +115,8 @@ def _reference_data(cur: psycopg.Cursor, users: int, models: int, now: datetime)
           [(m + 1, stamp, "policy", "bench", json.dumps(sheet_to_json(PriceSheet.flat(p))),
             stamp) for m in range(models) if (p := _pricing(m, models)) is not None])
     _copy(cur, "chats", ("id", "user_id", "external_id", "created_at"),
-          [((u - 1) * CHATS_PER_USER + c + 1, u, f"chat-{c}", stamp)
-           for u in range(1, users + 1) for c in range(CHATS_PER_USER)])
+          [((u - 1) * chats + c + 1, u, f"chat-{c}", stamp)
+           for u in range(1, users + 1) for c in range(chats)])
 
 
 def _shapes(cur: psycopg.Cursor, models: int) -> None:
@@ -119,6 +141,10 @@ def _shapes(cur: psycopg.Cursor, models: int) -> None:
                                 "cache_write", "cache_write_1h", "unpriced", "cost"), rows)
 
 
+# Message g goes to cell g % cells: user 1 + cell % users on their active day number
+# cell / users, which is `back` days before today (a user's active days are spread evenly over
+# the history, shifted per user). k, the message's rank in its cell, puts one in ten outside any
+# chat. Today's messages fall before `now`.
 _MESSAGES = """
 INSERT INTO messages (id, user_id, chat_id, model_id, provider, input_tokens, output_tokens,
     cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, unpriced_tokens, cost_micros,
@@ -126,16 +152,20 @@ INSERT INTO messages (id, user_id, chat_id, model_id, provider, input_tokens, ou
 SELECT 'm' || g.g, g.u, g.chat, s.model_id, CASE WHEN s.model_id %% 2 = 1 THEN 'openai'
        ELSE 'anthropic' END,
        s.input, s.output, s.cache_read, s.cache_write, s.cache_write_1h, s.unpriced, s.cost,
-       false, %(now)s - make_interval(secs => ((g.g::bigint * 2654435761) %% %(span)s))
+       false,
+       %(today)s - make_interval(days => g.back::int) + make_interval(secs =>
+           ((g.g * 2654435761) %% CASE WHEN g.back = 0 THEN %(today_secs)s ELSE 86400 END))
 FROM (
-    SELECT g, 1 + g %% %(users)s AS u,
-           (((g %% %(users)s) * 7 + ((g / %(users)s) %% %(per_user)s) * 13) %% %(models)s) + 1
+    SELECT g, c.u, c.i * %(days)s / %(active)s + c.u %% (%(days)s / %(active)s) AS back,
+           (((c.u - 1) * 7 + ((c.i / %(model_days)s) %% %(per_user)s) * 13) %% %(models)s) + 1
                AS model_id,
-           CASE WHEN g %% 10 < 3
-                THEN (g %% %(users)s) * %(chats)s + ((g / (%(users)s * 3)) %% %(chats)s) + 1
+           CASE WHEN (g / %(cells)s) %% 10 <> 9
+                THEN (c.u - 1) * %(chats)s + c.i / %(chat_days)s + 1
            END AS chat,
            g %% %(shapes)s AS shape
-    FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
+    FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g,
+         LATERAL (SELECT 1 + (g %% %(cells)s) %% %(users)s AS u,
+                         (g %% %(cells)s) / %(users)s AS i) AS c
 ) AS g
 JOIN bench_shapes s ON s.model_id = g.model_id AND s.shape = g.shape
 """
@@ -204,16 +234,21 @@ def seed(url: str, *, users: int = 10_000, messages: int = 10_000_000, models: i
         if log:
             print(f"[seed {time.monotonic() - started:6.1f}s] {text}", flush=True)
 
+    active, chats = active_days(days), chats_per_user(days)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        _reference_data(cur, users, models, now)
+        _reference_data(cur, users, models, chats, now)
         _shapes(cur, models)
-        say(f"{users} users, {models} models, {users * CHATS_PER_USER} chats")
+        say(f"{users} users active on {active} of {days} days, {models} models, "
+            f"{users * chats} chats")
         for first in range(0, messages, batch):
             last = min(messages, first + batch) - 1
-            cur.execute(_MESSAGES, {"now": now, "span": days * 86400, "users": users,
-                                    "per_user": models_per_user, "models": models,
-                                    "chats": CHATS_PER_USER, "shapes": SHAPES_PER_MODEL,
-                                    "first": first, "last": last})
+            cur.execute(_MESSAGES, {
+                "today": today, "today_secs": max(1, int((now - today).total_seconds())),
+                "days": days, "active": active, "cells": users * active, "users": users,
+                "model_days": MODEL_DAYS, "per_user": models_per_user, "models": models,
+                "chats": chats, "chat_days": CHAT_DAYS, "shapes": SHAPES_PER_MODEL,
+                "first": first, "last": last})
             say(f"messages {last + 1:,}")
         for statement in _ROLLUPS:
             cur.execute(statement)
@@ -229,22 +264,22 @@ def database_url(admin_url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-def _seeded_as_asked(url: str, messages: int, users: int) -> bool:
+def _seeded_as_asked(url: str, messages: int, users: int, days: int) -> bool:
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
             counts = conn.execute(
                 "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM users), "
-                "(SELECT count(*) FROM groups)").fetchone()
+                "(SELECT count(*) FROM groups), (SELECT count(*) FROM chats)").fetchone()
     except psycopg.Error:
         return False
-    return counts == (messages, users, GROUPS)
+    return counts == (messages, users, GROUPS, users * chats_per_user(days))
 
 
 def ensure_ledger(admin_url: str, name: str, messages: int, users: int = 10_000,
                   reseed: bool = False, days: int = 90) -> str:
     """The benchmark ledger `name`, seeded when missing or different (it takes minutes)."""
     url = database_url(admin_url, name)
-    if not reseed and _seeded_as_asked(url, messages, users):
+    if not reseed and _seeded_as_asked(url, messages, users, days):
         upgrade(url)  # a ledger kept from an earlier run follows the schema's migrations
         return url
     print(f"seeding {name}: {users:,} users, {messages:,} messages over {days} days "

@@ -9,7 +9,9 @@ so a record of the span being removed is refused from then on (ledger.retention)
 
 `maintain` is what the exporter's background task and `agentmeter db prune` run: partitions
 for the coming months, the prune, and the state `/metrics` reports. On PostgreSQL it holds a
-session advisory lock, so with several exporter replicas one does the work.
+session advisory lock, so with several exporter replicas one does the work, and its reads run
+without parallel workers: a month's count takes one core, not every core recording needs.
+Each month that goes is counted once, when the prune is planned.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.sql.expression import TableClause
 
 from ledger.engine import from_db
 from ledger.partitions import (
@@ -42,7 +45,7 @@ from ledger.partitions import (
     is_partitioned,
 )
 from ledger.retention import retention_edge, retention_state, save_retention_state
-from ledger.schema import messages
+from ledger.schema import messages, users
 from ledger.settings import LedgerSettings
 
 # The session advisory lock held by the one process doing maintenance.
@@ -59,15 +62,17 @@ class PrunePlan:
     kept_since: datetime | None  # messages from here on stay (None: nothing goes)
 
 
-def _created_at(name: str) -> ColumnElement[datetime]:
-    """`created_at` of `messages` or of one of its partitions, typed like the schema's."""
+def _month_table(name: str) -> TableClause:
+    """`messages` or one of its partitions, with the columns maintenance reads, typed like the
+    schema's."""
     if name == PARENT:
-        return messages.c.created_at
-    return table(name, column("created_at", messages.c.created_at.type)).c.created_at
+        return messages
+    return table(name, column("created_at", messages.c.created_at.type),
+                 column("user_id", messages.c.user_id.type))
 
 
 def _span(conn: Connection, name: str, before: datetime | None = None) -> PrunePlan:
-    created_at = _created_at(name)
+    created_at = _month_table(name).c.created_at
     query = select(func.count(), func.min(created_at), func.max(created_at))
     if before is not None:
         query = query.where(created_at < before)
@@ -80,20 +85,33 @@ def _expired(conn: Connection, edge: datetime) -> list[Partition]:
     return [p for p in attached_partitions(conn) if p.end <= edge]
 
 
-def plan_prune(conn: Connection, days: int, now: datetime) -> PrunePlan:
-    """What pruning to `days` of retention would remove now (reads only)."""
-    edge = retention_edge(now, days)
+def _serial(conn: Connection) -> None:
+    """This transaction's reads use one core (PostgreSQL): a parallel scan of a month would take
+    every core of a small database server from recording for its duration."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+
+def _plan(conn: Connection, edge: datetime) -> tuple[PrunePlan, dict[str, int]]:
+    """What goes before `edge`, and (on PostgreSQL) the messages of each month that goes."""
+    _serial(conn)
     if not is_partitioned(conn):
         plan = _span(conn, PARENT, edge)
-        return plan if plan.messages else PrunePlan(0, None, None, None)
+        return (plan if plan.messages else PrunePlan(0, None, None, None)), {}
     expired = _expired(conn, edge)
     if not expired:
-        return PrunePlan(0, None, None, None)
+        return PrunePlan(0, None, None, None), {}
     spans = [_span(conn, p.name) for p in expired]
     firsts = [s.first for s in spans if s.first is not None]
     lasts = [s.last for s in spans if s.last is not None]
-    return PrunePlan(sum(s.messages for s in spans), min(firsts, default=None),
+    plan = PrunePlan(sum(s.messages for s in spans), min(firsts, default=None),
                      max(lasts, default=None), expired[-1].end)
+    return plan, {p.name: s.messages for p, s in zip(expired, spans, strict=True)}
+
+
+def plan_prune(conn: Connection, days: int, now: datetime) -> PrunePlan:
+    """What pruning to `days` of retention would remove now (reads only)."""
+    return _plan(conn, retention_edge(now, days))[0]
 
 
 def _detach(conn: Connection, expired: list[Partition]) -> None:
@@ -108,14 +126,13 @@ def _detach(conn: Connection, expired: list[Partition]) -> None:
         conn.execute(text(f'ALTER TABLE "{PARENT}" DETACH PARTITION "{partition.name}" {how}'))
 
 
-def _drop_detached(conn: Connection, kept_since: datetime) -> int:
-    """Drop the detached months before `kept_since`; returns the messages they held. (The
-    partitions have no foreign keys, so this locks nothing recording uses.)"""
+def _drop_detached(conn: Connection, counted: dict[str, int]) -> int:
+    """Drop the detached months of `counted` (name -> messages); returns the messages they
+    held. The partitions have no foreign keys, so this locks nothing recording uses."""
     removed = 0
     for partition in detached_partitions(conn):
-        if partition.end <= kept_since:
-            removed += int(conn.execute(text(f'SELECT count(*) FROM "{partition.name}"'))
-                           .scalar_one())
+        if partition.name in counted:
+            removed += counted[partition.name]
             conn.execute(text(f'DROP TABLE "{partition.name}"'))
     return removed
 
@@ -137,22 +154,34 @@ def prune(engine: Engine, days: int, now: datetime, batch_rows: int) -> PrunePla
     """Remove the messages older than `days` of retention; returns what went."""
     with engine.begin() as conn:
         partitioned = is_partitioned(conn)
-        plan = plan_prune(conn, days, now)
+        plan, counted = _plan(conn, retention_edge(now, days))
         kept_since = retention_state(conn).kept_since
         if plan.kept_since is not None and (kept_since is None or kept_since < plan.kept_since):
             save_retention_state(conn, kept_since=plan.kept_since)
             kept_since = plan.kept_since
+        if partitioned and kept_since is not None:
+            # Also months an interrupted prune detached and did not drop.
+            counted |= {p.name: _span(conn, p.name).messages for p in detached_partitions(conn)
+                        if p.end <= kept_since and p.name not in counted}
     removed = 0
     if partitioned:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if plan.kept_since is not None:
-                _detach(conn, _expired(conn, plan.kept_since))
-            if kept_since is not None:
-                # Also months an interrupted prune detached and did not drop.
-                removed = _drop_detached(conn, kept_since)
+                _detach(conn, [p for p in _expired(conn, plan.kept_since) if p.name in counted])
+            removed = _drop_detached(conn, counted)
     elif plan.kept_since is not None:
         removed = _delete_in_batches(engine, plan.kept_since, batch_rows)
     return PrunePlan(removed, plan.first, plan.last, plan.kept_since)
+
+
+def _oldest_in(conn: Connection, name: str) -> datetime | None:
+    """min(created_at) of `messages` or a partition, as one probe of the (user_id, created_at)
+    index per user: there is no index on created_at alone, and a scan would read the month."""
+    month = _month_table(name)
+    first = (select(month.c.created_at).where(month.c.user_id == users.c.id)
+             .order_by(month.c.created_at).limit(1).scalar_subquery())
+    oldest = conn.execute(select(func.min(first))).scalar()
+    return None if oldest is None else from_db(oldest)
 
 
 def oldest_message_at(conn: Connection) -> datetime | None:
@@ -160,9 +189,9 @@ def oldest_message_at(conn: Connection) -> datetime | None:
     read."""
     names = [p.name for p in attached_partitions(conn)] if is_partitioned(conn) else [PARENT]
     for name in names:
-        oldest = conn.execute(select(func.min(_created_at(name)))).scalar()
+        oldest = _oldest_in(conn, name)
         if oldest is not None:
-            return from_db(oldest)
+            return oldest
     return None
 
 

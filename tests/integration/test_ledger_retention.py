@@ -24,7 +24,7 @@ from ledger.engine import create_sync_engine
 from ledger.partitions import attached_partitions, month_of, partition_name
 from ledger.prune import MAINTENANCE_LOCK_KEY, maintain, plan_prune
 from ledger.reports import cost_table, user_detail
-from ledger.retention import retention_edge, retention_state
+from ledger.retention import retention_edge, retention_state, save_retention_state
 from ledger.schema import chat_daily_usage, daily_usage, messages, period_spend, usage_totals
 from ledger.settings import DatabaseSettings, LedgerSettings
 from ledger.spend import limit_status
@@ -61,15 +61,24 @@ def _usage_records(engine: Engine) -> list[UsageRecord]:
     return records
 
 
-@pytest.fixture
-def ledger(ledger_url: str) -> Iterator[tuple[Engine, list[UsageRecord]]]:
-    engine = create_sync_engine(DatabaseSettings(url=ledger_url))
+def _seeded(url: str) -> Iterator[tuple[Engine, list[UsageRecord]]]:
+    engine = create_sync_engine(DatabaseSettings(url=url))
     seed_policy(engine)
     records = _usage_records(engine)
     with engine.begin() as conn:
         assert all(r.inserted for r in record_usage_batch(conn, records))
     yield engine, records
     engine.dispose()
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[tuple[Engine, list[UsageRecord]]]:
+    yield from _seeded(ledger_url)
+
+
+@pytest.fixture
+def pg_ledger(pg_url: str) -> Iterator[tuple[Engine, list[UsageRecord]]]:
+    yield from _seeded(pg_url)
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -187,6 +196,30 @@ def test_prune_is_idempotent_and_dry_run_changes_nothing(
         state = retention_state(conn)
     # The last prune removed nothing; how far back messages go is unchanged.
     assert (state.pruned_messages, state.kept_since) == (0, first.kept_since)
+
+
+def test_a_month_an_interrupted_prune_detached_goes_at_the_next_one(
+        pg_ledger: tuple[Engine, list[UsageRecord]]) -> None:
+    engine, records = pg_ledger
+    with engine.connect() as conn:
+        plan = plan_prune(conn, RETENTION.message_retention_days, NOW)
+        oldest = attached_partitions(conn)[0]
+    # What a prune that stopped after its detach leaves: kept_since moved, a month detached.
+    with engine.begin() as conn:
+        save_retention_state(conn, kept_since=oldest.end)
+        conn.execute(text(f'ALTER TABLE messages DETACH PARTITION "{oldest.name}"'))
+    assert oldest.end < NOW - timedelta(days=RETENTION.message_retention_days)
+
+    pruned = maintain(engine, RETENTION, NOW)
+
+    assert pruned is not None and pruned.kept_since is not None
+    gone = {r.id for r in records if r.created_at < pruned.kept_since}
+    assert pruned.messages == plan.messages == len(gone)
+    assert set(_message_ids(engine)) == {r.id for r in records} - gone
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass(:name)"),
+                            {"name": oldest.name}).scalar() is None
+        assert retention_state(conn).pruned_messages == len(gone)
 
 
 def test_without_retention_maintenance_keeps_every_message(
