@@ -10,8 +10,9 @@ pruning a month (bench/ledger_year.py); `--conversion` also times migration 0006
 one-table ledger of --small-messages messages into monthly partitions.
 
 Seeds (with COPY and server-side generation, see bench/seed_ledger.py) 10,000 users in 200
-groups, 50 models with each user on 3 of them, and the messages spread over the last 90 days,
-once per size into `am_bench_<N>m` on the shared PostgreSQL (kept for later runs and for
+groups, 50 models with each user on 3 of them, each user active on 3 days in 8 of the history
+(the last 90 days, or 400 with `--year`), the messages dealt over those days, once per size into
+`am_bench_<N>m` (`am_bench_400d_<N>`) on the shared PostgreSQL (kept for later runs and for
 bench/exporter.py). Then times the check as the limiter runs it — `ledger.spend.check_key`
 (one statement: key, user, limits, groups, period spend) and `ledger.spend.limit_status` — for
 random users, one at a time on one connection, and prints p50/p99 at both sizes.

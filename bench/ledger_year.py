@@ -43,7 +43,7 @@ TARGETS_MS = {"limit check": 2.0, "cost table 30d": 300.0, "cost table all": 100
               "user detail": 200.0}
 RECORDS_PER_SECOND = 200
 # Months pruned one after the other, for enough records timed during pruning.
-PRUNED_MONTHS = 3
+PRUNED_MONTHS = 6
 SIZE_TABLES = ("messages", "daily_usage", "chat_daily_usage", "period_spend", "usage_totals")
 
 
