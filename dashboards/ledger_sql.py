@@ -11,8 +11,8 @@ matching the search by their spend over the range, summed from `period_spend` ov
 whole months, weeks and days (a few dozen index entries per user whatever the range), keeps the
 `TOP_USERS` most expensive, and sums messages, tokens and distinct chats from the daily rollups
 for those users only. A refresh costs O(users x tiles) for the ranking plus O(top users x days
-x models) for the figures, not O(users x days x models) (from about a second to about a tenth
-for a year of 10,000 users). The per-chat panel reads one user's rows of the per-chat daily
+x models) for the figures, not O(users x days x models): for 400 days of 10,000 users, from
+over a second to about 0.15 s. The per-chat panel reads one user's rows of the per-chat daily
 rollup.
 """
 
