@@ -7,7 +7,7 @@ from grafanalib import core
 from dashboards import common as c
 from dashboards.config import UID_USAGE, UID_USER_DETAIL, DashboardConfig
 from dashboards.layout import Layout, dashboard
-from dashboards.ledger_sql import PER_USER_COST
+from dashboards.ledger_sql import PER_USER_COST, TOP_USERS
 from ledger import metric_names as m
 from ledger.tokens import TOKEN_KINDS
 
@@ -73,10 +73,11 @@ def build(config: DashboardConfig) -> core.Dashboard:
     layout.row("Per user")
     layout.add(c.table(
         "Cost per user", unit="short", datasource=c.LEDGER, sort_by="Total cost",
-        description="Per-user totals over the UTC days the dashboard range touches, read from "
-        "the ledger (the same numbers as the admin API's cost table). Filter with the search "
-        "box (username or display name), click a header to sort, click a username for the "
-        "user's detail. Cache write tokens include one-hour cache writes.",
+        description=f"The {TOP_USERS} most expensive users matching the search (username or "
+        "display name), with their totals over the UTC days the dashboard range touches, read "
+        "from the ledger: the first page of the admin API's cost table at its largest page "
+        f"size ({TOP_USERS}), the same users and numbers. Click a header to sort, click a "
+        "username for the user's detail. Cache write tokens include one-hour cache writes.",
         targets=[c.SqlQuery(PER_USER_COST)],
         columns=[
             c.column("username", displayName="Username", links=[{

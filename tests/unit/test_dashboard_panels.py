@@ -9,6 +9,7 @@ import pytest
 from dashboards.common import steps
 from dashboards.config import UID_USER_DETAIL
 from dashboards.layout import Layout
+from ledger.reports import MAX_PER_PAGE
 from tests.support.dashboard_queries import iter_panels, load_dashboards, panel_queries
 
 DASHBOARDS = load_dashboards()
@@ -56,6 +57,8 @@ def test_usage_per_user_table_is_searchable_sortable_paginated_and_links_to_deta
     assert table["datasource"]["uid"] == "${ledger}"
     assert table["options"]["footer"]["enablePagination"] is True
     assert table["options"]["sortBy"] == [{"displayName": "Total cost", "desc": True}]
+    # It lists the cost table's first page at its largest size: the operator is told so.
+    assert table["description"].startswith(f"The {MAX_PER_PAGE} most expensive users matching")
     columns = column_names(table)
     assert [columns[c]["displayName"] for c in columns] == [
         "Username", "Name", "Total cost", "Messages", "Chats", "Input tokens", "Output tokens",
