@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,9 +43,12 @@ from ledger.partitions import (
     detached_partitions,
     ensure_upcoming_partitions,
     is_partitioned,
+    month_of,
+    partition_name,
 )
+from ledger.periods import Period
 from ledger.retention import retention_edge, retention_state, save_retention_state
-from ledger.schema import messages, users
+from ledger.schema import messages, period_spend
 from ledger.settings import LedgerSettings
 
 # The session advisory lock held by the one process doing maintenance.
@@ -71,14 +74,15 @@ def _month_table(name: str) -> TableClause:
                  column("user_id", messages.c.user_id.type))
 
 
-def _span(conn: Connection, name: str, before: datetime | None = None) -> PrunePlan:
-    created_at = _month_table(name).c.created_at
-    query = select(func.count(), func.min(created_at), func.max(created_at))
-    if before is not None:
-        query = query.where(created_at < before)
-    count, first, last = conn.execute(query).one()
-    return PrunePlan(int(count), from_db(first) if first else None,
-                     from_db(last) if last else None, before)
+def _span(conn: Connection, before: datetime) -> PrunePlan:
+    """The messages before `before`, read from `messages` itself (SQLite)."""
+    created_at = messages.c.created_at
+    count, first, last = conn.execute(
+        select(func.count(), func.min(created_at), func.max(created_at))
+        .where(created_at < before)).one()
+    if not count:
+        return PrunePlan(0, None, None, None)
+    return PrunePlan(int(count), from_db(first), from_db(last), before)
 
 
 def _expired(conn: Connection, edge: datetime) -> list[Partition]:
@@ -86,27 +90,82 @@ def _expired(conn: Connection, edge: datetime) -> list[Partition]:
 
 
 def _serial(conn: Connection) -> None:
-    """This transaction's reads use one core (PostgreSQL): a parallel scan of a month would take
-    every core of a small database server from recording for its duration."""
+    """This transaction's reads use one core (PostgreSQL): a parallel read would take every
+    core of a small database server from recording for its duration."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
 
 
+def _month_counts(conn: Connection, months: list[Partition]) -> dict[str, int]:
+    """Messages per month, from the monthly `period_spend` rows: every message written adds
+    one to its user's row for its UTC month, in the same transaction (ledger.usage)."""
+    c = period_spend.c
+    counts = dict(conn.execute(
+        select(c.period_start, func.sum(c.messages))
+        .where(c.period == Period.MONTH.value, c.period_start.in_([p.month for p in months]))
+        .group_by(c.period_start)).all())
+    return {p.name: int(counts.get(p.month, 0)) for p in months}
+
+
+def _day_with_messages(conn: Connection, since: date | None, before: date | None = None,
+                       *, last: bool = False) -> date | None:
+    """The first (or last) UTC day in [since, before) that has messages, from the daily
+    `period_spend` rows."""
+    c = period_spend.c
+    query = select((func.max if last else func.min)(c.period_start)).where(
+        c.period == Period.DAY.value)
+    if since is not None:
+        query = query.where(c.period_start >= since)
+    if before is not None:
+        query = query.where(c.period_start < before)
+    day = conn.execute(query).scalar()
+    return day
+
+
+def _message_at(conn: Connection, name: str, day: date, *, last: bool = False
+                ) -> datetime | None:
+    """created_at of the first (or last) message of UTC `day` in `messages` or partition
+    `name`: one probe of the (user_id, created_at) index for each user with usage that day.
+    (There is no index on created_at alone; a scan would read the whole month.)"""
+    month, c = _month_table(name), period_spend.c
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    at = month.c.created_at
+    probe = (select(at).where(month.c.user_id == c.user_id, at >= start,
+                              at < start + timedelta(days=1))
+             .order_by(at.desc() if last else at).limit(1).scalar_subquery())
+    moment = conn.execute(select((func.max if last else func.min)(probe))
+                          .where(c.period == Period.DAY.value, c.period_start == day)).scalar()
+    return None if moment is None else from_db(moment)
+
+
+def _months_span(conn: Connection, months: list[Partition], counts: dict[str, int]
+                 ) -> tuple[datetime | None, datetime | None]:
+    """created_at of the first and the last message of `months` (oldest first)."""
+    full = [p for p in months if counts[p.name]]
+    if not full:
+        return None, None
+    first_day = _day_with_messages(conn, full[0].month, full[0].end.date())
+    last_day = _day_with_messages(conn, full[-1].month, full[-1].end.date(), last=True)
+    if first_day is None or last_day is None:
+        return None, None
+    return (_message_at(conn, full[0].name, first_day),
+            _message_at(conn, full[-1].name, last_day, last=True))
+
+
 def _plan(conn: Connection, edge: datetime) -> tuple[PrunePlan, dict[str, int]]:
-    """What goes before `edge`, and (on PostgreSQL) the messages of each month that goes."""
+    """What goes before `edge`, and (on PostgreSQL) the messages of each month that goes.
+
+    On PostgreSQL the months are counted from the rollups and their first and last messages
+    found through the index, so planning reads no month whole."""
     _serial(conn)
     if not is_partitioned(conn):
-        plan = _span(conn, PARENT, edge)
-        return (plan if plan.messages else PrunePlan(0, None, None, None)), {}
+        return _span(conn, edge), {}
     expired = _expired(conn, edge)
     if not expired:
         return PrunePlan(0, None, None, None), {}
-    spans = [_span(conn, p.name) for p in expired]
-    firsts = [s.first for s in spans if s.first is not None]
-    lasts = [s.last for s in spans if s.last is not None]
-    plan = PrunePlan(sum(s.messages for s in spans), min(firsts, default=None),
-                     max(lasts, default=None), expired[-1].end)
-    return plan, {p.name: s.messages for p, s in zip(expired, spans, strict=True)}
+    counts = _month_counts(conn, expired)
+    first, last = _months_span(conn, expired, counts)
+    return PrunePlan(sum(counts.values()), first, last, expired[-1].end), counts
 
 
 def plan_prune(conn: Connection, days: int, now: datetime) -> PrunePlan:
@@ -161,8 +220,8 @@ def prune(engine: Engine, days: int, now: datetime, batch_rows: int) -> PrunePla
             kept_since = plan.kept_since
         if partitioned and kept_since is not None:
             # Also months an interrupted prune detached and did not drop.
-            counted |= {p.name: _span(conn, p.name).messages for p in detached_partitions(conn)
-                        if p.end <= kept_since and p.name not in counted}
+            counted |= _month_counts(conn, [p for p in detached_partitions(conn)
+                                            if p.end <= kept_since and p.name not in counted])
     removed = 0
     if partitioned:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -174,25 +233,15 @@ def prune(engine: Engine, days: int, now: datetime, batch_rows: int) -> PrunePla
     return PrunePlan(removed, plan.first, plan.last, plan.kept_since)
 
 
-def _oldest_in(conn: Connection, name: str) -> datetime | None:
-    """min(created_at) of `messages` or a partition, as one probe of the (user_id, created_at)
-    index per user: there is no index on created_at alone, and a scan would read the month."""
-    month = _month_table(name)
-    first = (select(month.c.created_at).where(month.c.user_id == users.c.id)
-             .order_by(month.c.created_at).limit(1).scalar_subquery())
-    oldest = conn.execute(select(func.min(first))).scalar()
-    return None if oldest is None else from_db(oldest)
-
-
 def oldest_message_at(conn: Connection) -> datetime | None:
-    """created_at of the oldest message; on PostgreSQL only the oldest non-empty month is
-    read."""
-    names = [p.name for p in attached_partitions(conn)] if is_partitioned(conn) else [PARENT]
-    for name in names:
-        oldest = _oldest_in(conn, name)
-        if oldest is not None:
-            return oldest
-    return None
+    """created_at of the oldest message: the first day with usage since the oldest message
+    kept (from the rollups), then that day's first message through the index."""
+    kept_since = retention_state(conn).kept_since
+    day = _day_with_messages(conn, None if kept_since is None else kept_since.date())
+    if day is None:
+        return None
+    name = partition_name(month_of(datetime.combine(day, datetime.min.time(), UTC)))
+    return _message_at(conn, name if is_partitioned(conn) else PARENT, day)
 
 
 @contextmanager
