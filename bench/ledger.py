@@ -129,9 +129,10 @@ def _year(args: argparse.Namespace) -> None:
                                                                  args.small_messages)
         print(f"migration 0006: {per_million:.1f} s per million messages "
               f"(measured on {args.small_messages:,})", flush=True)
-    results = {messages: ledger_year.year_figures(url, args.samples, args.runs)
-               for messages, url in dataset_ledgers(args).items()}
-    ledger_year.report(results)
+    urls = dataset_ledgers(args)
+    reads = ledger_year.year_reads(urls, args.samples, args.runs)
+    prunes = {messages: ledger_year.pruned_copy(url) for messages, url in urls.items()}
+    ledger_year.report(reads, prunes)
 
 
 if __name__ == "__main__":

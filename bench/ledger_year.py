@@ -1,12 +1,12 @@
 """A year of history: what 400 days of messages cost the reads an operator makes, and pruning.
 
 Run through `python -m bench.ledger --year` (which seeds the two ledgers). For each ledger:
-the limit check (bench.ledger's figures), one scrape of the exporter, the cost table for the
-last 30 days and for the whole history (page 1, a page in the middle, a search), one user's
-detail with the per-chat breakdown, then pruning the oldest months one at a time while a writer
-records 200 messages a second (its p99 before and during), and table sizes before and after.
-Pruning works on a copy of the ledger (CREATE DATABASE ... TEMPLATE), so the seeded ledger is
-kept for the next run.
+the limit check (bench.ledger's figures), a scrape of the exporter, the cost table for the
+last 30 days and for the whole history (page 1, a page in the middle, a search) and one user's
+detail with the per-chat breakdown, in rounds alternating between the two ledgers; then
+pruning the oldest months one at a time while a writer records 200 messages a second (its p99
+before and during), and table sizes before and after. Pruning works on a copy of the ledger
+(CREATE DATABASE ... TEMPLATE), so the seeded ledger is kept for the next run.
 
 Targets (issue 23): limit check p99 <= 2 ms; cost table <= 300 ms (30 days) and <= 1 s (whole
 history); user detail <= 200 ms; pruning adds <= 5 ms to recording p99; every read within 1.2x
@@ -47,41 +47,70 @@ PRUNED_MONTHS = 6
 SIZE_TABLES = ("messages", "daily_usage", "chat_daily_usage", "period_spend", "usage_totals")
 
 
-def _timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
+def _timed(fn: Callable[[], object], runs: int) -> list[float]:
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
         fn()
         timings.append((time.perf_counter() - started) * 1000)
-    timings.sort()
-    return statistics.median(timings), timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    return timings
 
 
-def _reads(engine: Engine, url: str, runs: int) -> Figures:
+def _summary(timings: list[float]) -> tuple[float, float]:
+    return statistics.median(timings), _p99(timings)
+
+
+def _read_timings(engine: Engine, url: str, runs: int) -> dict[str, list[float]]:
+    """One round of every read on one ledger, `runs` timings each (ms)."""
     now = datetime.now(UTC)
     month, year = now - timedelta(days=30), now - timedelta(days=400)
-    figures: Figures = {}
+    timings: dict[str, list[float]] = {}
     with engine.connect() as conn:
         names = list(conn.execute(select(users.c.username)).scalars())
         middle = max(1, len(names) // 50 // 2)
         rng = random.Random(3)
         for label, start in (("30d", month), ("all", year)):
             cost_table(conn, start, now)  # warm
-            figures[f"cost table {label}"] = _timed(lambda s=start: cost_table(conn, s, now),
+            timings[f"cost table {label}"] = _timed(lambda s=start: cost_table(conn, s, now),
                                                     runs)
-            figures[f"cost table {label} page {middle}"] = _timed(
+            timings[f"cost table {label} page {middle}"] = _timed(
                 lambda s=start: cost_table(conn, s, now, page=middle), runs)
-            figures[f"cost table {label} search"] = _timed(
+            timings[f"cost table {label} search"] = _timed(
                 lambda s=start: cost_table(conn, s, now, search="user01"), runs)
-            figures[f"user detail {label}"] = _timed(
+            timings[f"user detail {label}"] = _timed(
                 lambda s=start: user_detail(conn, rng.choice(names), s, now, now), runs * 5)
     registry, close = build_registry(ExporterSettings(), DatabaseSettings(url=url))
     try:
         generate_latest(registry)
-        figures["scrape"] = _timed(lambda: generate_latest(registry), max(3, runs // 4))
+        timings["scrape"] = _timed(lambda: generate_latest(registry), max(1, runs // 4))
     finally:
         close()
-    return figures
+    return timings
+
+
+def year_reads(urls: dict[int, str], samples: int, runs: int, rounds: int = 4
+               ) -> dict[int, Figures]:
+    """Every read's median and p99 on each ledger (message count -> URL). The reads run in
+    `rounds` rounds that alternate between the ledgers, so a host that slows down for a while
+    slows both sizes alike and their ratio holds."""
+    engines = {messages: create_sync_engine(DatabaseSettings(url=url))
+               for messages, url in urls.items()}
+    timings: dict[int, dict[str, list[float]]] = {messages: {} for messages in urls}
+    try:
+        checks = {messages: limit_check(url, samples) for messages, url in urls.items()}
+        order = sorted(urls)
+        for round_ in range(rounds):
+            for messages in order if round_ % 2 == 0 else order[::-1]:
+                got = _read_timings(engines[messages], urls[messages],
+                                    max(1, runs // rounds))
+                for name, values in got.items():
+                    timings[messages].setdefault(name, []).extend(values)
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+    return {messages: {"limit check": checks[messages]["check_key"],
+                       **{name: _summary(values) for name, values in by_name.items()}}
+            for messages, by_name in timings.items()}
 
 
 def _sizes(conn: Connection) -> dict[str, int]:
@@ -164,7 +193,7 @@ def _prune_months(engine: Engine, warmup_s: float) -> dict[str, float]:
     return figures
 
 
-def _pruned_copy(url: str, warmup_s: float) -> dict[str, float]:
+def pruned_copy(url: str, warmup_s: float = 10.0) -> dict[str, float]:
     """The pruning figures, measured on a copy of the ledger at `url` (dropped afterwards)."""
     import psycopg
 
@@ -183,19 +212,8 @@ def _pruned_copy(url: str, warmup_s: float) -> dict[str, float]:
             conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
 
 
-def year_figures(url: str, samples: int, runs: int, warmup_s: float = 10.0
-                 ) -> tuple[Figures, dict[str, float]]:
-    """The read figures and the pruning figures of the ledger at `url`."""
-    engine = create_sync_engine(DatabaseSettings(url=url))
-    try:
-        checks = limit_check(url, samples)
-        reads = {"limit check": checks["check_key"], **_reads(engine, url, runs)}
-    finally:
-        engine.dispose()
-    return reads, _pruned_copy(url, warmup_s)
-
-
-def report(results: dict[int, tuple[Figures, dict[str, float]]]) -> None:
+def report(reads_by_size: dict[int, Figures], prunes: dict[int, dict[str, float]]) -> None:
+    results = {messages: (reads, prunes[messages]) for messages, reads in reads_by_size.items()}
     small, big = min(results), max(results)
     for messages, (reads, prune) in sorted(results.items()):
         print(f"--- {messages:,} messages")
