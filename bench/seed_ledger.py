@@ -99,17 +99,10 @@ def _reference_data(cur: psycopg.Cursor, users: int, models: int, chats: int,
     _copy(cur, "user_limits", ("user_id", "limit_micros"),
           [(u, None if u % 20 == 0 else 25_000_000 * (1 + u % 8))
            for u in range(1, users + 1) if u % 10 == 0])
-    rows = []
-    for m in range(models):
-        pricing = _pricing(m, models)
-        prices = [None if pricing is None else pricing.price(k) for k in TOKEN_KINDS]
-        rows.append((m + 1, f"model-{m:02d}", "anthropic" if m % 2 else "openai", "true",
-                     "true", "false", 64000, "false" if pricing is None else "true",
-                     *prices, stamp))
     _copy(cur, "models", ("id", "name", "provider", "enabled", "declared", "seen_in_traffic",
-                          "max_output_tokens", "has_pricing", "price_input", "price_output",
-                          "price_cache_read", "price_cache_write", "price_cache_write_1h",
-                          "created_at"), rows)
+                          "max_output_tokens", "created_at"),
+          [(m + 1, f"model-{m:02d}", "anthropic" if m % 2 else "openai", "true", "true",
+            "false", 64000, stamp) for m in range(models)])
     _copy(cur, "model_prices", ("model_id", "effective_from", "source", "source_detail",
                                 "prices", "recorded_at"),
           [(m + 1, stamp, "policy", "bench", json.dumps(sheet_to_json(PriceSheet.flat(p))),
@@ -117,6 +110,21 @@ def _reference_data(cur: psycopg.Cursor, users: int, models: int, chats: int,
     _copy(cur, "chats", ("id", "user_id", "external_id", "created_at"),
           [((u - 1) * chats + c + 1, u, f"chat-{c}", stamp)
            for u in range(1, users + 1) for c in range(chats)])
+
+
+def _unpriced_kinds(cur: psycopg.Cursor, models: int) -> None:
+    """Per model, which token kinds its prices leave unpriced (by the ledger's own rule): the
+    rollups' unpriced token sums count those."""
+    kinds = [k.value for k in TOKEN_KINDS]
+    cur.execute("CREATE TEMP TABLE bench_unpriced_kinds (model_id int PRIMARY KEY, "
+                + ", ".join(f"{kind} boolean" for kind in kinds) + ")")
+    rows = []
+    for m in range(models):
+        pricing = _pricing(m, models)
+        sheet = None if pricing is None else PriceSheet.flat(pricing)
+        rows.append((m + 1, *(str(price_message(sheet, TokenUsage(**{k.value: 1}))
+                                  .unpriced.get(k) > 0).lower() for k in TOKEN_KINDS)))
+    _copy(cur, "bench_unpriced_kinds", ("model_id", *kinds), rows)
 
 
 def _shapes(cur: psycopg.Cursor, models: int) -> None:
@@ -173,9 +181,7 @@ JOIN bench_shapes s ON s.model_id = g.model_id AND s.shape = g.shape
 
 def _sums(prefix: str = "") -> str:
     return ", ".join(f"sum(m.{c}_tokens)" if not prefix else
-                     f"sum(CASE WHEN md.has_pricing AND (md.price_input IS NOT NULL OR "
-                     f"md.price_output IS NOT NULL) AND md.price_{c} IS NOT NULL THEN 0 "
-                     f"ELSE m.{c}_tokens END)"
+                     f"sum(CASE WHEN u.{c} THEN m.{c}_tokens ELSE 0 END)"
                      for c in (k.value for k in TOKEN_KINDS))
 
 
@@ -189,7 +195,8 @@ _ROLLUPS = [
     f"""INSERT INTO daily_usage (user_id, day, model_id, messages, unpriced_messages, cost_micros,
         {_TOKEN_COLUMNS}, {_UNPRICED_COLUMNS})
         SELECT m.user_id, {_DAY}, m.model_id, {_MEASURES}, {_sums()}, {_sums("unpriced_")}
-        FROM messages m JOIN models md ON md.id = m.model_id GROUP BY 1, 2, 3""",
+        FROM messages m JOIN bench_unpriced_kinds u ON u.model_id = m.model_id
+        GROUP BY 1, 2, 3""",
     f"""INSERT INTO usage_totals (user_id, model_id, messages, unpriced_messages, cost_micros,
         {_TOKEN_COLUMNS}, {_UNPRICED_COLUMNS}, last_day)
         SELECT user_id, model_id, sum(messages), sum(unpriced_messages), sum(cost_micros),
@@ -238,6 +245,7 @@ def seed(url: str, *, users: int = 10_000, messages: int = 10_000_000, models: i
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         _reference_data(cur, users, models, chats, now)
+        _unpriced_kinds(cur, models)
         _shapes(cur, models)
         say(f"{users} users active on {active} of {days} days, {models} models, "
             f"{users * chats} chats")

@@ -118,9 +118,7 @@ group_limits = Table(
     CheckConstraint("limit_micros > 0", name="positive"),
 )
 
-# A model's prices are its versions in `model_prices`. `has_pricing` and `price_*` are left
-# from before price history: nothing reads or writes them any more (a later migration may drop
-# them).
+# A model's prices are its versions in `model_prices`.
 models = Table(
     "models", metadata,
     Column("id", Integer, primary_key=True),
@@ -131,12 +129,6 @@ models = Table(
     Column("declared", Boolean, nullable=False),
     Column("seen_in_traffic", Boolean, nullable=False, server_default="0"),
     Column("max_output_tokens", Integer, nullable=True),
-    Column("has_pricing", Boolean, nullable=False, server_default="0"),
-    Column("price_input", BigInteger, nullable=True),
-    Column("price_output", BigInteger, nullable=True),
-    Column("price_cache_read", BigInteger, nullable=True),
-    Column("price_cache_write", BigInteger, nullable=True),
-    Column("price_cache_write_1h", BigInteger, nullable=True),
     _ts("created_at", nullable=False),
 )
 

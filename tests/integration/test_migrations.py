@@ -285,3 +285,63 @@ def test_cost_table_indexes_replace_the_narrower_ones_and_go_back(ledger_url: st
         engine.dispose()
         if name:
             drop_database(name)
+
+
+def test_model_price_columns_go_and_come_back_without_touching_usage(ledger_url: str,
+                                                                     tmp_path: object) -> None:
+    """0009 drops models.has_pricing and models.price_* from a ledger whose models have usage
+    (rows that reference them, foreign keys on), prices and reports unchanged; its downgrade
+    adds the columns back."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from ledger.catalog import all_models
+    from ledger.migrate import alembic_config
+    from ledger.reports import user_detail
+    from ledger.tokens import TokenUsage
+    from tests.support.databases import create_database, drop_database, pg_database_url
+    from tests.support.ledger_seed import record, seed_policy
+
+    if ledger_url.startswith("postgresql"):
+        name = create_database("am_migrate")
+        url = pg_database_url(name)
+    else:
+        name, url = "", f"sqlite:///{tmp_path}/prices.db"
+    price_columns = {"has_pricing", "price_input", "price_output", "price_cache_read",
+                     "price_cache_write", "price_cache_write_1h"}
+    at = datetime(2026, 11, 2, 12, tzinfo=UTC)
+
+    def columns() -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns("models")}
+
+    def answers() -> tuple[object, ...]:
+        with engine.connect() as conn:
+            detail = user_detail(conn, "alice", datetime(2026, 11, 1, tzinfo=UTC),
+                                 datetime(2026, 12, 1, tzinfo=UTC), at)
+            models = all_models(conn, at)
+        return (detail.summary, [(m.model, m.totals) for m in detail.models],
+                {model.name: model.prices for model in models})
+
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        upgrade(url, "0008")
+        seed_policy(engine)
+        record(engine, "alice", "claude-sonnet-4-5", TokenUsage(input=1000, output=10), at)
+        record(engine, "alice", "mystery-model", TokenUsage(input=7), at)
+        assert price_columns <= columns()
+        before = answers()
+        assert before[2]["claude-sonnet-4-5"] is not None and before[0].cost_micros > 0
+        upgrade(url)
+        assert not price_columns & columns()
+        assert answers() == before
+        record(engine, "alice", "claude-sonnet-4-5", TokenUsage(input=1), at)
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")
+        assert price_columns <= columns()
+    finally:
+        engine.dispose()
+        if name:
+            drop_database(name)
