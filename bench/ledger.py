@@ -133,6 +133,7 @@ def _year(args: argparse.Namespace) -> None:
     reads = ledger_year.year_reads(urls, args.samples, args.runs)
     prunes = {messages: ledger_year.pruned_copy(url) for messages, url in urls.items()}
     ledger_year.report(reads, prunes)
+    print(f"PostgreSQL data directory: {ledger_year.data_mount(next(iter(urls.values())))}")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,16 @@ of its figure on the small ledger.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection as PipeEnd
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
 
 from prometheus_client import generate_latest
 from sqlalchemy import Connection, Engine, select, text
@@ -121,29 +124,29 @@ def _sizes(conn: Connection) -> dict[str, int]:
         {"t": table}).scalar_one()) for table in SIZE_TABLES}
 
 
-class _Recorder(threading.Thread):
-    """Records RECORDS_PER_SECOND messages a second, one transaction each, timing each."""
-
-    def __init__(self, engine: Engine, user_ids: list[int]) -> None:
-        super().__init__(daemon=True)
-        self._engine, self._users = engine, user_ids
-        self.timings: list[tuple[float, float]] = []  # (when, ms)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        rng = random.Random(11)
-        interval = 1 / RECORDS_PER_SECOND
-        next_at = time.perf_counter()
-        while not self.stop.is_set():
-            record = UsageRecord(uuid.uuid4().hex, rng.choice(self._users), "model-01",
+def _record(url: str, user_ids: list[int], stop: EventType, out: PipeEnd) -> None:
+    """Record RECORDS_PER_SECOND messages a second, one transaction each, until `stop`; send
+    back (when, ms) for each. Runs in a process of its own, as the limiter's writer does: in
+    the process that prunes, it would wait on that process's GIL, not on the database."""
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    rng = random.Random(11)
+    interval = 1 / RECORDS_PER_SECOND
+    timings: list[tuple[float, float]] = []
+    next_at = time.perf_counter()
+    try:
+        while not stop.is_set():
+            record = UsageRecord(uuid.uuid4().hex, rng.choice(user_ids), "model-01",
                                  "anthropic", TokenUsage(input=1000, output=100),
                                  datetime.now(UTC), chat=None)
-            started = time.perf_counter()
-            with self._engine.begin() as conn:
+            started = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+            with engine.begin() as conn:
                 record_usage_batch(conn, [record])
-            self.timings.append((started, (time.perf_counter() - started) * 1000))
+            timings.append((started, (time.perf_counter() - started) * 1000))
             next_at += interval
             time.sleep(max(0.0, next_at - time.perf_counter()))
+    finally:
+        engine.dispose()
+        out.send(timings)
 
 
 def _p99(values: list[float]) -> float:
@@ -151,7 +154,7 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
 
 
-def _prune_months(engine: Engine, warmup_s: float) -> dict[str, float]:
+def _prune_months(engine: Engine, url: str, warmup_s: float) -> dict[str, float]:
     """Prune the oldest PRUNED_MONTHS months, one maintenance run each, while recording;
     recording p99 before and during, in ms."""
     with engine.connect() as conn:
@@ -161,7 +164,11 @@ def _prune_months(engine: Engine, warmup_s: float) -> dict[str, float]:
         rows = sum(int(conn.execute(text(f'SELECT count(*) FROM "{month.name}"')).scalar_one())
                    for month in months)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    recorder = _Recorder(engine, user_ids)
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    receiving, sending = context.Pipe(duplex=False)
+    recorder = context.Process(target=_record, daemon=True,
+                               args=(url, user_ids, stop, sending))
     recorder.start()
     time.sleep(warmup_s)
     windows, removed = [], 0
@@ -173,12 +180,12 @@ def _prune_months(engine: Engine, warmup_s: float) -> dict[str, float]:
         assert result is not None
         removed += result.messages
         time.sleep(1.0)
-    recorder.stop.set()
+    stop.set()
+    timings: list[tuple[float, float]] = receiving.recv()
     recorder.join()
     assert removed == rows, (removed, rows)
-    before = [ms for at, ms in recorder.timings if at < windows[0][0]]
-    during = [ms for at, ms in recorder.timings
-              if any(start <= at <= end for start, end in windows)]
+    before = [ms for at, ms in timings if at < windows[0][0]]
+    during = [ms for at, ms in timings if any(start <= at <= end for start, end in windows)]
     with engine.connect() as conn:
         after_sizes = _sizes(conn)
     figures = {"pruned months": float(len(months)), "pruned rows": float(rows),
@@ -202,14 +209,37 @@ def pruned_copy(url: str, warmup_s: float = 10.0) -> dict[str, float]:
     admin = f"{base}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
+        # FILE_COPY, not PostgreSQL 15's default WAL_LOG: gigabytes of WAL would keep the
+        # checkpointer writing while recording is timed. The checkpoint after it writes out
+        # what the copy left dirty.
+        conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}" STRATEGY FILE_COPY')
+        conn.execute("CHECKPOINT")
     engine = create_sync_engine(DatabaseSettings(url=f"{base}/{copy}"))
     try:
-        return _prune_months(engine, warmup_s)
+        return _prune_months(engine, f"{base}/{copy}", warmup_s)
     finally:
         engine.dispose()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+
+def data_mount(url: str) -> str:
+    """The mount options of the filesystem holding PostgreSQL's data directory, when the server
+    runs on this machine: with online discard (`discard`) a dropped month's TRIM delays every
+    WAL flush meanwhile, which is what pruning costs recording here (see the README)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW data_directory").fetchone()
+    directory = Path(str(row[0]) if row else "")
+    if not directory.exists():
+        return "unknown (the server is not on this machine)"
+    best = ("", "")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, point, kind, options, *_ = line.split()
+        if directory.is_relative_to(point) and len(point) > len(best[0]):
+            best = (point, f"{kind} {options} on {point}")
+    return best[1] or "unknown"
 
 
 def report(reads_by_size: dict[int, Figures], prunes: dict[int, dict[str, float]]) -> None:
