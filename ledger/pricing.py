@@ -316,7 +316,7 @@ def price_message(sheet: PriceSheet | None, usage: TokenUsage,
                        gaps=frozenset(gaps), unpriced_web_searches=unpriced_searches)
 
 
-def cost_upper_bound(prices: PriceSheet | Pricing | None, input_tokens: int,
+def cost_upper_bound(sheet: PriceSheet | None, input_tokens: int,
                      output_tokens: int, *, service_tier: str | None = None,
                      batch: bool = False, speed: str | None = None,
                      web_searches: int | None = 0) -> int:
@@ -331,9 +331,8 @@ def cost_upper_bound(prices: PriceSheet | Pricing | None, input_tokens: int,
     """
     if web_searches is None:
         raise UnboundedWebSearches()
-    if prices is None:
+    if sheet is None:
         return 0
-    sheet = PriceSheet.flat(prices) if isinstance(prices, Pricing) else prices
     asked = AUTO_SERVICE_TIER if service_tier is None else service_tier
     billing = Billing(service_tier=asked, batch=batch, speed=speed)
     pairs = billing.context()

@@ -76,7 +76,7 @@ def test_used_kind_without_price_counts_as_unpriced_tokens() -> None:
 
 def test_upper_bound_uses_the_highest_input_side_price() -> None:
     # 1000 bytes at cache_write_1h's 6/1M and 100 output tokens at 15/1M.
-    assert cost_upper_bound(SONNET, 1000, 100) == 6000 + 1500
+    assert cost_upper_bound(PriceSheet.flat(SONNET), 1000, 100) == 6000 + 1500
 
 
 K = TokenKind
