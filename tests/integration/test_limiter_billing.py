@@ -31,7 +31,6 @@ from exporter.settings import ExporterSettings
 from ledger.pricing import Billing
 from ledger.settings import DatabaseSettings
 from ledger.tokens import TOKEN_KINDS, TokenUsage
-from limiter.settings import UpstreamSettings
 from tests.support.catalog_prices import catalog_micros
 from tests.support.fake_upstream import Answer, FakeUpstream
 from tests.support.gateway import (
@@ -53,7 +52,6 @@ TIER_START = {"anthropic_web_search_above_200k.json": 200_000,
               "openai_chat_flex_above_272k.json": 272_000,
               "gemini_stream_grounded_array.json": 200_000}
 THROUGH_GATEWAY = sorted(EXPECTED)
-GOOGLE_KEY = "AIza-gateway-SECRET"
 
 
 def answered_model(name: str) -> str:
@@ -109,9 +107,7 @@ async def test_an_answers_service_tier_and_fees_are_recorded_and_priced_as_the_c
         "model": model, "max_tokens": 4096, "stream": expected["stream"],
         "messages": [{"role": "user", "content": "go on"}]}
     async with recorded_provider(name) as provider:
-        settings = limiter_settings(tmp_path, str(provider.make_url("")))
-        settings.providers["google"] = UpstreamSettings(base_url=str(provider.make_url("")),
-                                                        api_key=GOOGLE_KEY)
+        settings = limiter_settings(tmp_path, str(provider.make_url("")), google=True)
         app = gateway_app(ledger_url, settings, clock=clock, registry=CollectorRegistry())
         client = await aiohttp_client(app)
         resp = await client.post(path, json=body, headers=bearer(keys["alice"]))
@@ -195,9 +191,7 @@ async def test_searches_without_a_price_are_a_fee_gap_on_the_exporter(
     keys = seed_ledger(ledger_url, policy(models=[declared]), keys_for=("alice",))
     clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
     async with recorded_provider(name) as provider:
-        settings = limiter_settings(tmp_path, str(provider.make_url("")))
-        settings.providers["google"] = UpstreamSettings(base_url=str(provider.make_url("")),
-                                                        api_key=GOOGLE_KEY)
+        settings = limiter_settings(tmp_path, str(provider.make_url("")), google=True)
         app = gateway_app(ledger_url, settings, clock=clock, registry=CollectorRegistry())
         client = await aiohttp_client(app)
         resp = await client.post(expected["route"].split(" ", 1)[1], json=expected["request"],

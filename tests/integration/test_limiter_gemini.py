@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from ledger.tokens import TokenUsage
 from limiter.http.app_keys import REGISTRY
-from limiter.settings import UpstreamSettings
 from tests.support import shapes_gemini
 from tests.support.agent_replies import Reply
 from tests.support.fake_agents_provider import FakeAgentsProvider
 from tests.support.gateway import (
     BASE_POLICY,
+    GOOGLE_KEY,
     gateway_app,
     limiter_settings,
     metric,
@@ -38,7 +38,6 @@ from tests.support.local_server import LocalServer
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
 
-GOOGLE_KEY = "AIza-gateway-SECRET"
 # Micros per token: input 2, output 10, cache reads 0.5.
 GEMINI_POLICY = policy(models=[
     *BASE_POLICY["models"],
@@ -71,8 +70,7 @@ async def fake() -> AsyncIterator[FakeAgentsProvider]:
 
 async def start_gateway(aiohttp_client: Any, url: str, tmp_path: Path,
                         upstream_url: str) -> Any:
-    settings = limiter_settings(tmp_path, upstream_url)
-    settings.providers["google"] = UpstreamSettings(base_url=upstream_url, api_key=GOOGLE_KEY)
+    settings = limiter_settings(tmp_path, upstream_url, google=True)
     app = gateway_app(url, settings, registry=CollectorRegistry())
     return await aiohttp_client(app)
 
@@ -262,8 +260,7 @@ async def test_strict_mode_holds_what_max_output_tokens_allows(
     users = [{"username": "alice", "limit_usd": "0.005"}]
     keys = seed_ledger(sqlite_url, policy(users=users, models=GEMINI_POLICY["models"]),
                        keys_for=("alice",))
-    settings = limiter_settings(tmp_path, fake.base_url, enforcement="strict")
-    settings.providers["google"] = UpstreamSettings(base_url=fake.base_url, api_key=GOOGLE_KEY)
+    settings = limiter_settings(tmp_path, fake.base_url, google=True, enforcement="strict")
     gateway = await aiohttp_client(gateway_app(sqlite_url, settings,
                                                registry=CollectorRegistry()))
     headers = {"x-goog-api-key": keys["alice"]}
@@ -296,8 +293,7 @@ async def test_strict_mode_bounds_a_grounded_prompt_and_refuses_unbounded_querie
               {"name": "gemini-3.5-flash", "provider": "google"}]
     keys = seed_ledger(sqlite_url, policy(users=[{"username": "alice", "limit_usd": "0.03"}],
                                           models=models), keys_for=("alice",))
-    settings = limiter_settings(tmp_path, fake.base_url, enforcement="strict")
-    settings.providers["google"] = UpstreamSettings(base_url=fake.base_url, api_key=GOOGLE_KEY)
+    settings = limiter_settings(tmp_path, fake.base_url, google=True, enforcement="strict")
     gateway = await aiohttp_client(gateway_app(sqlite_url, settings,
                                                registry=CollectorRegistry()))
     headers = {"x-goog-api-key": keys["alice"]}

@@ -114,10 +114,19 @@ def ledger_snapshot(url: str) -> tuple[int, int, int]:
     return int(messages[0]), int(messages[1]), int(reservations)
 
 
-def limiter_settings(tmp_path: Path, upstream_url: str, **changes: Any) -> LimiterSettings:
+# The gateway's own Gemini API key, as the fake provider sees it.
+GOOGLE_KEY = "AIza-gateway-SECRET"
+
+
+def limiter_settings(tmp_path: Path, upstream_url: str, *, google: bool = False,
+                     **changes: Any) -> LimiterSettings:
+    """Gateway settings with `upstream_url` as the OpenAI and Anthropic upstream (and, with
+    `google`, the Gemini one)."""
     providers = {"openai": UpstreamSettings(base_url=upstream_url, api_key="sk-openai-SECRET"),
                  "anthropic": UpstreamSettings(base_url=upstream_url,
                                                api_key="sk-ant-SECRET")}
+    if google:
+        providers["google"] = UpstreamSettings(base_url=upstream_url, api_key=GOOGLE_KEY)
     base = LimiterSettings(spool_dir=str(tmp_path / "spool"), admin_token="admin-token-xyz",
                            upstream_timeout_seconds=5.0, providers=providers)
     return dataclasses.replace(base, **changes)
