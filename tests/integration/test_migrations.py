@@ -1,14 +1,47 @@
 """Tables come only from the migrations, and the migrations match ledger/schema.py."""
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from ledger.engine import create_sync_engine
-from ledger.migrate import current_revision, head_revision, upgrade
+from ledger.migrate import alembic_config, current_revision, head_revision, upgrade
 from ledger.partitions import schema_comparison_options
 from ledger.schema import metadata
 from ledger.settings import DatabaseSettings
+from tests.support.databases import create_database, drop_database, pg_database_url
+
+
+@pytest.fixture
+def empty_url(ledger_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database on the test's backend for a migration to start from (a scratch
+    PostgreSQL database, dropped afterwards, or a SQLite file)."""
+    if not ledger_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path}/migrating.db"
+        return
+    name = create_database("am_migrate")
+    try:
+        yield pg_database_url(name)
+    finally:
+        drop_database(name)
+
+
+def _migrate(url: str, direction: str, revision: str) -> None:
+    """Alembic's `upgrade` or `downgrade` to `revision` alone (`ledger.migrate.upgrade` also
+    makes the coming months' partitions)."""
+    engine = create_sync_engine(DatabaseSettings(url=url))
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            getattr(command, direction)(cfg, revision)
+    finally:
+        engine.dispose()
 
 
 def test_migrated_schema_equals_the_table_definitions(ledger_url: str) -> None:
@@ -31,24 +64,18 @@ def test_upgrade_creates_the_ledger_and_is_repeatable(tmp_path: object) -> None:
     engine.dispose()
 
 
-def test_period_rollup_migration_backfills_existing_usage(ledger_url: str,
-                                                          tmp_path: object) -> None:
+def test_period_rollup_migration_backfills_existing_usage(empty_url: str) -> None:
     """A ledger at 0001 with usage gets its period rows and last days from the daily rollup."""
     from datetime import UTC, date, datetime
 
     from sqlalchemy import select, text
 
     from ledger.schema import period_spend, usage_totals
-    from tests.support.databases import create_database, drop_database, pg_database_url
 
-    if ledger_url.startswith("postgresql"):
-        name = create_database("am_migrate")
-        url = pg_database_url(name)
-    else:
-        name, url = "", f"sqlite:///{tmp_path}/old.db"
+    url = empty_url
+    upgrade(url, "0001")
+    engine = create_sync_engine(DatabaseSettings(url=url))
     try:
-        upgrade(url, "0001")
-        engine = create_sync_engine(DatabaseSettings(url=url))
         now = datetime(2026, 11, 1, tzinfo=UTC)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO users (id, username, name, email, created_at) "
@@ -70,41 +97,26 @@ def test_period_rollup_migration_backfills_existing_usage(ledger_url: str,
             assert rows[("week", "2026-10-26")] == 12 and rows[("week", "2026-11-02")] == 11
             assert rows[("day", "2026-11-02")] == 11
             assert str(conn.execute(select(usage_totals.c.last_day)).scalar_one()) == "2026-11-02"
-        engine.dispose()
     finally:
-        if name:
-            drop_database(name)
+        engine.dispose()
 
 
-def test_change_notification_triggers_come_and_go_with_their_migration(ledger_url: str,
-                                                                        tmp_path: object) -> None:
+def test_change_notification_triggers_come_and_go_with_their_migration(empty_url: str) -> None:
     """PostgreSQL gets the triggers behind the limiter's check cache (ledger.notify); a
     downgrade removes them and its functions; SQLite has none either way."""
-    from alembic import command
     from sqlalchemy import text
 
-    from ledger.migrate import alembic_config
-    from tests.support.databases import create_database, drop_database, pg_database_url
 
-    if ledger_url.startswith("postgresql"):
-        name = create_database("am_migrate")
-        url = pg_database_url(name)
-    else:
-        name, url = "", f"sqlite:///{tmp_path}/notify.db"
+    url = empty_url
+    postgres = url.startswith("postgresql")
 
     def triggers() -> set[str]:
-        if not name:
+        if not postgres:
             return set()
         with engine.connect() as conn:
             return {row[0] for row in conn.execute(text(
                 "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'agentmeter%' UNION "
                 "SELECT proname FROM pg_proc WHERE proname LIKE 'agentmeter%'"))}
-
-    def downgrade(revision: str) -> None:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
 
     engine = create_sync_engine(DatabaseSettings(url=url))
     try:
@@ -113,43 +125,34 @@ def test_change_notification_triggers_come_and_go_with_their_migration(ledger_ur
             "limit_config", "user_limits", "group_limits", "group_members", "users",
             "api_keys", "period_spend")} | {"agentmeter_spend_changed",
                                             "agentmeter_notify_spend", "agentmeter_notify_reset"}
-        assert triggers() == (expected if name else set())
-        downgrade("0002")
+        assert triggers() == (expected if postgres else set())
+        _migrate(url, "downgrade", "0002")
         assert triggers() == set()
         upgrade(url)
-        assert triggers() == (expected if name else set())
+        assert triggers() == (expected if postgres else set())
     finally:
         engine.dispose()
-        if name:
-            drop_database(name)
 
 
-def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: str,
-                                                                   tmp_path: object) -> None:
+def test_partitioning_converts_a_ledger_in_place_with_its_messages(empty_url: str) -> None:
     """Messages in three months survive 0006 both ways with the same rows and report answers;
     on PostgreSQL each lands in its month's partition, and a record replayed after the
     conversion stays one row, counted once."""
     import uuid
     from datetime import UTC, datetime, timedelta
 
-    from alembic import command
     from sqlalchemy import func, select, text
 
-    from ledger.migrate import alembic_config
     from ledger.partitions import attached_partitions, month_of, partition_name
     from ledger.reports import cost_table, user_detail
     from ledger.schema import messages, usage_totals
     from ledger.tokens import TokenUsage
     from ledger.usage import UsageRecord, record_usage_batch
     from ledger.users import get_user
-    from tests.support.databases import create_database, drop_database, pg_database_url
     from tests.support.ledger_seed import seed_policy
 
-    if ledger_url.startswith("postgresql"):
-        name = create_database("am_migrate")
-        url = pg_database_url(name)
-    else:
-        name, url = "", f"sqlite:///{tmp_path}/partition.db"
+    url = empty_url
+    postgres = url.startswith("postgresql")
     now = datetime.now(UTC).replace(microsecond=0)
     engine = create_sync_engine(DatabaseSettings(url=url))
 
@@ -173,12 +176,6 @@ def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: s
                 "SELECT conname FROM pg_constraint WHERE contype = 'f' "
                 "AND conrelid = to_regclass('messages')")).scalars())
 
-    def migrate(direction: str, revision: str) -> None:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            getattr(command, direction)(cfg, revision)
-
     try:
         upgrade(url)
         seed_policy(engine)
@@ -193,17 +190,17 @@ def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: s
             record_usage_batch(conn, records)
         before_rows, before_answers = rows(), answers()
 
-        migrate("downgrade", "0005")  # the revision before 0006
-        if name:
+        _migrate(url, "downgrade", "0005")  # the revision before 0006
+        if postgres:
             assert relkind() == "r"
             # One table again: the keys of ledger/schema.py are back.
             assert foreign_keys() == {"fk_messages_user_id_users", "fk_messages_chat_id_chats",
                                       "fk_messages_model_id_models"}
         assert rows() == before_rows
-        migrate("upgrade", "head")
+        _migrate(url, "upgrade", "head")
 
         assert rows() == before_rows and answers() == before_answers
-        if name:
+        if postgres:
             assert relkind() == "p"
             assert foreign_keys() == set()  # dropping a month must not lock users and models
             with engine.connect() as conn:
@@ -223,29 +220,18 @@ def test_partitioning_converts_a_ledger_in_place_with_its_messages(ledger_url: s
             assert conn.execute(select(func.sum(usage_totals.c.messages))).scalar() == 9
     finally:
         engine.dispose()
-        if name:
-            drop_database(name)
 
 
-def test_cost_table_indexes_replace_the_narrower_ones_and_go_back(ledger_url: str,
-                                                                  tmp_path: object) -> None:
+def test_cost_table_indexes_replace_the_narrower_ones_and_go_back(empty_url: str) -> None:
     """0008 widens period_spend's and chat_daily_usage's indexes on a ledger with usage (the
     cost table answers the same), and its downgrade restores the 0007 ones."""
     from datetime import UTC, datetime
 
-    from alembic import command
-
-    from ledger.migrate import alembic_config
     from ledger.reports import cost_table
     from ledger.tokens import TokenUsage
-    from tests.support.databases import create_database, drop_database, pg_database_url
     from tests.support.ledger_seed import record, seed_policy
 
-    if ledger_url.startswith("postgresql"):
-        name = create_database("am_migrate")
-        url = pg_database_url(name)
-    else:
-        name, url = "", f"sqlite:///{tmp_path}/indexes.db"
+    url = empty_url
 
     def indexes() -> dict[str | None, list[str | None]]:
         found = {}
@@ -276,38 +262,24 @@ def test_cost_table_indexes_replace_the_narrower_ones_and_go_back(ledger_url: st
                 ["period", "period_start", "user_id", "cost_micros"],
             "ix_chat_daily_usage_user_id_day_chat_id": ["user_id", "day", "chat_id"]}
         assert table() == [("alice", 9000, 2)]
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0007")
+        _migrate(url, "downgrade", "0007")
         assert indexes() == old
     finally:
         engine.dispose()
-        if name:
-            drop_database(name)
 
 
-def test_model_price_columns_go_and_come_back_without_touching_usage(ledger_url: str,
-                                                                     tmp_path: object) -> None:
+def test_model_price_columns_go_and_come_back_without_touching_usage(empty_url: str) -> None:
     """0009 drops models.has_pricing and models.price_* from a ledger whose models have usage
     (rows that reference them, foreign keys on), prices and reports unchanged; its downgrade
     adds the columns back."""
     from datetime import UTC, datetime
 
-    from alembic import command
-
     from ledger.catalog import all_models
-    from ledger.migrate import alembic_config
     from ledger.reports import user_detail
     from ledger.tokens import TokenUsage
-    from tests.support.databases import create_database, drop_database, pg_database_url
     from tests.support.ledger_seed import record, seed_policy
 
-    if ledger_url.startswith("postgresql"):
-        name = create_database("am_migrate")
-        url = pg_database_url(name)
-    else:
-        name, url = "", f"sqlite:///{tmp_path}/prices.db"
+    url = empty_url
     price_columns = {"has_pricing", "price_input", "price_output", "price_cache_read",
                      "price_cache_write", "price_cache_write_1h"}
     at = datetime(2026, 11, 2, 12, tzinfo=UTC)
@@ -336,12 +308,7 @@ def test_model_price_columns_go_and_come_back_without_touching_usage(ledger_url:
         assert not price_columns & columns()
         assert answers() == before
         record(engine, "alice", "claude-sonnet-4-5", TokenUsage(input=1), at)
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0008")
+        _migrate(url, "downgrade", "0008")
         assert price_columns <= columns()
     finally:
         engine.dispose()
-        if name:
-            drop_database(name)
