@@ -9,9 +9,9 @@ so a record of the span being removed is refused from then on (ledger.retention)
 
 `maintain` is what the exporter's background task and `agentmeter db prune` run: partitions
 for the coming months, the prune, and the state `/metrics` reports. On PostgreSQL it holds a
-session advisory lock, so with several exporter replicas one does the work, and its reads run
-without parallel workers: a month's count takes one core, not every core recording needs.
-Each month that goes is counted once, when the prune is planned.
+session advisory lock, so with several exporter replicas one does the work. It reads no month
+whole: a month's messages are counted from the rollups, and the first and last of a day are
+found through the (user_id, created_at) index.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from ledger.partitions import (
     detached_partitions,
     ensure_upcoming_partitions,
     is_partitioned,
-    month_of,
     partition_name,
 )
 from ledger.periods import Period
@@ -89,13 +88,6 @@ def _expired(conn: Connection, edge: datetime) -> list[Partition]:
     return [p for p in attached_partitions(conn) if p.end <= edge]
 
 
-def _serial(conn: Connection) -> None:
-    """This transaction's reads use one core (PostgreSQL): a parallel read would take every
-    core of a small database server from recording for its duration."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-
-
 def _month_counts(conn: Connection, months: list[Partition]) -> dict[str, int]:
     """Messages per month, from the monthly `period_spend` rows: every message written adds
     one to its user's row for its UTC month, in the same transaction (ledger.usage)."""
@@ -118,8 +110,7 @@ def _day_with_messages(conn: Connection, since: date | None, before: date | None
         query = query.where(c.period_start >= since)
     if before is not None:
         query = query.where(c.period_start < before)
-    day = conn.execute(query).scalar()
-    return day
+    return conn.execute(query).scalar()
 
 
 def _message_at(conn: Connection, name: str, day: date, *, last: bool = False
@@ -157,7 +148,6 @@ def _plan(conn: Connection, edge: datetime) -> tuple[PrunePlan, dict[str, int]]:
 
     On PostgreSQL the months are counted from the rollups and their first and last messages
     found through the index, so planning reads no month whole."""
-    _serial(conn)
     if not is_partitioned(conn):
         return _span(conn, edge), {}
     expired = _expired(conn, edge)
@@ -240,8 +230,8 @@ def oldest_message_at(conn: Connection) -> datetime | None:
     day = _day_with_messages(conn, None if kept_since is None else kept_since.date())
     if day is None:
         return None
-    name = partition_name(month_of(datetime.combine(day, datetime.min.time(), UTC)))
-    return _message_at(conn, name if is_partitioned(conn) else PARENT, day)
+    name = partition_name(day.replace(day=1)) if is_partitioned(conn) else PARENT
+    return _message_at(conn, name, day)
 
 
 @contextmanager
