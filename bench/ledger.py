@@ -58,12 +58,14 @@ def _ensure_keys(conn: Connection) -> list[tuple[int, str]]:
     return [(u, f"{KEY_PREFIX}{u}") for u in user_ids]
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """(median, p99) of `samples`."""
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def _time(fn: Callable[[], object], samples: int) -> list[float]:
+def time_calls(fn: Callable[[], object], samples: int) -> list[float]:
+    """How long each of `samples` calls of `fn` took, in ms."""
     timings = []
     for _ in range(samples):
         started = time.perf_counter()
@@ -84,11 +86,11 @@ def measure(url: str, samples: int) -> dict[str, tuple[float, float]]:
             for user_id, secret in keys[:200]:  # warm the statement cache and the pages
                 check_key(conn, secret, now)
                 limit_status(conn, user_id, now)
-            by_key = _time(lambda: check_key(conn, rng.choice(keys)[1], now), samples)
-            by_user = _time(lambda: limit_status(conn, rng.choice(keys)[0], now), samples)
+            by_key = time_calls(lambda: check_key(conn, rng.choice(keys)[1], now), samples)
+            by_user = time_calls(lambda: limit_status(conn, rng.choice(keys)[0], now), samples)
     finally:
         engine.dispose()
-    return {"check_key": _percentiles(by_key), "limit_status": _percentiles(by_user)}
+    return {"check_key": percentiles(by_key), "limit_status": percentiles(by_user)}
 
 
 def main() -> None:

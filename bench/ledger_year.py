@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import multiprocessing
 import random
-import statistics
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection as PipeEnd
 from multiprocessing.synchronize import Event as EventType
@@ -30,6 +28,7 @@ from prometheus_client import generate_latest
 from sqlalchemy import Connection, Engine, select, text
 
 from bench.ledger import measure as limit_check
+from bench.ledger import percentiles, time_calls
 from exporter.app import build_registry
 from exporter.settings import ExporterSettings
 from ledger.engine import create_sync_engine
@@ -50,19 +49,6 @@ PRUNED_MONTHS = 6
 SIZE_TABLES = ("messages", "daily_usage", "chat_daily_usage", "period_spend", "usage_totals")
 
 
-def _timed(fn: Callable[[], object], runs: int) -> list[float]:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        timings.append((time.perf_counter() - started) * 1000)
-    return timings
-
-
-def _summary(timings: list[float]) -> tuple[float, float]:
-    return statistics.median(timings), _p99(timings)
-
-
 def _read_timings(engine: Engine, url: str, runs: int) -> dict[str, list[float]]:
     """One round of every read on one ledger, `runs` timings each (ms)."""
     now = datetime.now(UTC)
@@ -74,18 +60,18 @@ def _read_timings(engine: Engine, url: str, runs: int) -> dict[str, list[float]]
         rng = random.Random(3)
         for label, start in (("30d", month), ("all", year)):
             cost_table(conn, start, now)  # warm
-            timings[f"cost table {label}"] = _timed(lambda s=start: cost_table(conn, s, now),
+            timings[f"cost table {label}"] = time_calls(lambda s=start: cost_table(conn, s, now),
                                                     runs)
-            timings[f"cost table {label} page {middle}"] = _timed(
+            timings[f"cost table {label} page {middle}"] = time_calls(
                 lambda s=start: cost_table(conn, s, now, page=middle), runs)
-            timings[f"cost table {label} search"] = _timed(
+            timings[f"cost table {label} search"] = time_calls(
                 lambda s=start: cost_table(conn, s, now, search="user01"), runs)
-            timings[f"user detail {label}"] = _timed(
+            timings[f"user detail {label}"] = time_calls(
                 lambda s=start: user_detail(conn, rng.choice(names), s, now, now), runs * 5)
     registry, close = build_registry(ExporterSettings(), DatabaseSettings(url=url))
     try:
         generate_latest(registry)
-        timings["scrape"] = _timed(lambda: generate_latest(registry), max(1, runs // 4))
+        timings["scrape"] = time_calls(lambda: generate_latest(registry), max(1, runs // 4))
     finally:
         close()
     return timings
@@ -112,7 +98,7 @@ def year_reads(urls: dict[int, str], samples: int, runs: int, rounds: int = 4
         for engine in engines.values():
             engine.dispose()
     return {messages: {"limit check": checks[messages]["check_key"],
-                       **{name: _summary(values) for name, values in by_name.items()}}
+                       **{name: percentiles(values) for name, values in by_name.items()}}
             for messages, by_name in timings.items()}
 
 
@@ -149,11 +135,6 @@ def _record(url: str, user_ids: list[int], stop: EventType, out: PipeEnd) -> Non
         out.send(timings)
 
 
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
-
-
 def _prune_months(engine: Engine, url: str, warmup_s: float) -> dict[str, float]:
     """Prune the oldest PRUNED_MONTHS months, one maintenance run each, while recording;
     recording p99 before and during, in ms."""
@@ -188,11 +169,12 @@ def _prune_months(engine: Engine, url: str, warmup_s: float) -> dict[str, float]
     during = [ms for at, ms in timings if any(start <= at <= end for start, end in windows)]
     with engine.connect() as conn:
         after_sizes = _sizes(conn)
+    (p50_before, p99_before), (p50_during, p99_during) = percentiles(before), percentiles(during)
     figures = {"pruned months": float(len(months)), "pruned rows": float(rows),
                "prune s (slowest month)": max(end - start for start, end in windows),
-               "record p50 before": statistics.median(before), "record p99 before": _p99(before),
+               "record p50 before": p50_before, "record p99 before": p99_before,
                "record max before": max(before), "records before": float(len(before)),
-               "record p50 during": statistics.median(during), "record p99 during": _p99(during),
+               "record p50 during": p50_during, "record p99 during": p99_during,
                "record max during": max(during), "records during": float(len(during))}
     for table in SIZE_TABLES:
         figures[f"MB {table} before"] = before_sizes[table] / 2**20
