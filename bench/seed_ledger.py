@@ -5,7 +5,8 @@ inside PostgreSQL (one INSERT ... SELECT over generate_series: ten million rows 
 take longer than the benchmark itself), drawing their token counts from a table of usage shapes
 whose costs were computed by the ledger's own `price_message`. The daily, lifetime, per-period and
 per-chat rollups are then aggregated from the messages, so they agree with them exactly, as
-`record_usage` would have left them.
+`record_usage` would have left them, and written in time order, as a ledger fills day by day
+(a user's rows over a year lie on as many pages as days, not side by side).
 
 The activity is fixed and the messages fill it: each user works with agents on 3 days in 8 of
 the history (spread over it), on one of their 3 models at a time (switching every 10 working
@@ -196,7 +197,7 @@ _ROLLUPS = [
         {_TOKEN_COLUMNS}, {_UNPRICED_COLUMNS})
         SELECT m.user_id, {_DAY}, m.model_id, {_MEASURES}, {_sums()}, {_sums("unpriced_")}
         FROM messages m JOIN bench_unpriced_kinds u ON u.model_id = m.model_id
-        GROUP BY 1, 2, 3""",
+        GROUP BY 1, 2, 3 ORDER BY 2, 1, 3""",
     f"""INSERT INTO usage_totals (user_id, model_id, messages, unpriced_messages, cost_micros,
         {_TOKEN_COLUMNS}, {_UNPRICED_COLUMNS}, last_day)
         SELECT user_id, model_id, sum(messages), sum(unpriced_messages), sum(cost_micros),
@@ -205,14 +206,14 @@ _ROLLUPS = [
         FROM daily_usage GROUP BY 1, 2""",
     *[f"""INSERT INTO period_spend (user_id, period, period_start, cost_micros, messages)
         SELECT user_id, '{period}', {start}, sum(cost_micros), sum(messages)
-        FROM daily_usage GROUP BY 1, 3"""
+        FROM daily_usage GROUP BY 1, 3 ORDER BY 3, 1"""
       # ISO weeks start on Monday, as the ledger's weeks do.
       for period, start in (("day", "day"), ("week", "date_trunc('week', day)::date"),
                             ("month", "date_trunc('month', day)::date"))],
     f"""INSERT INTO chat_daily_usage (chat_id, day, user_id, messages, unpriced_messages,
         cost_micros, {_TOKEN_COLUMNS})
         SELECT m.chat_id, {_DAY}, m.user_id, {_MEASURES}, {_sums()}
-        FROM messages m WHERE m.chat_id IS NOT NULL GROUP BY 1, 2, 3""",
+        FROM messages m WHERE m.chat_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 2, 3, 1""",
 ]
 
 
